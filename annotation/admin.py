@@ -1,0 +1,78 @@
+from django.contrib import admin
+
+from annotation.models import (
+    Assignment,
+    Comparison,
+    DatasetSnapshot,
+    Judgment,
+    Membership,
+    Project,
+    Prompt,
+    Response,
+)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "overlap_k", "gold_rate", "pairing", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "project", "role", "created_at"]
+    list_filter = ["role", "project"]
+    search_fields = ["user__username", "project__name"]
+    autocomplete_fields = ["user", "project"]
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "category", "source", "__str__", "created_at"]
+    list_filter = ["project", "category"]
+    search_fields = ["source", "content_hash"]
+    readonly_fields = ["content_hash"]
+
+
+@admin.register(Response)
+class ResponseAdmin(admin.ModelAdmin):
+    list_display = ["id", "prompt", "source", "member", "sample_index", "completion_tokens", "latency_ms", "created_at"]
+    list_filter = ["source", "member"]
+    raw_id_fields = ["prompt", "parent"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(Comparison)
+class ComparisonAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "prompt", "source", "is_gold", "created_at"]
+    list_filter = ["project", "source", "is_gold"]
+    raw_id_fields = ["prompt", "response_a", "response_b", "gold_winner"]
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "comparison", "labeler", "state", "leased_at", "expires_at", "ended_at"]
+    list_filter = ["state"]
+    raw_id_fields = ["comparison", "left_response"]
+
+
+@admin.register(Judgment)
+class JudgmentAdmin(admin.ModelAdmin):
+    list_display = ["id", "comparison", "labeler", "strength", "both_bad", "time_on_task_ms", "submitted_at"]
+    list_filter = ["strength", "both_bad"]
+    raw_id_fields = ["assignment", "comparison", "chosen_response", "rejected_response", "left_response", "edited_response"]
+
+
+@admin.register(DatasetSnapshot)
+class DatasetSnapshotAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "purpose", "format", "row_count", "sha256", "created_at"]
+    list_filter = ["purpose", "format", "project"]
+    readonly_fields = ["sha256", "row_count", "size_bytes", "path", "created_at"]

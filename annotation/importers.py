@@ -1,0 +1,91 @@
+"""Parsing prompt files into validated ``PromptData``. Nothing here writes.
+
+A file is parsed and validated whole; any problem raises ``ImportValidationError`` listing the
+line numbers and fields, and the caller writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+from annotation.services import PromptData, messages_validate
+
+MAX_ERRORS_LISTED = 50
+MAX_LINE_CHARS = 200_000
+
+
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.field}: {self.message}"
+
+
+class ImportValidationError(Exception):
+    def __init__(self, errors: list[LineError]):
+        self.errors = errors[:MAX_ERRORS_LISTED]
+        self.total = len(errors)
+        more = f" (and {self.total - len(self.errors)} more)" if self.total > len(self.errors) else ""
+        super().__init__(f"{self.total} problem(s) in the file{more}: " + "; ".join(map(str, self.errors[:5])))
+
+
+def _json_lines(lines: Iterable[str], errors: list[LineError]) -> Iterable[tuple[int, dict]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if len(line) > MAX_LINE_CHARS:
+            errors.append(LineError(number, "(line)", f"longer than {MAX_LINE_CHARS} characters"))
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(LineError(number, "(json)", f"not valid JSON ({exc.msg})"))
+            continue
+        if not isinstance(row, dict):
+            errors.append(LineError(number, "(json)", "expected a JSON object"))
+            continue
+        yield number, row
+
+
+def parse_mt_bench(lines: Iterable[str]) -> list[PromptData]:
+    """MT-Bench question files: ``{"question_id", "category", "turns": [...], "reference"?}``.
+
+    The first turn becomes the prompt (the second needs an answer to the first before it can be
+    asked); the other turns and the reference answers are kept in ``metadata``.
+    """
+    errors: list[LineError] = []
+    prompts = []
+    for number, row in _json_lines(lines, errors):
+        turns = row.get("turns")
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+            errors.append(LineError(number, "turns", "expected a non-empty list of non-empty strings"))
+            continue
+        messages = [{"role": "user", "content": turns[0]}]
+        problems = messages_validate(messages)
+        if problems:
+            errors.extend(LineError(number, "turns", p) for p in problems)
+            continue
+        category = row.get("category", "")
+        if not isinstance(category, str):
+            errors.append(LineError(number, "category", "expected a string"))
+            continue
+        metadata = {"question_id": row.get("question_id"), "later_turns": turns[1:]}
+        if "reference" in row:
+            metadata["reference"] = row["reference"]
+        prompts.append(
+            PromptData(
+                messages=messages,
+                category=category,
+                tags=["mt-bench"],
+                source=f"mt-bench:{row.get('question_id', number)}",
+                metadata=metadata,
+            )
+        )
+    if errors:
+        raise ImportValidationError(errors)
+    return prompts

@@ -1,0 +1,129 @@
+"""Writes for the annotation app: projects, memberships, prompts, lease bookkeeping.
+
+Every function is keyword-only and named ``<entity>_<verb>``; views, serializers and tasks call
+these and nothing else writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import Assignment, AssignmentState, Membership, Project, Prompt, Role
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class PromptData:
+    """A validated prompt, ready to write."""
+
+    messages: list[dict[str, str]]
+    category: str = ""
+    tags: list[str] = field(default_factory=list)
+    source: str = ""
+    metadata: dict = field(default_factory=dict)
+
+
+def prompt_content_hash(*, messages: list[dict[str, str]]) -> str:
+    """sha256 of the conversation's canonical JSON: same roles and texts, same hash."""
+    canonical = json.dumps(
+        [{"role": m["role"], "content": m["content"]} for m in messages],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def messages_validate(messages: object) -> list[str]:
+    """Problems with a chat conversation to be answered; empty when it is valid."""
+    if not isinstance(messages, list) or not messages:
+        return ["messages: expected a non-empty list of {role, content} objects"]
+    problems = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            problems.append(f"messages[{i}]: expected an object with role and content")
+            continue
+        if message.get("role") not in CHAT_ROLES:
+            problems.append(f"messages[{i}].role: expected one of {', '.join(CHAT_ROLES)}, got {message.get('role')!r}")
+        if not isinstance(message.get("content"), str) or not message["content"].strip():
+            problems.append(f"messages[{i}].content: expected non-empty text")
+    if not problems:
+        roles = [m["role"] for m in messages]
+        if "system" in roles[1:]:
+            problems.append("messages: a system message may only come first")
+        if roles[-1] != "user":
+            problems.append("messages: the last message must be the user turn to answer")
+    return problems
+
+
+@transaction.atomic
+def project_create(*, name: str, slug: str, created_by=None, **settings) -> Project:
+    project = Project(name=name, slug=slug, **settings)
+    project.full_clean()
+    project.save()
+    if created_by is not None and not created_by.is_superuser:
+        membership_set(project=project, user=created_by, role=Role.LEAD)
+    return project
+
+
+def membership_set(*, project: Project, user, role: Role) -> Membership:
+    """Give ``user`` exactly ``role`` in ``project`` (one role per person per project)."""
+    membership, _created = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
+    return membership
+
+
+@dataclass(frozen=True)
+class PromptImportResult:
+    created: int
+    duplicates: int
+
+
+@transaction.atomic
+def prompts_create(*, project: Project, prompts: Iterable[PromptData], batch_size: int = 2000) -> PromptImportResult:
+    """Write already-validated prompts; the same conversation already in the project is skipped.
+
+    Duplicates are detected by the database's unique (project, content_hash) constraint, via
+    ``ignore_conflicts``, so two imports running at once cannot both insert the same prompt.
+    """
+    rows = []
+    seen: set[str] = set()
+    duplicates = 0
+    for data in prompts:
+        content_hash = prompt_content_hash(messages=data.messages)
+        if content_hash in seen:
+            duplicates += 1
+            continue
+        seen.add(content_hash)
+        rows.append(
+            Prompt(
+                project=project,
+                messages=data.messages,
+                category=data.category,
+                tags=data.tags,
+                source=data.source,
+                metadata=data.metadata,
+                content_hash=content_hash,
+            )
+        )
+    before = Prompt.objects.filter(project=project).count()
+    Prompt.objects.bulk_create(rows, batch_size=batch_size, ignore_conflicts=True)
+    created = Prompt.objects.filter(project=project).count() - before
+    return PromptImportResult(created=created, duplicates=duplicates + len(rows) - created)
+
+
+def assignments_expire(*, now=None) -> int:
+    """End leases past their expiry; returns how many. Safe to run twice or concurrently.
+
+    One conditional UPDATE: a lease submitted a moment ago no longer matches ``state=leased``
+    and is left alone, so this can never overwrite a submit.
+    """
+    now = now or timezone.now()
+    return Assignment.objects.filter(state=AssignmentState.LEASED, expires_at__lte=now).update(
+        state=AssignmentState.EXPIRED, ended_at=now
+    )

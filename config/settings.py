@@ -1,0 +1,248 @@
+"""Arbiter settings: one module, every value from the environment.
+
+Two modes:
+- ``embedded`` (default): SQLite, Celery over kombu's filesystem transport, results in files,
+  a secret key generated once per checkout under ``var/``. Nothing to install but Python.
+- ``production``: PostgreSQL and Redis from ``DATABASE_URL`` / ``CELERY_BROKER_URL``; refuses to
+  start without ``SECRET_KEY`` and ``ALLOWED_HOSTS``; secure cookies and HSTS.
+
+A bad value stops start-up with ``ImproperlyConfigured`` naming the variable (see ``config.env``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config import env
+from config.queues import CELERY_TASK_QUEUES, CELERY_TASK_ROUTES, DEFAULT_QUEUE
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+MODE = env.choice("ARBITER_MODE", ("embedded", "production"), "embedded")
+PRODUCTION = MODE == "production"
+
+# Runtime state of the embedded mode (SQLite file, broker folders, generated secret).
+VAR_DIR = env.directory("ARBITER_VAR_DIR", BASE_DIR / "var")
+ARTIFACTS_DIR = env.directory("ARTIFACTS_DIR", BASE_DIR / "artifacts")
+SHARED_DATA_DIR = env.directory("ARBITER_SHARED_DATA_DIR", BASE_DIR.parent / "shared" / "data")
+
+
+def _secret_key() -> str:
+    key = env.string("SECRET_KEY", "")
+    if key:
+        if PRODUCTION and (len(key) < 50 or key.startswith("django-insecure")):
+            raise ImproperlyConfigured("SECRET_KEY: use at least 50 random characters in production")
+        return key
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is required in production (ARBITER_MODE=production); "
+            'generate one with: python -c "import secrets; print(secrets.token_urlsafe(64))"'
+        )
+    # Embedded mode: a random key per checkout, kept so sessions survive restarts.
+    # Never a literal in the source: a key that ships with the code is nobody's secret.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(64))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.boolean("DEBUG", not PRODUCTION)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG: must be false in production")
+
+ALLOWED_HOSTS = env.csv_list("ALLOWED_HOSTS", env.REQUIRED if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.csv_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "annotation",
+    "modeling",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.database(
+        "DATABASE_URL",
+        env.REQUIRED if PRODUCTION else f"sqlite:///{VAR_DIR / 'arbiter.sqlite3'}",
+    )
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 60 if PRODUCTION else 0, minimum=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # The web process and the workers share one SQLite file: WAL lets readers run beside the
+    # writer, and the busy timeout makes a writer wait for the lock instead of failing at once.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.string("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env.directory("STATIC_ROOT", BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Security (production) -------------------------------------------------------------------
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.boolean("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- REST API ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Arbiter API",
+    "DESCRIPTION": "Human preference data for LLM responses, and the RLHF loop on it.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Celery ------------------------------------------------------------------------------------
+# Embedded: kombu's filesystem transport (no server) and a file result backend. The folders are
+# shared by the web process, the workers and beat, so they must sit on one machine's disk.
+_BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env.string("CELERY_BROKER_URL", env.REQUIRED if PRODUCTION else "filesystem://")
+CELERY_RESULT_BACKEND = env.string(
+    "CELERY_RESULT_BACKEND",
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else f"file://{VAR_DIR / 'results'}",
+)
+if not CELERY_BROKER_URL.startswith(("filesystem://", "redis://", "rediss://", "amqp://")):
+    raise ImproperlyConfigured(f"CELERY_BROKER_URL: expected filesystem://, redis:// or amqp://, got {CELERY_BROKER_URL!r}")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for sub in ("queue", "processed", "control"):
+        (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_BROKER_DIR / "queue"),
+        "data_folder_out": str(_BROKER_DIR / "queue"),
+        "processed_folder": str(_BROKER_DIR / "processed"),
+        "control_folder": str(_BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+if CELERY_RESULT_BACKEND.startswith("file://"):
+    Path(CELERY_RESULT_BACKEND[len("file://"):]).mkdir(parents=True, exist_ok=True)
+
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TASK_QUEUES = CELERY_TASK_QUEUES
+CELERY_TASK_ROUTES = CELERY_TASK_ROUTES
+CELERY_TASK_DEFAULT_QUEUE = DEFAULT_QUEUE
+# Never run tasks in the calling process: the web process must not load models.
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_TIME_LIMIT = env.integer("CELERY_TASK_TIME_LIMIT", 6 * 3600, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = env.integer("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600 - 60, minimum=1)
+# One message at a time per process: a long training task must not sit on prefetched work.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# Periodic work, all of it, each entry with the reason it runs.
+CELERY_BEAT_SCHEDULE = {
+    # A labeler who walks away must not hold a comparison forever. The queue already ignores
+    # expired leases when it picks work; this ends them in the table so dashboards and
+    # per-labeler lease caps see the truth.
+    "expire-stale-leases": {
+        "task": "annotation.tasks.assignments_expire",
+        "schedule": float(env.integer("ARBITER_EXPIRE_LEASES_EVERY_S", 60, minimum=5)),
+    },
+}
+
+# --- Arbiter -------------------------------------------------------------------------------------
+# Demo project and users are loaded on the embedded first start; never in production.
+ARBITER_DEMO = env.boolean("ARBITER_DEMO", not PRODUCTION)
+if PRODUCTION and ARBITER_DEMO:
+    raise ImproperlyConfigured("ARBITER_DEMO: demo users have published passwords; never enable it in production")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.string("LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,133 @@
+"""Committee members and retraining rounds. Vocabulary: ``../shared/SPEC.md``."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class MemberKind(models.TextChoices):
+    LOCAL = "local", "Local transformers model (directory or GGUF)"
+    ENDPOINT = "endpoint", "OpenAI-compatible endpoint"
+    CHECKPOINT = "checkpoint", "Policy checkpoint from a round"
+
+
+#: Generation settings a member starts with; each member may override any of them.
+DEFAULT_GENERATION = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 256}
+
+
+class CommitteeMember(models.Model):
+    """A model that answers prompts. Labelers never see which member wrote what."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=12, choices=MemberKind.choices)
+    description = models.TextField(blank=True)
+    # Local: a model directory, or a GGUF file inside a directory or inside an installed Python
+    # package (``gguf_package``: resolved on the worker, so the web never imports it).
+    model_path = models.CharField(max_length=500, blank=True)
+    gguf_package = models.CharField(max_length=100, blank=True)
+    gguf_file = models.CharField(max_length=200, blank=True)
+    # Endpoint: the API key is read from the named environment variable on the worker, so the
+    # secret never sits in the database or an admin page.
+    base_url = models.URLField(max_length=500, blank=True)
+    endpoint_model = models.CharField(max_length=200, blank=True)
+    api_key_env = models.CharField(max_length=100, blank=True)
+    timeout_s = models.PositiveIntegerField(default=120)
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    # Checkpoint: the round that produced it and the member it was trained from.
+    source_round = models.OneToOneField(
+        "modeling.Round", null=True, blank=True, on_delete=models.PROTECT, related_name="policy_member"
+    )
+    base_member = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="derived")
+
+    generation = models.JSONField(default=dict, blank=True, help_text="Overrides of the default generation settings.")
+    weight = models.FloatField(default=1.0, help_text="Relative chance of being drawn for a pair.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=MemberKind.values), name="member_kind_valid"),
+            models.CheckConstraint(condition=Q(weight__gt=0), name="member_weight_positive"),
+            models.CheckConstraint(
+                condition=~Q(kind=MemberKind.LOCAL) | ~Q(model_path="") | ~Q(gguf_package=""),
+                name="member_local_has_location",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind=MemberKind.ENDPOINT) | (~Q(base_url="") & ~Q(endpoint_model="")),
+                name="member_endpoint_has_url_and_model",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind=MemberKind.CHECKPOINT) | (~Q(model_path="") & Q(base_member__isnull=False)),
+                name="member_checkpoint_has_path_and_base",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def generation_settings(self) -> dict:
+        return {**DEFAULT_GENERATION, **(self.generation or {})}
+
+
+class RoundState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SNAPSHOT = "snapshot", "Snapshotting data"
+    TRAINING_RM = "training_rm", "Training reward model"
+    TRAINING_DPO = "training_dpo", "Training DPO policy"
+    EVALUATING = "evaluating", "Evaluating"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_ROUND_STATES = (
+    RoundState.QUEUED,
+    RoundState.SNAPSHOT,
+    RoundState.TRAINING_RM,
+    RoundState.TRAINING_DPO,
+    RoundState.EVALUATING,
+)
+
+
+class Round(models.Model):
+    """Snapshot the data, train the RM, train the DPO policy, evaluate, register the new policy.
+
+    The row is the job: its state, heartbeat, log and error are the truth a page or a periodic
+    check reads, whatever happened to the Celery message.
+    """
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    state = models.CharField(max_length=16, choices=RoundState.choices, default=RoundState.QUEUED)
+    config = models.JSONField(default=dict, blank=True)
+    step_timings = models.JSONField(default=dict, blank=True, help_text="Seconds per finished step.")
+    metrics = models.JSONField(default=dict, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    artifacts_path = models.CharField(max_length=500, blank=True, help_text="Relative to ARTIFACTS_DIR.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="round_unique_number"),
+            models.CheckConstraint(condition=Q(state__in=RoundState.values), name="round_state_valid"),
+            # Only one round per project runs at a time: a partial unique index, so two admins
+            # pressing the button at once get one round and one IntegrityError, not two rounds.
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(state__in=ACTIVE_ROUND_STATES),
+                name="round_one_active_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} round {self.number}"

@@ -1,0 +1,43 @@
+"""Shared test plumbing. Fixtures here are explicit (no autouse): a test asks for what it uses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from django.db import connection
+
+from annotation.models import Role
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip postgres/browser tests where those are missing, unless CI says they must run."""
+    on_postgres = connection.vendor == "postgresql"
+    has_browser = shutil.which("chromium") is not None
+    if os.environ.get("ARBITER_REQUIRE_POSTGRES") and not on_postgres:
+        raise pytest.UsageError("ARBITER_REQUIRE_POSTGRES is set but DATABASE_URL is not PostgreSQL")
+    if os.environ.get("ARBITER_REQUIRE_BROWSER") and not has_browser:
+        raise pytest.UsageError("ARBITER_REQUIRE_BROWSER is set but chromium is not installed")
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://..."))
+        if "browser" in item.keywords and not has_browser:
+            item.add_marker(pytest.mark.skip(reason="needs Debian's chromium (apt-get install chromium)"))
+
+@pytest.fixture
+def project(db):
+    return ProjectFactory()
+
+
+@pytest.fixture
+def member_of(db):
+    """``member_of(project, role)`` makes a user with that role in the project."""
+
+    def make(project, role: Role, **user_fields):
+        user = UserFactory(**user_fields)
+        MembershipFactory(project=project, user=user, role=role)
+        return user
+
+    return make
