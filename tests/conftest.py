@@ -12,6 +12,13 @@ from annotation.models import Role
 from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 
 
+def pytest_configure(config):
+    from django.conf import settings
+
+    # PBKDF2's deliberate slowness is for attackers, not for a test suite that makes many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip postgres/browser tests where those are missing, unless CI says they must run."""
     on_postgres = connection.vendor == "postgresql"
