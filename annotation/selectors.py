@@ -65,3 +65,41 @@ def comparisons_open(*, project: Project) -> QuerySet[Comparison]:
 
 def assignments_live(*, labeler) -> QuerySet[Assignment]:
     return Assignment.objects.filter(labeler=labeler, state=AssignmentState.LEASED, expires_at__gt=timezone.now())
+
+
+def assignment_payload(*, assignment: Assignment) -> dict:
+    """What the labeler's screen (or API client) needs: no member names, no response ids.
+
+    Sides are reported as ``left``/``right`` only; the server maps them back on submit, so
+    nothing in the payload identifies which committee member wrote what.
+    """
+    from annotation.rendering import render_markdown
+
+    comparison = assignment.comparison
+    project = comparison.project
+    responses = {r.pk: r for r in (comparison.response_a, comparison.response_b)}
+    left = responses.pop(assignment.left_response_id)
+    (right,) = responses.values()
+    return {
+        "assignment": assignment.pk,
+        "expires_at": assignment.expires_at.isoformat(),
+        "conversation": [
+            {"role": m["role"], "content": m["content"], "html": render_markdown(m["content"])}
+            for m in comparison.prompt.messages
+        ],
+        "left": {"text": left.text, "html": render_markdown(left.text)},
+        "right": {"text": right.text, "html": render_markdown(right.text)},
+        "ask": {
+            "attributes": project.ask_attributes,
+            "flags": project.ask_flags,
+            "rationale": project.ask_rationale,
+            "edit": project.edit_step,
+            "max_edit_chars": project.max_edit_chars,
+        },
+    }
+
+
+def assignment_for_payload(*, assignment_id: int) -> Assignment:
+    return Assignment.objects.select_related(
+        "comparison__project", "comparison__prompt", "comparison__response_a", "comparison__response_b"
+    ).get(pk=assignment_id)

@@ -7,7 +7,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from annotation.access import project_page
-from annotation.models import Role
+from annotation.models import Role, Strength
+from annotation.rendering import render_markdown
+from annotation.services import ATTRIBUTES, FLAGS
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 
 
@@ -16,10 +18,39 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/home.html", {"projects": project_list_for(user=request.user)})
 
 
+#: The eight choices, left to right as on screen: 1-4 for A from strongest, 5-8 for B to strongest.
+CHOICES = [
+    ("1", "left", Strength.SIGNIFICANTLY_BETTER, "A ≫ significantly better"),
+    ("2", "left", Strength.BETTER, "A > better"),
+    ("3", "left", Strength.SLIGHTLY_BETTER, "A ≳ slightly better"),
+    ("4", "left", Strength.NEGLIGIBLY_BETTER, "A ≈ negligibly / unsure"),
+    ("5", "right", Strength.NEGLIGIBLY_BETTER, "B ≈ negligibly / unsure"),
+    ("6", "right", Strength.SLIGHTLY_BETTER, "B ≳ slightly better"),
+    ("7", "right", Strength.BETTER, "B > better"),
+    ("8", "right", Strength.SIGNIFICANTLY_BETTER, "B ≫ significantly better"),
+]
+FLAG_LABELS = {
+    "unsafe": "Unsafe",
+    "factually_wrong": "Factually wrong",
+    "private_data": "Contains private data",
+    "refuses_needlessly": "Refuses needlessly",
+}
+
+
 @project_page(Role.LABELER)
 def label(request: HttpRequest, project, role) -> HttpResponse:
-    progress = labeler_progress(project=project, labeler=request.user)
-    return render(request, "annotation/label.html", {"project": project, "role": role, "progress": progress})
+    context = {
+        "project": project,
+        "role": role,
+        "progress": labeler_progress(project=project, labeler=request.user),
+        "guidelines_html": render_markdown(project.guidelines),
+        "choices": CHOICES,
+        "sides": [("left", "A"), ("right", "B")],
+        "attributes": ATTRIBUTES,
+        "flags": [(name, FLAG_LABELS[name]) for name in FLAGS],
+        "scale": range(5),
+    }
+    return render(request, "annotation/label.html", context)
 
 
 @project_page(Role.LEAD)

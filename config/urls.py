@@ -1,11 +1,17 @@
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 admin.site.site_header = "Arbiter administration"
 admin.site.site_title = "Arbiter admin"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("annotation.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="api-schema")), name="api-redoc"),
     path("", include("annotation.urls")),
     path("", include("modeling.urls")),
 ]

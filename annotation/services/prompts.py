@@ -1,8 +1,4 @@
-"""Writes for the annotation app: projects, memberships, prompts, lease bookkeeping.
-
-Every function is keyword-only and named ``<entity>_<verb>``; views, serializers and tasks call
-these and nothing else writes.
-"""
+"""Prompts: validation of chat conversations, content hashing, deduplicated writes."""
 
 from __future__ import annotations
 
@@ -12,9 +8,8 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from django.db import transaction
-from django.utils import timezone
 
-from annotation.models import Assignment, AssignmentState, Membership, Project, Prompt, Role
+from annotation.models import Project, Prompt
 
 CHAT_ROLES = ("system", "user", "assistant")
 
@@ -62,22 +57,6 @@ def messages_validate(messages: object) -> list[str]:
     return problems
 
 
-@transaction.atomic
-def project_create(*, name: str, slug: str, created_by=None, **settings) -> Project:
-    project = Project(name=name, slug=slug, **settings)
-    project.full_clean()
-    project.save()
-    if created_by is not None and not created_by.is_superuser:
-        membership_set(project=project, user=created_by, role=Role.LEAD)
-    return project
-
-
-def membership_set(*, project: Project, user, role: Role) -> Membership:
-    """Give ``user`` exactly ``role`` in ``project`` (one role per person per project)."""
-    membership, _created = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
-    return membership
-
-
 @dataclass(frozen=True)
 class PromptImportResult:
     created: int
@@ -115,15 +94,3 @@ def prompts_create(*, project: Project, prompts: Iterable[PromptData], batch_siz
     Prompt.objects.bulk_create(rows, batch_size=batch_size, ignore_conflicts=True)
     created = Prompt.objects.filter(project=project).count() - before
     return PromptImportResult(created=created, duplicates=duplicates + len(rows) - created)
-
-
-def assignments_expire(*, now=None) -> int:
-    """End leases past their expiry; returns how many. Safe to run twice or concurrently.
-
-    One conditional UPDATE: a lease submitted a moment ago no longer matches ``state=leased``
-    and is left alone, so this can never overwrite a submit.
-    """
-    now = now or timezone.now()
-    return Assignment.objects.filter(state=AssignmentState.LEASED, expires_at__lte=now).update(
-        state=AssignmentState.EXPIRED, ended_at=now
-    )

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from annotation import apis
+
+urlpatterns = [
+    path("projects/<slug:slug>/next/", apis.NextApi.as_view(), name="api-next"),
+    path("assignments/<int:assignment_id>/submit/", apis.SubmitApi.as_view(), name="api-submit"),
+    path("assignments/<int:assignment_id>/skip/", apis.SkipApi.as_view(), name="api-skip"),
+]

@@ -1,0 +1,48 @@
+"""Input shapes for the labeling API. Types and sizes here; the rules of the protocol in services."""
+
+from rest_framework import serializers
+
+from annotation.models import Strength
+
+
+class NextSerializer(serializers.Serializer):
+    exclude = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=50)
+
+
+class SubmitSerializer(serializers.Serializer):
+    chosen = serializers.ChoiceField(choices=["left", "right"])
+    strength = serializers.ChoiceField(choices=Strength.choices)
+    both_bad = serializers.BooleanField(default=False)
+    edit = serializers.CharField(allow_null=True, required=False, default=None, trim_whitespace=False, max_length=200_000)
+    attributes = serializers.DictField(child=serializers.DictField(), required=False, default=dict)
+    flags = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False, default=dict)
+    rationale = serializers.CharField(allow_blank=True, required=False, default="", max_length=20_000)
+    idempotency_key = serializers.CharField(allow_blank=True, required=False, default="", max_length=64)
+
+
+class SkipSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=200)
+
+
+class AssignmentSerializer(serializers.Serializer):
+    """The labeling payload (documentation for the schema; built by ``selectors.assignment_payload``)."""
+
+    assignment = serializers.IntegerField()
+    expires_at = serializers.DateTimeField()
+    conversation = serializers.ListField(child=serializers.DictField())
+    left = serializers.DictField()
+    right = serializers.DictField()
+    ask = serializers.DictField()
+    progress = serializers.DictField()
+
+
+class JudgmentResultSerializer(serializers.Serializer):
+    judgment = serializers.IntegerField()
+    created = serializers.BooleanField()
+    edited = serializers.BooleanField()
+    progress = serializers.DictField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.CharField()

@@ -1,0 +1,33 @@
+"""Writes for the annotation app, split by domain. Every function is keyword-only and named
+``<entity>_<verb>``; views, serializers and tasks call these, and nothing else writes."""
+
+from annotation.services.labeling import (
+    ATTRIBUTES,
+    FLAGS,
+    AlreadyEnded,
+    AssignmentNotFound,
+    InvalidVerdict,
+    LabelingError,
+    LeaseCapReached,
+    LeaseExpired,
+    Verdict,
+    assignment_skip,
+    assignments_expire,
+    comparison_lease_next,
+    judgment_submit,
+)
+from annotation.services.projects import membership_set, project_create
+from annotation.services.prompts import (
+    PromptData,
+    PromptImportResult,
+    messages_validate,
+    prompt_content_hash,
+    prompts_create,
+)
+
+__all__ = [
+    "ATTRIBUTES", "FLAGS", "AlreadyEnded", "AssignmentNotFound", "InvalidVerdict", "LabelingError",
+    "LeaseCapReached", "LeaseExpired", "PromptData", "PromptImportResult", "Verdict", "assignment_skip",
+    "assignments_expire", "comparison_lease_next", "judgment_submit", "membership_set", "messages_validate",
+    "project_create", "prompt_content_hash", "prompts_create",
+]

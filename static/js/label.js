@@ -1,0 +1,315 @@
+// The labeling page: next → verdict → edit → submit → next, without page reloads, keyboard first.
+// Response and prompt HTML arrives sanitized from the server (markdown-it without raw HTML, then
+// nh3); every other text is set with textContent, never as markup.
+(function () {
+  "use strict";
+
+  const root = document.getElementById("labeler");
+  if (!root) return;
+  const $ = (id) => document.getElementById(id);
+  const nextUrl = root.dataset.nextUrl;
+  const apiRoot = root.dataset.apiRoot;
+
+  // phase: loading | verdict | skip | edit | submitting | empty
+  const state = { phase: "loading", task: null, choice: null, key: null };
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  async function api(url, body) {
+    // Retries network failures and 5xx a few times with the same body (and so the same
+    // idempotency key): a submit that reached the server once is not recorded twice.
+    let lastError;
+    for (let attempt = 0; attempt < 4; attempt++) {
+      try {
+        const response = await fetch(url, {
+          method: "POST",
+          credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+          body: JSON.stringify(body || {}),
+        });
+        if (response.status >= 500) throw new Error("server error " + response.status);
+        const data = response.status === 204 ? null : await response.json().catch(() => null);
+        return { status: response.status, data };
+      } catch (err) {
+        lastError = err;
+        await new Promise((r) => setTimeout(r, 400 * 2 ** attempt));
+      }
+    }
+    throw lastError;
+  }
+
+  function say(text, kind) {
+    const el = $("status");
+    el.textContent = text || "";
+    el.className = "status" + (kind ? " " + kind : "");
+  }
+
+  function setProgress(progress) {
+    if (!progress) return;
+    $("done-today").textContent = progress.done_today;
+    $("remaining").textContent = progress.remaining;
+  }
+
+  function setPhase(phase) {
+    state.phase = phase;
+    $("task").hidden = phase === "empty" || phase === "loading";
+    $("empty").hidden = phase !== "empty";
+    $("verdict").hidden = !(phase === "verdict" || phase === "skip");
+    $("skip-panel").hidden = phase !== "skip";
+    $("edit-panel").hidden = phase !== "edit";
+    document.querySelectorAll(".choice").forEach((b) => (b.disabled = phase !== "verdict"));
+  }
+
+  function renderConversation(messages) {
+    const box = $("conversation");
+    box.replaceChildren();
+    messages.forEach((m, i) => {
+      const turn = document.createElement("div");
+      turn.className = "turn turn-" + m.role + (i === messages.length - 1 ? " turn-last" : "");
+      const who = document.createElement("div");
+      who.className = "who";
+      who.textContent = m.role === "system" ? "System" : m.role === "user" ? "User" : "Assistant";
+      const body = document.createElement("div");
+      body.className = "md";
+      body.innerHTML = m.html; // sanitized on the server
+      turn.append(who, body);
+      box.append(turn);
+    });
+  }
+
+  function resetExtras(ask) {
+    document.querySelectorAll(".response").forEach((article) => {
+      article.querySelector(".extras").hidden = !(ask.attributes || ask.flags);
+      article.querySelector(".attributes").hidden = !ask.attributes;
+      article.querySelector(".flags").hidden = !ask.flags;
+      article.querySelectorAll("select").forEach((s) => (s.value = ""));
+      article.querySelectorAll("input[type=checkbox]").forEach((c) => (c.checked = false));
+      article.classList.remove("chosen", "rejected");
+    });
+    $("rationale").hidden = !ask.rationale;
+    $("rationale").value = "";
+    $("both-bad").checked = false;
+  }
+
+  function render(task) {
+    state.task = task;
+    state.choice = null;
+    state.key = crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
+    renderConversation(task.conversation);
+    ["left", "right"].forEach((side) => {
+      document.querySelector("#response-" + side + " .response-body").innerHTML = task[side].html; // sanitized
+    });
+    resetExtras(task.ask);
+    setProgress(task.progress);
+    setPhase("verdict");
+    window.scrollTo(0, 0);
+  }
+
+  async function loadNext() {
+    setPhase("loading");
+    say("Loading the next comparison…");
+    try {
+      const { status, data } = await api(nextUrl, {});
+      if (status === 200) {
+        say("");
+        render(data);
+      } else if (status === 204) {
+        say("");
+        setPhase("empty");
+      } else {
+        say((data && data.detail) || "Could not load the next comparison (" + status + ")", "error");
+        setPhase("empty");
+      }
+    } catch (err) {
+      say("Network problem: " + err.message + ". Press r to retry.", "error");
+      setPhase("empty");
+    }
+  }
+
+  function choose(button) {
+    if (state.phase !== "verdict") return;
+    state.choice = { side: button.dataset.side, strength: button.dataset.strength, label: button.textContent.trim() };
+    const other = state.choice.side === "left" ? "right" : "left";
+    $("response-" + state.choice.side).classList.add("chosen");
+    $("response-" + other).classList.remove("chosen");
+    $("response-" + other).classList.add("rejected");
+    if (!state.task.ask.edit) {
+      submit(null);
+      return;
+    }
+    $("edit-choice").textContent = "(" + state.choice.label.replace(/^\d\s*/, "") + ")";
+    const editor = $("editor");
+    editor.value = state.task[state.choice.side].text;
+    editor.maxLength = state.task.ask.max_edit_chars;
+    updateDiff();
+    setPhase("edit");
+  }
+
+  function backToVerdict() {
+    document.querySelectorAll(".response").forEach((a) => a.classList.remove("chosen", "rejected"));
+    state.choice = null;
+    setPhase("verdict");
+  }
+
+  function collect(name, attr, read) {
+    const out = {};
+    ["left", "right"].forEach((side) => {
+      const values = {};
+      document.querySelectorAll("#response-" + side + " [" + attr + "]").forEach((el) => read(el, values));
+      out[side] = values;
+    });
+    return out;
+  }
+
+  function verdictBody(edit) {
+    const body = {
+      chosen: state.choice.side,
+      strength: state.choice.strength,
+      both_bad: $("both-bad").checked,
+      edit: edit,
+      rationale: $("rationale").hidden ? "" : $("rationale").value,
+      idempotency_key: state.key,
+    };
+    if (state.task.ask.attributes) {
+      body.attributes = collect("attributes", "data-attribute", (el, v) => {
+        if (el.value !== "") v[el.dataset.attribute] = Number(el.value);
+      });
+    }
+    if (state.task.ask.flags) {
+      const flags = collect("flags", "data-flag", (el, v) => {
+        if (el.checked) v[el.dataset.flag] = true;
+      });
+      body.flags = { left: Object.keys(flags.left), right: Object.keys(flags.right) };
+    }
+    return body;
+  }
+
+  async function submit(edit) {
+    if (!state.choice || state.phase === "submitting") return;
+    const body = verdictBody(edit);
+    setPhase("submitting");
+    say("Saving…");
+    try {
+      const { status, data } = await api(apiRoot + "assignments/" + state.task.assignment + "/submit/", body);
+      if (status === 200 || status === 201) {
+        setProgress(data.progress);
+        say(data.edited ? "Saved, with your edit." : "Saved.", "ok");
+        await loadNext();
+        return;
+      }
+      say((data && data.detail) || "The submit was refused (" + status + ")", "error");
+      if (data && (data.error === "lease_expired" || data.error === "already_ended" || data.error === "not_found")) {
+        await loadNext();
+      } else {
+        setPhase("edit");
+      }
+    } catch (err) {
+      say("Network problem, nothing was lost: " + err.message + ". Submit again.", "error");
+      setPhase(state.task.ask.edit ? "edit" : "verdict");
+    }
+  }
+
+  async function skip() {
+    const reason = $("skip-reason").value.trim();
+    if (!reason) {
+      say("Say why you skip.", "error");
+      return;
+    }
+    setPhase("submitting");
+    try {
+      const { status, data } = await api(apiRoot + "assignments/" + state.task.assignment + "/skip/", { reason });
+      if (status !== 200) say((data && data.detail) || "Skip refused (" + status + ")", "error");
+      else say("Skipped.", "ok");
+    } catch (err) {
+      say("Network problem: " + err.message, "error");
+    }
+    $("skip-reason").value = "";
+    await loadNext();
+  }
+
+  // Word-level diff (LCS) between the chosen text and the edit, for the live view.
+  function tokens(text) {
+    return text.match(/\s+|[^\s]+/g) || [];
+  }
+
+  function updateDiff() {
+    const original = state.task[state.choice.side].text;
+    const edited = $("editor").value;
+    const diff = $("diff");
+    diff.replaceChildren();
+    const a = tokens(original);
+    const b = tokens(edited);
+    $("edit-count").textContent = edited.length + " / " + state.task.ask.max_edit_chars + " characters";
+    if (original.split(/\s+/).join(" ").trim() === edited.split(/\s+/).join(" ").trim()) {
+      diff.textContent = "No change (whitespace does not count as an edit).";
+      diff.classList.add("muted");
+      return;
+    }
+    diff.classList.remove("muted");
+    if (a.length * b.length > 4e6) {
+      diff.textContent = "Edited (too long to show a live diff).";
+      return;
+    }
+    const n = a.length, m = b.length;
+    const table = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+    for (let i = n - 1; i >= 0; i--)
+      for (let j = m - 1; j >= 0; j--)
+        table[i][j] = a[i] === b[j] ? table[i + 1][j + 1] + 1 : Math.max(table[i + 1][j], table[i][j + 1]);
+    let i = 0, j = 0;
+    const add = (tag, text) => {
+      const el = document.createElement(tag);
+      el.textContent = text;
+      diff.append(el);
+    };
+    while (i < n || j < m) {
+      if (i < n && j < m && a[i] === b[j]) { add("span", a[i]); i++; j++; }
+      else if (j < m && (i === n || table[i][j + 1] >= table[i + 1][j])) { add("ins", b[j]); j++; }
+      else { add("del", a[i]); i++; }
+    }
+  }
+
+  // --- wiring ---------------------------------------------------------------------------------
+  document.querySelectorAll(".choice").forEach((b) => b.addEventListener("click", () => choose(b)));
+  $("no-edit").addEventListener("click", () => submit(null));
+  $("submit-edit").addEventListener("click", () => submit($("editor").value));
+  $("editor").addEventListener("input", updateDiff);
+  $("skip").addEventListener("click", () => { setPhase("skip"); $("skip-reason").focus(); });
+  $("retry").addEventListener("click", loadNext);
+  $("show-guidelines").addEventListener("click", () => $("guidelines").showModal());
+
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    const typing = target instanceof HTMLTextAreaElement || target instanceof HTMLInputElement || target instanceof HTMLSelectElement;
+    if ($("guidelines").open) return; // the dialog handles Esc itself
+    if (target === $("editor")) {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); submit($("editor").value); }
+      else if (event.key === "Escape") { event.preventDefault(); $("editor").blur(); }
+      return;
+    }
+    if (target === $("skip-reason")) {
+      if (event.key === "Enter") { event.preventDefault(); skip(); }
+      else if (event.key === "Escape") { event.preventDefault(); $("skip-reason").value = ""; setPhase("verdict"); }
+      return;
+    }
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    if (key === "?" || key === "g") { event.preventDefault(); $("guidelines").showModal(); return; }
+    if (state.phase === "empty" && key === "r") { event.preventDefault(); loadNext(); return; }
+    if (state.phase === "verdict") {
+      const button = document.querySelector('.choice[data-key="' + key + '"]');
+      if (button) { event.preventDefault(); choose(button); return; }
+      if (key === "0") { event.preventDefault(); $("both-bad").checked = !$("both-bad").checked; return; }
+      if (key === "s") { event.preventDefault(); setPhase("skip"); $("skip-reason").focus(); return; }
+    }
+    if (state.phase === "edit") {
+      if (key === "n") { event.preventDefault(); submit(null); return; }
+      if (key === "e") { event.preventDefault(); $("editor").focus(); return; }
+      if (key === "Backspace") { event.preventDefault(); backToVerdict(); return; }
+    }
+  });
+
+  loadNext();
+})();
