@@ -1,0 +1,131 @@
+"""A labeler works through the queue in real headless Chromium, with the keyboard alone."""
+
+import pytest
+
+from annotation.models import Assignment, AssignmentState, Judgment, Response, ResponseSource, Role, Strength
+from tests.factories import ComparisonFactory, MembershipFactory, ProjectFactory, PromptFactory, ResponseFactory, UserFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2"><b onmouseover="window.__pwned=3">hover</b>'
+
+
+def make_queue(n=4):
+    project = ProjectFactory(gold_rate=0, overlap_k=1, ask_rationale=True)
+    comparisons = []
+    for i in range(n):
+        prompt = PromptFactory(
+            project=project,
+            messages=[
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": f"Question {i}: how do I reverse a list in Python?"},
+                {"role": "assistant", "content": "Do you mean in place?"},
+                {"role": "user", "content": "Yes, in place. " + XSS},
+            ],
+        )
+        comparisons.append(
+            ComparisonFactory(
+                prompt=prompt,
+                response_a=ResponseFactory(prompt=prompt, text=f"Use `xs.reverse()`.\n\n```python\nxs.reverse()\n```\n{XSS}"),
+                response_b=ResponseFactory(prompt=prompt, text=f"Answer {i}: use slicing, `xs[::-1]`, which copies. {XSS}"),
+            )
+        )
+    labeler = UserFactory(username="ada")
+    MembershipFactory(project=project, user=labeler, role=Role.LABELER)
+    return project, comparisons, labeler
+
+
+def login_with_keyboard(page, live_server):
+    page.goto(f"{live_server.url}/login/")
+    page.keyboard.type("ada")  # the username field has autofocus
+    page.keyboard.press("Tab")
+    page.keyboard.type("pw")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def wait_for_task(page, done_before):
+    page.wait_for_function(
+        "n => !document.querySelector('#task').hidden && document.querySelector('#done-today').textContent == String(n)"
+        " && !document.querySelector('#verdict').hidden",
+        arg=done_before,
+    )
+
+
+def test_a_labeler_labels_edits_and_skips_with_the_keyboard_alone(live_server, browser_page, output_dir):
+    project, comparisons, labeler = make_queue()
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/")
+
+    # 1: A is significantly better, no edit needed
+    wait_for_task(page, 0)
+    page.screenshot(path=str(output_dir / "labeling-page.png"), full_page=True)
+    # only what the project asks for is on screen: rationale and flags, not attribute ratings
+    assert page.is_visible("#rationale") and page.is_visible("#response-left .flags")
+    assert not page.is_visible("#response-left .attributes")
+    page.keyboard.press("1")
+    page.wait_for_selector("#edit-panel:not([hidden])")
+    page.keyboard.press("n")
+
+    # 2: B is better, then edit the winner: append a sentence and submit with Ctrl+Enter
+    wait_for_task(page, 1)
+    page.keyboard.press("7")
+    page.wait_for_selector("#edit-panel:not([hidden])")
+    page.keyboard.press("e")
+    page.keyboard.press("Control+End")
+    page.keyboard.type(" Note: xs.reverse() works in place and returns None.")
+    page.wait_for_selector("#diff ins")
+    page.screenshot(path=str(output_dir / "labeling-edit.png"), full_page=True)
+    page.keyboard.press("Control+Enter")
+
+    # 3: skip with a reason
+    wait_for_task(page, 2)
+    page.keyboard.press("s")
+    page.wait_for_selector("#skip-panel:not([hidden])")
+    page.keyboard.type("I can't judge this topic")
+    page.keyboard.press("Enter")
+
+    # 4: both are bad, A negligibly better
+    wait_for_task(page, 2)
+    page.keyboard.press("0")
+    page.keyboard.press("4")
+    page.wait_for_selector("#edit-panel:not([hidden])")
+    page.keyboard.press("n")
+
+    page.wait_for_selector("#empty:not([hidden])")
+    assert page.text_content("#done-today") == "3"
+    assert page.evaluate("window.__pwned") is None
+    assert page.js_errors == []
+
+    judgments = list(Judgment.objects.order_by("id"))
+    assert [j.strength for j in judgments] == [Strength.SIGNIFICANTLY_BETTER, Strength.BETTER, Strength.NEGLIGIBLY_BETTER]
+    assert [j.comparison_id for j in judgments] == [comparisons[0].pk, comparisons[1].pk, comparisons[3].pk]
+    first, second, fourth = judgments
+    assert first.chosen_response_id == first.left_response_id  # key 1 is the left side
+    assert second.rejected_response_id == second.left_response_id  # key 7 is the right side
+    assert fourth.both_bad and not first.both_bad
+    edits = Response.objects.filter(source=ResponseSource.HUMAN_EDIT)
+    assert list(edits) == [second.edited_response]
+    assert edits[0].parent_id == second.chosen_response_id
+    assert edits[0].text.endswith("returns None.") and edits[0].edit_distance == len(" Note: xs.reverse() works in place and returns None.")
+    skipped = Assignment.objects.get(state=AssignmentState.SKIPPED)
+    assert skipped.comparison == comparisons[2] and skipped.skip_reason == "I can't judge this topic"
+    assert first.edited_response is None and fourth.edited_response is None
+
+
+def test_script_and_event_handlers_in_responses_and_prompts_render_inert(live_server, browser_page, output_dir):
+    project, _, _ = make_queue(n=1)
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/")
+    wait_for_task(page, 0)
+    page.hover("#response-left b, #response-left .response-body")
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#task img, #task script:not([src])").count() == 0
+    handlers = page.evaluate(
+        "[...document.querySelectorAll('#task *')].flatMap(e => [...e.attributes].map(a => a.name)).filter(n => n.startsWith('on'))"
+    )
+    assert handlers == []
+    assert "<script>window.__pwned = 1</script>" in page.text_content("#response-left")  # shown as text
+    assert page.js_errors == []
