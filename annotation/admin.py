@@ -39,7 +39,8 @@ class PromptAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "category", "source", "__str__", "created_at"]
     list_filter = ["project", "category"]
     search_fields = ["source", "content_hash"]
-    readonly_fields = ["content_hash"]
+    # Judgments refer to exactly what labelers were shown: the conversation is not editable.
+    readonly_fields = ["messages", "content_hash"]
 
 
 @admin.register(Response)
@@ -47,7 +48,8 @@ class ResponseAdmin(admin.ModelAdmin):
     list_display = ["id", "prompt", "source", "member", "sample_index", "completion_tokens", "latency_ms", "created_at"]
     list_filter = ["source", "member"]
     raw_id_fields = ["prompt", "parent"]
-    readonly_fields = ["created_at"]
+    # Judgments refer to exactly what labelers were shown: the text is not editable.
+    readonly_fields = ["text", "created_at"]
 
 
 @admin.register(Comparison)

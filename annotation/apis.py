@@ -9,8 +9,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors, services
-from annotation.access import ProjectRolePermission, has_role
-from annotation.models import Assignment, Role
+from annotation.access import ProjectRolePermission
+from annotation.models import Role
 from annotation.serializers import (
     AssignmentSerializer,
     ErrorSerializer,
@@ -25,14 +25,6 @@ ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 403, 404, 409
 
 def _error(exc: services.LabelingError) -> Response:
     return Response({"error": exc.code, "detail": exc.detail}, status=exc.status)
-
-
-def _own_assignment_project(*, assignment_id: int, user):
-    """The project of the caller's own assignment, if the caller still labels in it."""
-    assignment = Assignment.objects.select_related("comparison__project").filter(pk=assignment_id, labeler=user).first()
-    if assignment is None or not has_role(user=user, project=assignment.comparison.project, minimum=Role.LABELER):
-        raise services.AssignmentNotFound("No such assignment for you")
-    return assignment.comparison.project
 
 
 class NextApi(APIView):
@@ -56,7 +48,7 @@ class NextApi(APIView):
         progress = selectors.labeler_progress(project=self.project, labeler=request.user)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT, headers={"X-Progress-Done-Today": progress["done_today"]})
-        payload = selectors.assignment_payload(assignment=selectors.assignment_for_payload(assignment_id=assignment.pk))
+        payload = selectors.assignment_payload(assignment=assignment, project=self.project)
         return Response({**payload, "progress": progress})
 
 
@@ -71,7 +63,6 @@ class SubmitApi(APIView):
         key = request.headers.get("Idempotency-Key") or fields.pop("idempotency_key")
         fields.pop("idempotency_key", None)
         try:
-            project = _own_assignment_project(assignment_id=assignment_id, user=request.user)
             judgment, created = services.judgment_submit(
                 assignment_id=assignment_id,
                 labeler=request.user,
@@ -79,12 +70,7 @@ class SubmitApi(APIView):
             )
         except services.LabelingError as exc:
             return _error(exc)
-        result = {
-            "judgment": judgment.pk,
-            "created": created,
-            "edited": judgment.edited_response_id is not None,
-            "progress": selectors.labeler_progress(project=project, labeler=request.user),
-        }
+        result = {"judgment": judgment.pk, "created": created, "edited": judgment.edited_response_id is not None}
         return Response(result, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -96,7 +82,6 @@ class SkipApi(APIView):
         body = SkipSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            _own_assignment_project(assignment_id=assignment_id, user=request.user)
             assignment = services.assignment_skip(
                 assignment_id=assignment_id, labeler=request.user, reason=body.validated_data["reason"]
             )

@@ -223,10 +223,16 @@ class Comparison(models.Model):
     source = models.CharField(max_length=20, choices=ComparisonSource.choices, default=ComparisonSource.COMMITTEE)
     is_gold = models.BooleanField(default=False)
     gold_winner = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Live-or-done assignments, kept in step by the lease, skip and expiry services. A hint that
+    # lets the queue find candidates through an index instead of counting every comparison's
+    # assignments; the queue recounts under the row lock before it leases, so a stale hint
+    # (a lease expired but not yet swept) can only delay a comparison, never overfill it.
+    slots_taken = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [models.Index(fields=["project", "is_gold", "slots_taken", "id"], name="comparison_queue")]
         constraints = [
             models.CheckConstraint(condition=~Q(response_a=F("response_b")), name="comparison_responses_differ"),
             models.UniqueConstraint(fields=["response_a", "response_b"], name="comparison_unique_pair"),

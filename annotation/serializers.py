@@ -40,7 +40,6 @@ class JudgmentResultSerializer(serializers.Serializer):
     judgment = serializers.IntegerField()
     created = serializers.BooleanField()
     edited = serializers.BooleanField()
-    progress = serializers.DictField()
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -9,8 +9,8 @@ from django.shortcuts import render
 from annotation.access import project_page
 from annotation.models import Role, Strength
 from annotation.rendering import render_markdown
-from annotation.services import ATTRIBUTES, FLAGS
 from annotation.selectors import labeler_progress, project_counts, project_list_for
+from annotation.services import ATTRIBUTES, FLAGS
 
 
 @login_required

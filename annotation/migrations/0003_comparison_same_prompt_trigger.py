@@ -18,6 +18,7 @@ BEGIN
     RETURN NEW;
 END;
 $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS annotation_comparison_same_prompt ON annotation_comparison;
 CREATE TRIGGER annotation_comparison_same_prompt
     BEFORE INSERT OR UPDATE ON annotation_comparison
     FOR EACH ROW EXECUTE FUNCTION annotation_comparison_same_prompt();
@@ -44,11 +45,16 @@ SQLITE_BACKWARD = [
 
 
 def forward(apps, schema_editor):
+    """Create (or re-create) the trigger. Idempotent.
+
+    SQLite rebuilds a table for most ALTERs and drops its triggers with it, so every later
+    migration that alters ``annotation_comparison`` must call this again at its end.
+    """
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
         schema_editor.execute(POSTGRES_FORWARD)
     elif vendor == "sqlite":
-        for statement in SQLITE_FORWARD:
+        for statement in SQLITE_BACKWARD + SQLITE_FORWARD:
             schema_editor.execute(statement)
     else:
         raise RuntimeError(f"Arbiter supports PostgreSQL and SQLite, not {vendor}")

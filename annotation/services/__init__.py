@@ -14,6 +14,7 @@ from annotation.services.labeling import (
     assignment_skip,
     assignments_expire,
     comparison_lease_next,
+    comparison_slots_recount,
     judgment_submit,
 )
 from annotation.services.projects import membership_set, project_create
@@ -28,6 +29,6 @@ from annotation.services.prompts import (
 __all__ = [
     "ATTRIBUTES", "FLAGS", "AlreadyEnded", "AssignmentNotFound", "InvalidVerdict", "LabelingError",
     "LeaseCapReached", "LeaseExpired", "PromptData", "PromptImportResult", "Verdict", "assignment_skip",
-    "assignments_expire", "comparison_lease_next", "judgment_submit", "membership_set", "messages_validate",
+    "assignments_expire", "comparison_lease_next", "comparison_slots_recount", "judgment_submit", "membership_set", "messages_validate",
     "project_create", "prompt_content_hash", "prompts_create",
 ]

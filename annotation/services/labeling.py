@@ -10,19 +10,22 @@ Concurrency (the races this module is written around):
 - One labeler never gets a comparison twice: the unique (comparison, labeler) constraint on
   Assignment is the guarantee; the queue's filter only keeps us from hitting it.
 - A submit and a lease expiry racing: the submit locks the assignment row and checks
-  ``expires_at`` itself; the expiry job is a conditional UPDATE on ``state=leased``, so
-  whichever commits first wins and the other changes nothing.
+  ``expires_at`` itself; the expiry claims rows with SKIP LOCKED and ends them with a
+  conditional UPDATE on ``state=leased``, so whichever commits first wins and the other
+  changes nothing.
+- ``Comparison.slots_taken`` is a hint kept in step in the same transactions as the leases; it
+  only chooses candidates. The recount under the lock is what decides.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from rapidfuzz.distance import Levenshtein
 
@@ -31,6 +34,7 @@ from annotation.models import (
     AssignmentState,
     Comparison,
     Judgment,
+    Membership,
     Project,
     Response,
     ResponseSource,
@@ -80,34 +84,28 @@ def _live_or_done(now) -> Q:
     return Q(state=AssignmentState.SUBMITTED) | Q(state=AssignmentState.LEASED, expires_at__gt=now)
 
 
-def _slots_taken(now) -> Subquery:
-    """Live-or-done assignments per comparison, as a correlated subquery (FOR UPDATE allows it)."""
-    taken = (
-        Assignment.objects.filter(_live_or_done(now), comparison=OuterRef("pk"))
-        .order_by()
-        .values("comparison")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(taken, output_field=IntegerField()), Value(0))
+def comparison_slots_recount(*, comparison_id: int, now=None) -> int:
+    """Count a comparison's live-or-done assignments and store the count as its hint."""
+    taken = Assignment.objects.filter(_live_or_done(now or timezone.now()), comparison_id=comparison_id).count()
+    Comparison.objects.filter(pk=comparison_id).exclude(slots_taken=taken).update(slots_taken=taken)
+    return taken
 
 
-def _candidates(*, project: Project, labeler, gold: bool, now):
+def _candidate_batches(*, project: Project, labeler, gold: bool):
+    """Querysets to try in order, each answerable from the ``comparison_queue`` index.
+
+    Regular: comparisons already started toward k, fewest labels first (breadth first), then
+    new ones; oldest first within each. Gold: any gold item this labeler has not seen, since
+    gold measures labelers and is shown to each of them once, whatever k is.
+    """
     seen = Assignment.objects.filter(comparison=OuterRef("pk"), labeler=labeler)
-    queryset = (
-        Comparison.objects.filter(project=project, is_gold=gold)
-        .exclude(Exists(seen))
-        .annotate(taken=_slots_taken(now))
-    )
+    base = Comparison.objects.filter(project=project, is_gold=gold).exclude(Exists(seen))
     if gold:
-        # Gold measures labelers: every labeler may see each gold item once, whatever k is.
-        return queryset.order_by("id")
-    # Breadth first: comparisons already started toward k before new ones, the fewest labels first.
-    return (
-        queryset.filter(taken__lt=project.overlap_k)
-        .annotate(fresh=Case(When(taken=0, then=Value(1)), default=Value(0)))
-        .order_by("fresh", "taken", "id")
-    )
+        return [base.order_by("id")]
+    return [
+        base.filter(slots_taken__gte=1, slots_taken__lt=project.overlap_k).order_by("slots_taken", "id"),
+        base.filter(slots_taken=0).order_by("id"),
+    ]
 
 
 def _live_leases(*, project: Project, labeler, now):
@@ -116,41 +114,57 @@ def _live_leases(*, project: Project, labeler, now):
     )
 
 
-def _try_lease(*, project: Project, labeler, gold: bool, now) -> Assignment | None:
-    """Lease one candidate comparison, or None when the pool (of this kind) is empty."""
-    while True:
-        with transaction.atomic():
-            # SKIP LOCKED: comparisons another request is leasing right now are passed over.
-            locked = list(
-                _candidates(project=project, labeler=labeler, gold=gold, now=now)
-                .select_for_update(skip_locked=True, of=("self",))
-                .values_list("id", flat=True)[:CANDIDATES_PER_TRY]
+def _lease_one(*, project: Project, labeler, candidates, gold: bool, now) -> Assignment | None | bool:
+    """Lock a few candidates and lease the first that still has a slot, in one transaction.
+
+    Returns the assignment, None when ``candidates`` is empty, or False when every locked
+    candidate turned out to be full (the caller looks again with a fresh snapshot).
+    """
+    with transaction.atomic():
+        # SKIP LOCKED: comparisons another request is leasing right now are passed over.
+        locked = list(
+            candidates.select_for_update(skip_locked=True, of=("self",)).only(
+                "id", "response_a_id", "response_b_id", "slots_taken"
+            )[:CANDIDATES_PER_TRY]
+        )
+        if not locked:
+            return None
+        for comparison in locked:
+            # Count again in a new statement: the candidate query's snapshot can predate a lease
+            # committed just before we took the lock, and the hint can count expired leases.
+            taken = Assignment.objects.filter(_live_or_done(now), comparison_id=comparison.pk).count()
+            if not gold and taken >= project.overlap_k:
+                if taken != comparison.slots_taken:
+                    Comparison.objects.filter(pk=comparison.pk).update(slots_taken=taken)  # heal the hint
+                continue
+            assignment = Assignment.objects.create(
+                comparison_id=comparison.pk,
+                labeler=labeler,
+                left_response_id=random.choice((comparison.response_a_id, comparison.response_b_id)),
+                leased_at=now,
+                expires_at=now + timedelta(minutes=project.lease_minutes),
             )
-            if not locked:
-                return None
-            for comparison_id in locked:
-                # Count again in a new statement: the candidate query's snapshot can be older
-                # than a lease another transaction committed just before we took the lock.
-                if not gold:
-                    taken = Assignment.objects.filter(_live_or_done(now), comparison_id=comparison_id).count()
-                    if taken >= project.overlap_k:
-                        continue
-                comparison = Comparison.objects.get(pk=comparison_id)
-                left = random.choice((comparison.response_a_id, comparison.response_b_id))
-                try:
-                    with transaction.atomic():
-                        return Assignment.objects.create(
-                            comparison=comparison,
-                            labeler=labeler,
-                            left_response_id=left,
-                            leased_at=now,
-                            expires_at=now + timedelta(minutes=project.lease_minutes),
-                        )
-                except IntegrityError:
-                    # The same labeler leasing in two tabs at once: the unique constraint let
-                    # one through; this one tries the next candidate.
-                    continue
-        # Every locked candidate filled up meanwhile: look again (new snapshot).
+            Comparison.objects.filter(pk=comparison.pk).update(slots_taken=taken + 1)
+            return assignment
+    return False
+
+
+def _try_lease(*, project: Project, labeler, gold: bool, now) -> Assignment | None:
+    """Lease one comparison of the kind asked for, or None when that pool is empty for this labeler."""
+    for candidates in _candidate_batches(project=project, labeler=labeler, gold=gold):
+        while True:
+            try:
+                assignment = _lease_one(project=project, labeler=labeler, candidates=candidates, gold=gold, now=now)
+            except IntegrityError:
+                # The same labeler leasing in two tabs at once: the unique (comparison, labeler)
+                # constraint let one through and rolled this transaction back; look again.
+                continue
+            if assignment is None:
+                break  # this batch is empty: on to the next kind of candidate
+            if assignment is not False:
+                return assignment
+            # every locked candidate filled up meanwhile: look again (new snapshot)
+    return None
 
 
 def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...] = ()) -> Assignment | None:
@@ -161,17 +175,22 @@ def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...]
     labeler already holds ``max_live_leases`` live leases (a client prefetching too far ahead).
     """
     now = timezone.now()
-    live = _live_leases(project=project, labeler=labeler, now=now)
-    own = live.exclude(pk__in=exclude).order_by("leased_at", "id").first()
+    live = list(_live_leases(project=project, labeler=labeler, now=now).order_by("leased_at", "id"))
+    own = next((a for a in live if a.pk not in exclude), None)
     if own is not None:
         return own
-    if live.count() >= project.max_live_leases:
+    if len(live) >= project.max_live_leases:
         raise LeaseCapReached(f"You already hold {project.max_live_leases} open comparisons in this project")
     if project.gold_rate > 0 and random.random() < project.gold_rate:
         assignment = _try_lease(project=project, labeler=labeler, gold=True, now=now)
         if assignment is not None:
             return assignment
-    return _try_lease(project=project, labeler=labeler, gold=False, now=now)
+    assignment = _try_lease(project=project, labeler=labeler, gold=False, now=now)
+    if assignment is None and assignments_expire(now=now, project=project):
+        # Leases that ran out since the last sweep hold slots in the hint: give them back and
+        # look once more, so an expired lease never leaves a labeler idle.
+        assignment = _try_lease(project=project, labeler=labeler, gold=False, now=now)
+    return assignment
 
 
 @dataclass(frozen=True)
@@ -225,12 +244,15 @@ def _validate(verdict: Verdict, project: Project) -> None:
 
 
 def _locked_assignment(*, assignment_id: int, labeler) -> Assignment:
-    assignment = (
+    """The caller's own assignment, row-locked, in a project where the caller still has a role."""
+    query = (
         Assignment.objects.select_for_update(of=("self",))
         .select_related("comparison__project")
         .filter(pk=assignment_id, labeler=labeler)
-        .first()
     )
+    if not labeler.is_superuser:
+        query = query.filter(Exists(Membership.objects.filter(project=OuterRef("comparison__project"), user=labeler)))
+    assignment = query.first()
     if assignment is None:
         # Someone else's lease reads as "not found": its existence is none of this labeler's business.
         raise AssignmentNotFound("No such assignment for you")
@@ -250,11 +272,13 @@ def judgment_submit(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[J
         if verdict.idempotency_key and verdict.idempotency_key == existing.idempotency_key:
             return existing, False
         raise AlreadyEnded("This comparison is already judged; a judgment cannot be changed by resubmitting")
+    now = timezone.now()
+    if assignment.state == AssignmentState.EXPIRED or (
+        assignment.state == AssignmentState.LEASED and assignment.expires_at <= now
+    ):
+        raise LeaseExpired("This lease expired and the comparison went back to the pool; ask for the next one")
     if assignment.state != AssignmentState.LEASED:
         raise AlreadyEnded(f"This assignment was {assignment.state}; ask for the next comparison")
-    now = timezone.now()
-    if assignment.expires_at <= now:
-        raise LeaseExpired("This lease expired and the comparison went back to the pool; ask for the next one")
 
     project = assignment.comparison.project
     _validate(verdict, project)
@@ -314,25 +338,48 @@ def assignment_skip(*, assignment_id: int, labeler, reason: str) -> Assignment:
     assignment = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
     if assignment.state == AssignmentState.SKIPPED:
         return assignment  # a retried skip
+    now = timezone.now()
+    if assignment.state == AssignmentState.EXPIRED or (
+        assignment.state == AssignmentState.LEASED and assignment.expires_at <= now
+    ):
+        raise LeaseExpired("This lease expired already; ask for the next comparison")
     if assignment.state != AssignmentState.LEASED:
         raise AlreadyEnded(f"This assignment was {assignment.state}; it cannot be skipped")
-    now = timezone.now()
-    if assignment.expires_at <= now:
-        raise LeaseExpired("This lease expired already; ask for the next comparison")
     assignment.state = AssignmentState.SKIPPED
     assignment.ended_at = now
     assignment.skip_reason = reason
     assignment.save(update_fields=["state", "ended_at", "skip_reason"])
+    Comparison.objects.filter(pk=assignment.comparison_id, slots_taken__gt=0).update(slots_taken=F("slots_taken") - 1)
     return assignment
 
 
-def assignments_expire(*, now=None) -> int:
-    """End leases past their expiry; returns how many. Safe to run twice or concurrently.
+def assignments_expire(*, now=None, project: Project | None = None, batch_size: int = 1000) -> int:
+    """End leases past their expiry and give their slots back; returns how many. Safe to run
+    twice or concurrently, and beside submits.
 
-    One conditional UPDATE: a lease submitted a moment ago no longer matches ``state=leased``
-    and is left alone, so this can never overwrite a submit.
+    Rows are claimed with SKIP LOCKED (a lease being submitted right now is locked by the submit
+    and left alone), then ended with a conditional UPDATE on ``state=leased``, so this can never
+    overwrite a submit or end a lease twice.
     """
     now = now or timezone.now()
-    return Assignment.objects.filter(state=AssignmentState.LEASED, expires_at__lte=now).update(
-        state=AssignmentState.EXPIRED, ended_at=now
-    )
+    ended = 0
+    while True:
+        with transaction.atomic():
+            expired = Assignment.objects.filter(state=AssignmentState.LEASED, expires_at__lte=now)
+            if project is not None:
+                expired = expired.filter(comparison__project=project)
+            ids = list(
+                expired.select_for_update(skip_locked=True, of=("self",))
+                .values_list("id", flat=True)[:batch_size]
+            )
+            if not ids:
+                return ended
+            per_comparison = Counter(
+                Assignment.objects.filter(pk__in=ids).values_list("comparison_id", flat=True)
+            )
+            count = Assignment.objects.filter(pk__in=ids, state=AssignmentState.LEASED).update(
+                state=AssignmentState.EXPIRED, ended_at=now
+            )
+            for comparison_id, n in per_comparison.items():
+                Comparison.objects.filter(pk=comparison_id, slots_taken__gte=n).update(slots_taken=F("slots_taken") - n)
+            ended += count

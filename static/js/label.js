@@ -195,7 +195,7 @@
     try {
       const { status, data } = await api(apiRoot + "assignments/" + state.task.assignment + "/submit/", body);
       if (status === 200 || status === 201) {
-        setProgress(data.progress);
+        if (data.created) $("done-today").textContent = Number($("done-today").textContent) + 1;
         say(data.edited ? "Saved, with your edit." : "Saved.", "ok");
         await loadNext();
         return;

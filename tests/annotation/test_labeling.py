@@ -18,7 +18,7 @@ from annotation.services import (
     comparison_lease_next,
     judgment_submit,
 )
-from tests.factories import AssignmentFactory, ComparisonFactory, ProjectFactory, PromptFactory, ResponseFactory
+from tests.factories import AssignmentFactory, ComparisonFactory, ProjectFactory, PromptFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -79,11 +79,30 @@ def test_an_expired_lease_returns_the_comparison_to_the_pool_and_cannot_submit(m
     Assignment.objects.filter(pk=stale.pk).update(
         leased_at=timezone.now() - timedelta(hours=2), expires_at=timezone.now() - timedelta(hours=1)
     )
-    assert lease(project, other).comparison == stale.comparison
+    assert lease(project, other).comparison == stale.comparison  # the queue swept the stale lease
+    stale.refresh_from_db()
+    assert stale.state == AssignmentState.EXPIRED
+    with pytest.raises(LeaseExpired):
+        submit(stale, slow)
+    with pytest.raises(LeaseExpired):
+        assignment_skip(assignment_id=stale.pk, labeler=slow, reason="back from lunch")
+    assert Judgment.objects.count() == 0
+    assert assignments_expire() == 0
+
+
+def test_an_expired_lease_cannot_submit_before_it_is_swept(member_of):
+    project = ProjectFactory(gold_rate=0)
+    make_comparisons(project, 1)
+    slow = member_of(project, Role.LABELER)
+    stale = lease(project, slow)
+    Assignment.objects.filter(pk=stale.pk).update(
+        leased_at=timezone.now() - timedelta(hours=2), expires_at=timezone.now() - timedelta(hours=1)
+    )
     with pytest.raises(LeaseExpired):
         submit(stale, slow)
     assert Judgment.objects.count() == 0
     assert assignments_expire() == 1
+    assert stale.comparison.__class__.objects.get(pk=stale.comparison_id).slots_taken == 0
 
 
 def test_it_never_offers_a_comparison_the_labeler_judged_or_skipped(member_of):

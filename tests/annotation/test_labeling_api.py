@@ -11,8 +11,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation.models import Assignment, AssignmentState, Judgment, Response, ResponseSource, Role
-from tests.html_checks import live_markup
 from tests.factories import ComparisonFactory, MemberFactory, ProjectFactory, PromptFactory, ResponseFactory
+from tests.html_checks import live_markup
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +52,6 @@ def test_next_then_submit_then_nothing_left(setup):
     assert body["progress"] == {"done_today": 0, "remaining": 1}
     result = client.post(submit_url(body["assignment"]), {"chosen": "left", "strength": "better", "edit": "Much better."}, format="json")
     assert result.status_code == 201 and result.json()["edited"] is True
-    assert result.json()["progress"]["done_today"] == 1
     assert client.post(next_url(project), {}, format="json").status_code == 204
     assert Judgment.objects.get().labeler == labeler
 
@@ -167,3 +166,14 @@ def test_skip_through_the_api(setup):
     response = client.post(skip, {"reason": "can't judge"}, format="json")
     assert response.status_code == 200 and response.json()["state"] == "skipped"
     assert client.post(next_url(project), {}, format="json").status_code == 204
+
+
+def test_next_reports_progress_done_today_and_open_in_project(setup):
+    project, comparison, _, client = setup
+    ComparisonFactory(prompt=PromptFactory(project=project))
+    first = client.post(next_url(project), {}, format="json").json()
+    assert first["progress"] == {"done_today": 0, "remaining": 2}
+    client.post(submit_url(first["assignment"]), {"chosen": "left", "strength": "better"}, format="json")
+    second = client.post(next_url(project), {}, format="json").json()
+    # k=3 by default: the judged comparison is still open for two more labelers
+    assert second["progress"] == {"done_today": 1, "remaining": 2}

@@ -3,7 +3,14 @@
 import pytest
 
 from annotation.models import Assignment, AssignmentState, Judgment, Response, ResponseSource, Role, Strength
-from tests.factories import ComparisonFactory, MembershipFactory, ProjectFactory, PromptFactory, ResponseFactory, UserFactory
+from tests.factories import (
+    ComparisonFactory,
+    MembershipFactory,
+    ProjectFactory,
+    PromptFactory,
+    ResponseFactory,
+    UserFactory,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -37,6 +44,7 @@ def make_queue(n=4):
 
 def login_with_keyboard(page, live_server):
     page.goto(f"{live_server.url}/login/")
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'id_username'")
     page.keyboard.type("ada")  # the username field has autofocus
     page.keyboard.press("Tab")
     page.keyboard.type("pw")

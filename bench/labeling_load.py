@@ -1,0 +1,367 @@
+"""Labeling load: N simulated labelers drive next + submit over HTTP against gunicorn and PostgreSQL.
+
+    python bench/labeling_load.py [--levels 16,64,256] [--duration 20] [--think-ms 200]
+
+Each simulated labeler loops: POST next, read for ``--think-ms``, POST submit (token auth, a
+fresh idempotency key). Latency is measured per request at the client, from sending the request
+to the last byte of the answer. Throughput is judgments confirmed per second of the measured
+window (after a warm-up). Everything runs on this machine: the load generator (one asyncio
+process with keep-alive connections), gunicorn and PostgreSQL share its cores.
+
+Writes bench/results/labeling_load.json and the section between the labeling_load markers in
+docs/benchmarks.md. Needs PostgreSQL at --database-admin (a scratch database is created there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results" / "labeling_load.json"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", default="16,64,256")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per level")
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--think-ms", type=float, default=200.0, help="time a simulated labeler reads before submitting")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (2 measured best on 2 cores)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread: keep-alive)")
+    parser.add_argument("--comparisons", type=int, default=6000, help="comparisons per level (k=3 each)")
+    parser.add_argument("--database-admin", default="postgres://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--database-name", default="arbiter_bench")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave results files alone")
+    return parser.parse_args()
+
+
+# --- set-up ------------------------------------------------------------------------------------
+
+
+def recreate_database(admin_url: str, name: str) -> str:
+    import psycopg2
+
+    url = urlparse(admin_url)
+    conn = psycopg2.connect(host=url.hostname, port=url.port or 5432, user=url.username, dbname=url.path.lstrip("/"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return url._replace(path=f"/{name}").geturl()
+
+
+def server_env(database_url: str, var_dir: str) -> dict:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DATABASE_URL": database_url,
+        "DATABASE_CONN_MAX_AGE": "600",
+        "DEBUG": "false",
+        "ARBITER_DEMO": "false",
+        "ARBITER_VAR_DIR": var_dir,
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def seed(levels: list[int], comparisons: int) -> dict:
+    """One project per level (so every level starts from a full pool), labelers with tokens."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from annotation.models import Comparison, Membership, Project, Prompt, Response, ResponseSource, Role
+    from annotation.services import prompt_content_hash
+    from modeling.models import CommitteeMember, MemberKind
+
+    members = [
+        CommitteeMember.objects.create(name=f"bench-{i}", kind=MemberKind.LOCAL, model_path=f"/m/{i}") for i in (0, 1)
+    ]
+    User = get_user_model()
+    users = User.objects.bulk_create([User(username=f"labeler{i:03d}") for i in range(max(levels))])
+    tokens = Token.objects.bulk_create([Token(user=u, key=uuid.uuid4().hex[:40]) for u in users])
+    text_a = "Use `xs.reverse()` to reverse in place.\n\n```python\nxs = [1, 2, 3]\nxs.reverse()\n```\n" * 2
+    text_b = "You can write `xs[::-1]`, which returns a reversed copy and leaves `xs` alone. " * 3
+    projects = {}
+    for level in levels:
+        project = Project.objects.create(name=f"bench {level}", slug=f"bench-{level}", overlap_k=3, gold_rate=0)
+        Membership.objects.bulk_create([Membership(project=project, user=u, role=Role.LABELER) for u in users[:level]])
+        prompts = Prompt.objects.bulk_create(
+            [
+                Prompt(project=project, messages=m, content_hash=prompt_content_hash(messages=m))
+                for m in ([{"role": "user", "content": f"How do I reverse list #{i} in Python?"}] for i in range(comparisons))
+            ],
+            batch_size=2000,
+        )
+        responses = Response.objects.bulk_create(
+            [
+                Response(prompt=p, source=ResponseSource.MODEL, member=members[j], text=(text_a, text_b)[j])
+                for p in prompts
+                for j in (0, 1)
+            ],
+            batch_size=4000,
+        )
+        Comparison.objects.bulk_create(
+            [
+                Comparison(project=project, prompt=p, response_a=responses[2 * i], response_b=responses[2 * i + 1])
+                for i, p in enumerate(prompts)
+            ],
+            batch_size=2000,
+        )
+        projects[level] = project.slug
+    return {"tokens": [t.key for t in tokens], "projects": projects}
+
+
+# --- the load generator ------------------------------------------------------------------------
+
+
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client: enough for JSON POSTs to our own server."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, path: str, token: str, body: dict) -> tuple[int, bytes]:
+        payload = json.dumps(body).encode()
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAuthorization: Token {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: keep-alive\r\n\r\n"
+        ).encode() + payload
+        for attempt in (0, 1):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                self.writer.write(request)
+                await self.writer.drain()
+                status_line = await self.reader.readline()
+                if not status_line:
+                    raise ConnectionResetError("server closed the connection")
+                status = int(status_line.split()[1])
+                length, close = 0, False
+                while True:
+                    line = await self.reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    elif name.lower() == "connection" and value.strip().lower() == "close":
+                        close = True
+                data = await self.reader.readexactly(length) if length else b""
+                if close:
+                    await self.close()
+                return status, data
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def labeler(conn: Connection, token: str, slug: str, think_s: float, clock: dict, stats: dict):
+    next_path = f"/api/v1/projects/{slug}/next/"
+    while not clock["stop"]:
+        try:
+            t0 = time.perf_counter()
+            status, body = await conn.post(next_path, token, {})
+            t1 = time.perf_counter()
+            measured = clock["measuring"]
+            if measured:
+                stats["latencies"].append(t1 - t0)
+                stats["next"].append(t1 - t0)
+            if status == 204:
+                stats["empty"] += 1
+                await asyncio.sleep(think_s)
+                continue
+            if status != 200:
+                stats["errors"].append(f"next {status} {body[:120]!r}")
+                continue
+            assignment = json.loads(body)["assignment"]
+            await asyncio.sleep(think_s)
+            verdict = {"chosen": "left", "strength": "better", "edit": None, "idempotency_key": uuid.uuid4().hex}
+            t2 = time.perf_counter()
+            status, body = await conn.post(f"/api/v1/assignments/{assignment}/submit/", token, verdict)
+            t3 = time.perf_counter()
+            if clock["measuring"]:
+                stats["latencies"].append(t3 - t2)
+                stats["submit"].append(t3 - t2)
+                if status == 201:
+                    stats["judgments"] += 1
+            if status != 201:
+                stats["errors"].append(f"submit {status} {body[:120]!r}")
+        except Exception as exc:  # counted: the benchmark's answer includes every failure
+            stats["errors"].append(repr(exc))
+            await asyncio.sleep(0.05)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+async def run_level(n: int, tokens: list[str], slug: str, args) -> dict:
+    clock = {"stop": False, "measuring": False}
+    stats = {"latencies": [], "next": [], "submit": [], "errors": [], "judgments": 0, "empty": 0}
+    conns = [Connection("127.0.0.1", args.port) for _ in range(n)]
+    tasks = [
+        asyncio.create_task(labeler(conns[i], tokens[i], slug, args.think_ms / 1000, clock, stats)) for i in range(n)
+    ]
+    await asyncio.sleep(args.warmup)
+    stats["errors"].clear()
+    clock["measuring"] = True
+    started = time.perf_counter()
+    await asyncio.sleep(args.duration)
+    clock["measuring"] = False
+    elapsed = time.perf_counter() - started
+    clock["stop"] = True
+    await asyncio.gather(*tasks)
+    for conn in conns:
+        await conn.close()
+    ms = lambda v: round(v * 1000, 2)  # noqa: E731
+    return {
+        "labelers": n,
+        "requests": len(stats["latencies"]),
+        "judgments": stats["judgments"],
+        "judgments_per_s": round(stats["judgments"] / elapsed, 1),
+        "requests_per_s": round(len(stats["latencies"]) / elapsed, 1),
+        "p50_ms": ms(percentile(stats["latencies"], 50)),
+        "p95_ms": ms(percentile(stats["latencies"], 95)),
+        "p99_ms": ms(percentile(stats["latencies"], 99)),
+        "next_p95_ms": ms(percentile(stats["next"], 95)),
+        "submit_p95_ms": ms(percentile(stats["submit"], 95)),
+        "median_ms": ms(statistics.median(stats["latencies"])) if stats["latencies"] else None,
+        "empty_pool_answers": stats["empty"],
+        "errors": len(stats["errors"]),
+        "error_samples": stats["errors"][:5],
+    }
+
+
+def wait_for_server(port: int, proc: subprocess.Popen, timeout: float = 60):
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/login/", timeout=2)
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit("gunicorn did not answer")
+
+
+def write_doc(result: dict) -> None:
+    rows = "\n".join(
+        f"| {r['labelers']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['judgments_per_s']} | {r['requests_per_s']} | {r['errors']} |"
+        for r in result["levels"]
+    )
+    cfg = result["config"]
+    section = (
+        "<!-- labeling_load:start -->\n"
+        f"Run {result['date']} on {result['machine']}: gunicorn {cfg['workers']} workers × {cfg['threads']} threads "
+        f"(gthread) on PostgreSQL, token auth, k = 3, {cfg['think_ms']:.0f} ms think time per comparison, "
+        f"{cfg['duration_s']:.0f} s measured per level after {cfg['warmup_s']:.0f} s warm-up; the load generator "
+        "runs on the same machine.\n\n"
+        "| labelers | p50 ms | p95 ms | p99 ms | judgments/s | requests/s | errors |\n"
+        "|---|---|---|---|---|---|---|\n"
+        f"{rows}\n\n"
+        f"Target at N = 64: p95 ≤ 50 ms and ≥ 200 judgments/s with zero errors: **{'met' if result['target_met'] else 'not met'}** "
+        f"(p95 {result['n64_p95_ms']} ms, {result['n64_judgments_per_s']} judgments/s, {result['errors']} errors in all levels).\n"
+        "<!-- labeling_load:end -->"
+    )
+    text = DOC.read_text()
+    start, end = "<!-- labeling_load:start -->", "<!-- labeling_load:end -->"
+    if start in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n## Labeling load (`bench/labeling_load.py`)\n\n" + section + "\n"
+    DOC.write_text(text)
+
+
+def main() -> int:
+    args = parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    database_url = recreate_database(args.database_admin, args.database_name)
+    var_dir = tempfile.mkdtemp(prefix="arbiter-bench-")
+    env = server_env(database_url, var_dir)
+    os.environ.update({k: v for k, v in env.items() if k not in os.environ or os.environ[k] != v})
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    t0 = time.perf_counter()
+    seeded = seed(levels, args.comparisons)
+    print(f"seeded {len(levels)} projects × {args.comparisons} comparisons in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    gunicorn = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
+         "--workers", str(args.workers), "--worker-class", "gthread", "--threads", str(args.threads),
+         "--keep-alive", "30", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    try:
+        wait_for_server(args.port, gunicorn)
+        results = []
+        for n in levels:
+            level = asyncio.run(run_level(n, seeded["tokens"], seeded["projects"][n], args))
+            results.append(level)
+            print(
+                f"N={n:>4}: p50 {level['p50_ms']:>7} ms  p95 {level['p95_ms']:>7} ms  p99 {level['p99_ms']:>7} ms  "
+                f"{level['judgments_per_s']:>6} judgments/s  {level['requests_per_s']:>6} req/s  errors {level['errors']}",
+                flush=True,
+            )
+    finally:
+        gunicorn.terminate()
+        gunicorn.wait(timeout=30)
+
+    by_n = {r["labelers"]: r for r in results}
+    n64 = by_n.get(64, {})
+    result = {
+        "benchmark": "labeling_load",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "config": {
+            "workers": args.workers, "threads": args.threads, "think_ms": args.think_ms, "duration_s": args.duration,
+            "warmup_s": args.warmup, "comparisons_per_level": args.comparisons, "overlap_k": 3,
+        },
+        "levels": results,
+        "n64_p95_ms": n64.get("p95_ms"),
+        "n64_judgments_per_s": n64.get("judgments_per_s"),
+        "errors": sum(r["errors"] for r in results),
+    }
+    result["target_met"] = bool(
+        n64 and n64["p95_ms"] <= 50 and n64["judgments_per_s"] >= 200 and n64["errors"] == 0
+    )
+    print(json.dumps({k: result[k] for k in ("n64_p95_ms", "n64_judgments_per_s", "errors", "target_met")}))
+    if not args.no_write:
+        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        write_doc(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
