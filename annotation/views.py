@@ -11,6 +11,7 @@ from annotation.models import Role, Strength
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS
+from modeling.services.sampling import pending_prompts
 
 
 @login_required
@@ -59,6 +60,7 @@ def project_overview(request: HttpRequest, project, role) -> HttpResponse:
         "project": project,
         "role": role,
         "counts": project_counts(project=project),
+        "pending_prompts": pending_prompts(project=project).count(),
         "memberships": project.memberships.select_related("user").order_by("role", "user__username"),
     }
     return render(request, "annotation/project.html", context)

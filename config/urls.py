@@ -9,6 +9,7 @@ admin.site.site_title = "Arbiter admin"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("annotation.api_urls")),
+    path("api/v1/", include("modeling.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
     path("api/redoc/", login_required(SpectacularRedocView.as_view(url_name="api-schema")), name="api-redoc"),

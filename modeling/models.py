@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -11,6 +14,12 @@ class MemberKind(models.TextChoices):
     LOCAL = "local", "Local transformers model (directory or GGUF)"
     ENDPOINT = "endpoint", "OpenAI-compatible endpoint"
     CHECKPOINT = "checkpoint", "Policy checkpoint from a round"
+
+
+def validate_endpoint_url(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("Enter an http(s) URL with a host, e.g. http://vllm:8000/v1")
 
 
 #: Generation settings a member starts with; each member may override any of them.
@@ -30,7 +39,8 @@ class CommitteeMember(models.Model):
     gguf_file = models.CharField(max_length=200, blank=True)
     # Endpoint: the API key is read from the named environment variable on the worker, so the
     # secret never sits in the database or an admin page.
-    base_url = models.URLField(max_length=500, blank=True)
+    # Not a URLField: internal hosts ("http://vllm:8000/v1") have no dotted domain.
+    base_url = models.CharField(max_length=500, blank=True, validators=[validate_endpoint_url])
     endpoint_model = models.CharField(max_length=200, blank=True)
     api_key_env = models.CharField(max_length=100, blank=True)
     timeout_s = models.PositiveIntegerField(default=120)
@@ -131,3 +141,53 @@ class Round(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} round {self.number}"
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class SamplingRun(models.Model):
+    """One pass of the committee over a project's pending prompts. The row is the job: progress,
+    counts and errors live here, whatever happens to the Celery message."""
+
+    class Mode(models.TextChoices):
+        COMMITTEE = "committee", "Two members by weight (Llama 3)"
+        REJECTION_SAMPLING = "rejection_sampling", "Best of K by the reward model"
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="sampling_runs")
+    mode = models.CharField(max_length=24, choices=Mode.choices, default=Mode.COMMITTEE)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    config = models.JSONField(default=dict, blank=True)
+    prompts_total = models.PositiveIntegerField(default=0)
+    prompts_done = models.PositiveIntegerField(default=0)
+    responses_created = models.PositiveIntegerField(default=0)
+    responses_failed = models.PositiveIntegerField(default=0)
+    responses_empty = models.PositiveIntegerField(default=0)
+    pairs_created = models.PositiveIntegerField(default=0)
+    pairs_near_duplicate = models.PositiveIntegerField(default=0)
+    member_errors = models.JSONField(default=dict, blank=True, help_text="Member name → the error it failed with.")
+    error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=JobState.values), name="sampling_state_valid"),
+            # One sampling pass per project at a time: two would draw members for the same prompts.
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(state__in=[JobState.QUEUED, JobState.RUNNING]),
+                name="sampling_one_active_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Sampling #{self.pk} of {self.project} ({self.state})"

@@ -23,3 +23,12 @@ def ping_gpu() -> dict:
     from modeling.ml.devices import describe_device
 
     return {"queue": "gpu", "device": describe_device(), **_worker_facts()}
+
+
+@shared_task(acks_late=True)  # idempotent: responses are unique per (prompt, member, index) and reused
+def sample_run(run_id: int) -> dict:
+    """Generate the committee's answers for a sampling run (routed to the gpu queue)."""
+    from modeling.selectors import sampling_progress
+    from modeling.services import sampling_execute
+
+    return sampling_progress(run=sampling_execute(run_id=run_id))

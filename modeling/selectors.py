@@ -1,0 +1,44 @@
+"""Reads for the modeling app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from modeling.models import Round, RoundState
+
+REWARD_MODEL_DIR = "reward_model"
+
+
+def current_reward_model(*, project) -> Path | None:
+    """The reward model of the project's latest successful round, if it left one on disk."""
+    for path in (
+        Round.objects.filter(project=project, state=RoundState.SUCCEEDED)
+        .exclude(artifacts_path="")
+        .order_by("-number")
+        .values_list("artifacts_path", flat=True)
+    ):
+        candidate = Path(settings.ARTIFACTS_DIR) / path / REWARD_MODEL_DIR
+        if (candidate / "config.json").exists():
+            return candidate
+    return None
+
+
+def sampling_progress(*, run) -> dict:
+    return {
+        "id": run.pk,
+        "mode": run.mode,
+        "state": run.state,
+        "prompts_done": run.prompts_done,
+        "prompts_total": run.prompts_total,
+        "responses_created": run.responses_created,
+        "responses_failed": run.responses_failed,
+        "responses_empty": run.responses_empty,
+        "pairs_created": run.pairs_created,
+        "pairs_near_duplicate": run.pairs_near_duplicate,
+        "member_errors": run.member_errors,
+        "error": run.error,
+        "created_at": run.created_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }

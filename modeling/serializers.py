@@ -1,0 +1,38 @@
+from rest_framework import serializers
+
+from modeling.models import CommitteeMember, SamplingRun
+
+
+class SamplingStartSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=SamplingRun.Mode.choices, default=SamplingRun.Mode.COMMITTEE)
+    limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    max_new_tokens = serializers.IntegerField(min_value=1, max_value=4096, required=False, allow_null=True, default=None)
+    batch_size = serializers.IntegerField(min_value=1, max_value=128, default=8)
+
+
+class SamplingRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SamplingRun
+        fields = [
+            "id", "mode", "state", "prompts_done", "prompts_total", "responses_created", "responses_failed",
+            "responses_empty", "pairs_created", "pairs_near_duplicate", "member_errors", "error", "created_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class CommitteeMemberSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CommitteeMember
+        fields = [
+            "id", "name", "kind", "description", "model_path", "gguf_package", "gguf_file", "base_url",
+            "endpoint_model", "api_key_env", "timeout_s", "max_retries", "generation", "weight", "is_active",
+            "created_at", "retired_at",
+        ]
+        read_only_fields = ["id", "created_at", "retired_at"]
+
+    def validate_generation(self, value):
+        allowed = {"temperature", "top_p", "max_new_tokens"}
+        if not isinstance(value, dict) or set(value) - allowed:
+            raise serializers.ValidationError(f"only {sorted(allowed)} may be set")
+        return value

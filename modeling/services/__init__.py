@@ -1,0 +1,18 @@
+"""Writes for the modeling app, split by domain."""
+
+from modeling.services.members import (
+    SMOLLM2_GGUF,
+    SMOLLM2_NAME,
+    SMOLLM2_PACKAGE,
+    member_register,
+    member_register_smollm2,
+    member_set_active,
+    member_spec,
+)
+from modeling.services.sampling import SamplingError, near_duplicates, sampling_execute, sampling_start
+
+__all__ = [
+    "SMOLLM2_GGUF", "SMOLLM2_NAME", "SMOLLM2_PACKAGE", "SamplingError", "member_register",
+    "member_register_smollm2", "member_set_active", "member_spec", "near_duplicates", "sampling_execute",
+    "sampling_start",
+]

@@ -1,0 +1,266 @@
+"""Sampling: the committee answers a project's pending prompts and the answers become comparisons.
+
+The SamplingRun row is the job. ``sampling_execute`` is safe to run twice: responses are unique
+by (prompt, member, sample index) and reused when they exist, members are drawn per prompt
+with a seed derived from the prompt, and a prompt that already has a comparison is not pending.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
+from django.utils import timezone
+from rapidfuzz import fuzz
+
+from annotation.models import Comparison, ComparisonSource, Project, Prompt, Response, ResponseSource
+from modeling.models import CommitteeMember, JobState, SamplingRun
+from modeling.services.members import member_spec
+
+logger = logging.getLogger(__name__)
+
+#: Two answers this similar after normalisation (rapidfuzz ratio, 0-100) are not worth a human's time.
+NEAR_DUPLICATE_RATIO = 97.0
+DEFAULT_BATCH_SIZE = 8
+
+
+class SamplingError(Exception):
+    pass
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def near_duplicates(a: str, b: str) -> bool:
+    na, nb = _normalise(a), _normalise(b)
+    return na == nb or fuzz.ratio(na, nb) >= NEAR_DUPLICATE_RATIO
+
+
+def _showable(response: Response) -> bool:
+    """Empty answers, or answers cut off before their first token, are never shown to labelers."""
+    return bool(response.text.strip()) and (response.completion_tokens is None or response.completion_tokens > 0)
+
+
+@transaction.atomic
+def sampling_start(*, project: Project, user=None, mode: str = SamplingRun.Mode.COMMITTEE, limit: int | None = None,
+                   max_new_tokens: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> SamplingRun:
+    """Queue a sampling pass; the task is sent once the row is committed."""
+    from modeling import tasks
+
+    config = {"limit": limit, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    try:
+        with transaction.atomic():
+            run = SamplingRun.objects.create(project=project, mode=mode, config=config, created_by=user)
+    except IntegrityError:
+        raise SamplingError("A sampling pass is already queued or running in this project") from None
+    transaction.on_commit(lambda: tasks.sample_run.delay(run.pk))
+    return run
+
+
+def pending_prompts(*, project: Project):
+    """Prompts with no comparison yet, oldest first."""
+    has_comparison = Comparison.objects.filter(prompt=OuterRef("pk"))
+    return Prompt.objects.filter(project=project).exclude(Exists(has_comparison)).order_by("id")
+
+
+def _draw_pair(prompt: Prompt, members: list[CommitteeMember]) -> tuple[CommitteeMember, CommitteeMember]:
+    """Two different members by weight (Llama 3), seeded by the prompt so a re-run draws the same."""
+    rng = random.Random(prompt.pk)
+    first = rng.choices(members, weights=[m.weight for m in members])[0]
+    rest = [m for m in members if m.pk != first.pk]
+    second = rng.choices(rest, weights=[m.weight for m in rest])[0]
+    return first, second
+
+
+def _draw_k(prompt: Prompt, members: list[CommitteeMember], k: int) -> list[tuple[CommitteeMember, int]]:
+    """K samples across members by weight, each with its per-member sample index."""
+    rng = random.Random(prompt.pk)
+    counts: dict[int, int] = defaultdict(int)
+    draws = []
+    for member in rng.choices(members, weights=[m.weight for m in members], k=k):
+        draws.append((member, counts[member.pk]))
+        counts[member.pk] += 1
+    return draws
+
+
+def _heartbeat(run: SamplingRun, **updates) -> None:
+    SamplingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now(), **updates)
+
+
+def _generate_for_member(run, member, wanted, params_override, batch_size, backend_loader) -> dict:
+    """Generate the (prompt, sample index) pairs ``wanted`` for one member, in batches.
+
+    Returns {(prompt_id, sample_index): Response}. A member that fails records its error on
+    the run and returns what it had; the other members go on.
+    """
+    from modeling.ml.generation import SamplingParams
+
+    existing = {
+        (r.prompt_id, r.sample_index): r
+        for r in Response.objects.filter(
+            member=member, source=ResponseSource.MODEL, prompt_id__in={p.pk for p, _ in wanted}
+        )
+    }
+    todo = [(p, i) for p, i in wanted if (p.pk, i) not in existing]
+    if not todo:
+        return existing
+    settings_ = member.generation_settings()
+    params = SamplingParams(
+        max_new_tokens=int(params_override or settings_["max_new_tokens"]),
+        temperature=float(settings_["temperature"]),
+        top_p=float(settings_["top_p"]),
+    )
+    try:
+        backend = backend_loader(member)
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            # Reproducible, and different per member: two members with the same weights (the
+            # demo's SmolLM2 at two temperatures) must not draw the same random stream.
+            seed = (chunk[0][0].pk * 1000 + chunk[0][1]) * 1009 + member.pk
+            generations = backend.generate([p.messages for p, _ in chunk], replace(params, seed=seed))
+            for (prompt, index), gen in zip(chunk, generations):
+                try:
+                    response, created = Response.objects.get_or_create(
+                        prompt=prompt,
+                        member=member,
+                        sample_index=index,
+                        source=ResponseSource.MODEL,
+                        defaults={
+                            "text": gen.text,
+                            "sampling": params.as_dict() | {"seed": seed},
+                            "latency_ms": gen.latency_ms,
+                            "prompt_tokens": gen.prompt_tokens,
+                            "completion_tokens": gen.completion_tokens,
+                            "finish_reason": gen.finish_reason,
+                        },
+                    )
+                except IntegrityError:  # a concurrent re-run wrote it first: use theirs
+                    response, created = Response.objects.get(prompt=prompt, member=member, sample_index=index), False
+                existing[(prompt.pk, index)] = response
+                if created:
+                    _heartbeat(run, responses_created=F("responses_created") + 1)
+    except Exception as exc:  # one failing member must not stop the others
+        logger.warning("sampling: member %s failed: %s", member.name, exc)
+        errors = dict(SamplingRun.objects.get(pk=run.pk).member_errors)
+        errors[member.name] = f"{type(exc).__name__}: {exc}"[:500]
+        missing = sum(1 for p, i in todo if (p.pk, i) not in existing)
+        _heartbeat(run, member_errors=errors, responses_failed=F("responses_failed") + missing)
+    return existing
+
+
+def _create_comparison(run, prompt, a: Response, b: Response, source: str) -> bool:
+    if not (_showable(a) and _showable(b)):
+        _heartbeat(run, responses_empty=F("responses_empty") + sum(1 for r in (a, b) if not _showable(r)))
+        return False
+    if near_duplicates(a.text, b.text):
+        _heartbeat(run, pairs_near_duplicate=F("pairs_near_duplicate") + 1)
+        return False
+    first, second = sorted((a, b), key=lambda r: r.pk)  # one canonical order: the pair is unique
+    _, created = Comparison.objects.get_or_create(
+        response_a=first, response_b=second, defaults={"project": run.project, "prompt": prompt, "source": source}
+    )
+    if created:
+        _heartbeat(run, pairs_created=F("pairs_created") + 1)
+    return created
+
+
+def default_backend_loader(member: CommitteeMember):
+    from modeling.ml.generation import backend_for
+
+    return backend_for(member_spec(member), Path(settings.ARTIFACTS_DIR) / "models")
+
+
+def default_scorer_loader(project: Project):
+    from modeling.selectors import current_reward_model
+
+    path = current_reward_model(project=project)
+    if path is None:
+        raise SamplingError("Rejection sampling needs a reward model: run a round first")
+    from modeling.ml.reward import scorer_for
+
+    return scorer_for(str(path))
+
+
+def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scorer_loader=default_scorer_loader) -> SamplingRun:
+    """Run (or finish) a sampling pass. Safe to call twice; a finished run is left as it is."""
+    claimed = SamplingRun.objects.filter(pk=run_id, state__in=[JobState.QUEUED, JobState.RUNNING]).update(
+        state=JobState.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
+    run = SamplingRun.objects.select_related("project").get(pk=run_id)
+    if not claimed:
+        return run
+    project = run.project
+    try:
+        members = list(CommitteeMember.objects.filter(is_active=True).order_by("id"))
+        committee = run.mode == SamplingRun.Mode.COMMITTEE
+        if committee and len(members) < 2:
+            raise SamplingError("Committee pairing needs at least two active members; register or activate one")
+        if not members:
+            raise SamplingError("No active committee member")
+        scorer = None if committee else scorer_loader(project)
+        prompts = list(pending_prompts(project=project))
+        if run.config.get("limit"):
+            prompts = prompts[: int(run.config["limit"])]
+        _heartbeat(run, prompts_total=len(prompts))
+        batch_size = int(run.config.get("batch_size") or DEFAULT_BATCH_SIZE)
+        for start in range(0, len(prompts), batch_size * 4):
+            chunk = prompts[start : start + batch_size * 4]
+            plan = {p.pk: (_draw_pair(p, members) if committee else _draw_k(p, members, project.rejection_k)) for p in chunk}
+            wanted: dict[int, list] = defaultdict(list)
+            by_id = {m.pk: m for m in members}
+            for prompt in chunk:
+                draws = [(m, 0) for m in plan[prompt.pk]] if committee else plan[prompt.pk]
+                for member, index in draws:
+                    wanted[member.pk].append((prompt, index))
+            responses = {}
+            for member_id, items in wanted.items():
+                got = _generate_for_member(run, by_id[member_id], items, run.config.get("max_new_tokens"), batch_size, backend_loader)
+                responses.update({(member_id, *key): r for key, r in got.items()})
+            for prompt in chunk:
+                draws = [(m, 0) for m in plan[prompt.pk]] if committee else plan[prompt.pk]
+                got = [responses.get((m.pk, prompt.pk, i)) for m, i in draws]
+                got = [r for r in got if r is not None]
+                if committee:
+                    if len(got) == 2:
+                        _create_comparison(run, prompt, got[0], got[1], ComparisonSource.COMMITTEE)
+                else:
+                    _rejection_pair(run, prompt, got, scorer)
+            _heartbeat(run, prompts_done=F("prompts_done") + len(chunk))
+        SamplingRun.objects.filter(pk=run.pk).update(state=JobState.SUCCEEDED, finished_at=timezone.now())
+    except Exception as exc:
+        logger.exception("sampling run %s failed", run_id)
+        SamplingRun.objects.filter(pk=run.pk).update(
+            state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
+        )
+    run.refresh_from_db()
+    return run
+
+
+def _rejection_pair(run, prompt, candidates: list[Response], scorer) -> None:
+    """Score the K candidates with the reward model, keep the best, pair it with another sample."""
+    showable = [r for r in candidates if _showable(r)]
+    unscored = [r for r in showable if r.reward is None]
+    if unscored:
+        scores = scorer.score([prompt.messages] * len(unscored), [r.text for r in unscored])
+        for response, score in zip(unscored, scores):
+            Response.objects.filter(pk=response.pk).update(reward=score)
+            response.reward = score
+    if len(showable) < 2:
+        _heartbeat(run, responses_empty=F("responses_empty") + len(candidates) - len(showable))
+        return
+    ranked = sorted(showable, key=lambda r: r.reward, reverse=True)
+    best = ranked[0]
+    others = [r for r in ranked[1:] if not near_duplicates(best.text, r.text)]
+    if not others:
+        _heartbeat(run, pairs_near_duplicate=F("pairs_near_duplicate") + 1)
+        return
+    other = random.Random(prompt.pk).choice(others)
+    _create_comparison(run, prompt, best, other, ComparisonSource.REJECTION_SAMPLING)

@@ -1,0 +1,79 @@
+// Project overview: start committee sampling and follow its progress (polls the sampling API).
+// Every value from the server is set with textContent: error texts can quote model output.
+(function () {
+  "use strict";
+  const box = document.getElementById("sampling");
+  if (!box) return;
+  const url = box.dataset.url;
+  const body = document.getElementById("sampling-runs");
+  const status = document.getElementById("sampling-status");
+  let timer = null;
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function cell(text) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    return td;
+  }
+
+  function render(runs) {
+    body.replaceChildren();
+    if (!runs.length) {
+      const tr = document.createElement("tr");
+      const td = cell("No sampling run yet.");
+      td.colSpan = 9;
+      td.className = "muted";
+      tr.append(td);
+      body.append(tr);
+    }
+    runs.forEach((r) => {
+      const tr = document.createElement("tr");
+      const errors = Object.entries(r.member_errors).map(([m, e]) => m + ": " + e);
+      if (r.error) errors.unshift(r.error);
+      const state = cell(r.state);
+      state.className = "state-" + r.state;
+      tr.append(
+        cell(r.id), cell(r.mode === "committee" ? "committee" : "best of K"), state,
+        cell(r.prompts_done + " / " + r.prompts_total), cell(r.responses_created), cell(r.pairs_created),
+        cell(r.pairs_near_duplicate + " / " + r.responses_empty), cell(r.responses_failed), cell(errors.join("; ")),
+      );
+      body.append(tr);
+    });
+    const active = runs.some((r) => r.state === "queued" || r.state === "running");
+    clearTimeout(timer);
+    if (active) timer = setTimeout(refresh, 2000);
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      if (response.ok) render(await response.json());
+    } catch (err) {
+      status.textContent = "Could not load progress: " + err.message;
+    }
+  }
+
+  document.getElementById("sampling-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    const payload = { mode: form.get("mode") };
+    if (form.get("limit")) payload.limit = Number(form.get("limit"));
+    if (form.get("max_new_tokens")) payload.max_new_tokens = Number(form.get("max_new_tokens"));
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify(payload),
+    });
+    const data = await response.json().catch(() => ({}));
+    status.textContent = response.status === 202 ? "Sampling queued." : data.detail || JSON.stringify(data);
+    status.className = "status " + (response.status === 202 ? "ok" : "error");
+    refresh();
+  });
+
+  refresh();
+})();

@@ -1,0 +1,58 @@
+"""A real OpenAI-compatible chat-completions server on loopback, for the endpoint client's tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class ChatServer:
+    """Answers POST /v1/chat/completions. ``fail_first`` answers 503 that many times first;
+    ``status`` forces every answer's status (e.g. 401)."""
+
+    def __init__(self, *, fail_first: int = 0, status: int = 200, api_key: str = ""):
+        self.requests: list[dict] = []
+        self.fail_first, self.status, self.api_key = fail_first, status, api_key
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                if server.fail_first > 0:
+                    server.fail_first -= 1
+                    return self._send(503, {"error": "warming up"})
+                if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                    return self._send(401, {"error": "bad key"})
+                if server.status != 200 or self.path != "/v1/chat/completions":
+                    return self._send(server.status if server.status != 200 else 404, {"error": "no"})
+                last = body["messages"][-1]["content"]
+                text = f"echo ({len(body['messages'])} messages): {last}"
+                self._send(200, {
+                    "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": len(text.split())},
+                })
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

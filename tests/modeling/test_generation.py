@@ -1,0 +1,95 @@
+"""Generation backends (plain Python, no Django): tiny local model, real HTTP endpoint."""
+
+import pytest
+
+from modeling.ml.generation import (
+    EndpointBackend,
+    GenerationError,
+    LocalBackend,
+    ModelSpec,
+    SamplingParams,
+    backend_for,
+)
+from modeling.ml.reward import RewardScorer
+from tests.modeling.chat_server import ChatServer
+
+CONVERSATION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "hello"},
+    {"role": "assistant", "content": "yes"},
+    {"role": "user", "content": "reverse the list"},
+]
+
+
+def test_the_chat_template_renders_system_and_earlier_turns(tiny_model_dir, tmp_path):
+    backend = LocalBackend(ModelSpec(kind="local", model_path=str(tiny_model_dir)), tmp_path)
+    text = backend.prompt_text(CONVERSATION)
+    assert text == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhello<|im_end|>\n"
+        "<|im_start|>assistant\nyes<|im_end|>\n<|im_start|>user\nreverse the list<|im_end|>\n<|im_start|>assistant\n"
+    )
+
+
+def test_a_batch_is_left_padded_and_matches_one_at_a_time_greedy_output(tiny_model_dir, tmp_path):
+    backend = LocalBackend(ModelSpec(kind="local", model_path=str(tiny_model_dir)), tmp_path)
+    assert backend.tokenizer.padding_side == "left"
+    short = [{"role": "user", "content": "hello"}]
+    params = SamplingParams(max_new_tokens=6, temperature=0)
+    batched = backend.generate([CONVERSATION, short], params)
+    alone = backend.generate([short], params) + backend.generate([CONVERSATION], params)
+    assert [g.text for g in batched] == [alone[1].text, alone[0].text]
+    assert batched[0].prompt_tokens > batched[1].prompt_tokens
+    assert all(0 < g.completion_tokens <= 6 and g.finish_reason in {"stop", "length"} for g in batched)
+
+
+def test_a_local_model_is_loaded_once_per_process(tiny_model_dir, tmp_path):
+    spec = ModelSpec(kind="local", model_path=str(tiny_model_dir))
+    assert backend_for(spec, tmp_path) is backend_for(spec, tmp_path)
+
+
+def test_a_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(GenerationError, match="model directory missing"):
+        LocalBackend(ModelSpec(kind="local", model_path=str(tmp_path / "nope")), tmp_path)
+
+
+def test_the_endpoint_client_sends_the_conversation_and_reads_usage():
+    with ChatServer(api_key="sk-test") as server:
+        backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m", api_key="sk-test"))
+        (gen,) = backend.generate([CONVERSATION], SamplingParams(max_new_tokens=20, temperature=0.5, seed=3))
+    assert gen.text == "echo (4 messages): reverse the list"
+    assert (gen.prompt_tokens, gen.finish_reason) == (11, "stop")
+    request = server.requests[0]
+    assert request["auth"] == "Bearer sk-test" and request["path"] == "/v1/chat/completions"
+    assert request["body"]["messages"] == CONVERSATION
+    assert request["body"] | {} == {**request["body"], "model": "m", "max_tokens": 20, "temperature": 0.5, "seed": 3}
+
+
+def test_the_endpoint_client_retries_5xx_then_succeeds():
+    with ChatServer(fail_first=2) as server:
+        backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m", max_retries=2))
+        (gen,) = backend.generate([CONVERSATION], SamplingParams())
+    assert gen.text.startswith("echo") and len(server.requests) == 3
+
+
+def test_the_endpoint_client_does_not_retry_a_401_and_says_why():
+    with ChatServer(api_key="right") as server:
+        backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m", api_key="wrong", max_retries=3))
+        with pytest.raises(GenerationError, match="HTTP 401"):
+            backend.generate([CONVERSATION], SamplingParams())
+    assert len(server.requests) == 1
+
+
+def test_an_unreachable_endpoint_is_a_clear_error():
+    backend = EndpointBackend(ModelSpec(kind="endpoint", base_url="http://127.0.0.1:9/v1", endpoint_model="m", max_retries=0, timeout_s=2))
+    with pytest.raises(GenerationError, match="unreachable"):
+        backend.generate([CONVERSATION], SamplingParams())
+
+
+def test_the_reward_scorer_reads_one_score_per_response_independent_of_batching(tiny_reward_dir):
+    scorer = RewardScorer(str(tiny_reward_dir), batch_size=2)
+    conversations = [[{"role": "user", "content": "hello"}]] * 3
+    responses = ["yes", "no thank you kind user", "good"]
+    scores = scorer.score(conversations, responses)
+    alone = [scorer.score([c], [r])[0] for c, r in zip(conversations, responses)]
+    assert len(scores) == 3 and scores == pytest.approx(alone, abs=1e-4)
+    assert len(set(round(s, 5) for s in scores)) == 3

@@ -1,0 +1,166 @@
+"""Sampling runs: the committee answers pending prompts on the worker's code path."""
+
+import json
+
+import pytest
+from django.core.management import call_command
+
+from annotation.models import Comparison, ComparisonSource, Response, ResponseSource
+from modeling.ml.generation import Generation
+from modeling.models import JobState, MemberKind, SamplingRun
+from modeling.services import near_duplicates, sampling_execute, sampling_start
+from modeling.services.sampling import SamplingError
+from modeling.tasks import sample_run
+from tests.factories import MemberFactory, ProjectFactory, PromptFactory
+from tests.modeling.chat_server import ChatServer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project_with_prompts():
+    project = ProjectFactory()
+    for i in range(5):
+        PromptFactory(project=project, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"hello {i}"}])
+    return project
+
+
+def tiny_members(tiny_model_dir, n=2):
+    return [
+        MemberFactory(name=f"tiny-{i}", model_path=str(tiny_model_dir), generation={"temperature": 1.0, "max_new_tokens": 8})
+        for i in range(n)
+    ]
+
+
+def run_for(project, **config):
+    return SamplingRun.objects.create(project=project, config={"batch_size": 4, **config})
+
+
+def test_committee_sampling_pairs_two_different_members_per_prompt(project_with_prompts, tiny_model_dir, django_capture_on_commit_callbacks):
+    members = tiny_members(tiny_model_dir, n=3)
+    run = run_for(project_with_prompts)
+    # the task takes a JSON-round-tripped id, like a real broker message, and is safe twice
+    first = sample_run(json.loads(json.dumps(run.pk)))
+    second = sample_run(json.loads(json.dumps(run.pk)))
+    assert first["state"] == "succeeded" and first == second
+    assert first["prompts_total"] == first["prompts_done"] == 5
+    comparisons = Comparison.objects.filter(project=project_with_prompts)
+    assert comparisons.count() + first["pairs_near_duplicate"] + (first["responses_empty"] > 0) >= 5
+    for comparison in comparisons:
+        assert comparison.response_a.member_id != comparison.response_b.member_id
+        assert comparison.response_a.prompt_id == comparison.prompt_id
+        assert comparison.source == ComparisonSource.COMMITTEE
+    response = Response.objects.filter(source=ResponseSource.MODEL).first()
+    assert response.member in members and response.completion_tokens > 0 and response.latency_ms is not None
+    assert response.sampling["temperature"] == 1.0 and response.sampling["max_new_tokens"] == 8
+    assert Response.objects.count() == first["responses_created"] == 10
+
+
+def test_a_rerun_reuses_responses_instead_of_duplicating_them(project_with_prompts, tiny_model_dir):
+    tiny_members(tiny_model_dir)
+    sampling_execute(run_id=run_for(project_with_prompts).pk)
+    before = Response.objects.count()
+    Comparison.objects.all().delete()  # prompts become pending again
+    again = sampling_execute(run_id=run_for(project_with_prompts).pk)
+    assert again.responses_created == 0 and Response.objects.count() == before
+    assert again.pairs_created == Comparison.objects.count() > 0
+
+
+def test_a_failing_member_records_its_error_and_the_others_go_on(project_with_prompts, tiny_model_dir):
+    tiny_members(tiny_model_dir, n=2)
+    MemberFactory(name="broken", model_path="/nowhere/model", weight=5.0)
+    run = sampling_execute(run_id=run_for(project_with_prompts).pk)
+    assert run.state == JobState.SUCCEEDED
+    assert "model directory missing" in run.member_errors["broken"]
+    assert run.responses_failed > 0
+    assert not Response.objects.filter(member__name="broken").exists()
+    assert run.pairs_created == Comparison.objects.count()
+
+
+def test_an_endpoint_member_that_is_down_fails_alone(project_with_prompts, tiny_model_dir):
+    tiny_members(tiny_model_dir, n=2)
+    MemberFactory(name="remote", kind=MemberKind.ENDPOINT, model_path="", base_url="http://127.0.0.1:9/v1", endpoint_model="m", max_retries=0, timeout_s=2)
+    run = sampling_execute(run_id=run_for(project_with_prompts).pk)
+    assert run.state == JobState.SUCCEEDED and "unreachable" in run.member_errors.get("remote", "unreachable")
+
+
+def test_an_endpoint_member_answers_through_a_real_http_server(project_with_prompts, tiny_model_dir):
+    tiny_members(tiny_model_dir, n=1)
+    with ChatServer() as server:
+        MemberFactory(name="remote", kind=MemberKind.ENDPOINT, model_path="", base_url=server.url, endpoint_model="served", weight=100)
+        run = sampling_execute(run_id=run_for(project_with_prompts).pk)
+    assert run.state == JobState.SUCCEEDED and run.member_errors == {}
+    remote = Response.objects.filter(member__name="remote")
+    assert remote.count() == 5 and remote.first().text.startswith("echo (2 messages): hello")
+    assert {r["body"]["model"] for r in server.requests} == {"served"}
+
+
+def test_committee_pairing_needs_two_active_members(project_with_prompts, tiny_model_dir):
+    tiny_members(tiny_model_dir, n=1)
+    run = sampling_execute(run_id=run_for(project_with_prompts).pk)
+    assert run.state == JobState.FAILED and "at least two active members" in run.error
+
+
+class FixedBackend:
+    def __init__(self, texts):
+        self.texts = texts
+
+    def generate(self, conversations, params):
+        return [Generation(text=self.texts, prompt_tokens=3, completion_tokens=len(self.texts.split()), finish_reason="stop", latency_ms=1) for _ in conversations]
+
+
+def test_near_identical_and_empty_answers_are_never_paired(project_with_prompts):
+    MemberFactory(name="a"), MemberFactory(name="b")
+    same = sampling_execute(run_id=run_for(project_with_prompts, limit=2).pk, backend_loader=lambda m: FixedBackend("Same answer."))
+    assert (same.pairs_created, same.pairs_near_duplicate) == (0, 2)
+    empty = sampling_execute(run_id=run_for(project_with_prompts).pk, backend_loader=lambda m: FixedBackend(""))
+    assert empty.pairs_created == 0 and empty.responses_empty >= 2
+    assert Comparison.objects.count() == 0
+
+
+def test_near_duplicates_ignore_case_punctuation_and_spacing_but_not_content():
+    assert near_duplicates("Hello, World!", "hello world")
+    assert near_duplicates("The answer is 42.", "the answer is 42 ")
+    assert not near_duplicates("The answer is 42.", "The answer is 41, because the premise is wrong.")
+
+
+class ScoredScorer:
+    def score(self, conversations, responses):
+        return [float(len(r)) for r in responses]  # longer is better, for the test
+
+
+def test_rejection_sampling_keeps_the_best_of_k_by_reward(project_with_prompts, tiny_model_dir):
+    project_with_prompts.rejection_k = 4
+    project_with_prompts.save()
+    tiny_members(tiny_model_dir, n=2)
+    run = SamplingRun.objects.create(project=project_with_prompts, mode=SamplingRun.Mode.REJECTION_SAMPLING, config={"batch_size": 4})
+    run = sampling_execute(run_id=run.pk, scorer_loader=lambda project: ScoredScorer())
+    assert run.state == JobState.SUCCEEDED
+    for comparison in Comparison.objects.all():
+        assert comparison.source == ComparisonSource.REJECTION_SAMPLING
+        candidates = Response.objects.filter(prompt=comparison.prompt, source=ResponseSource.MODEL)
+        assert candidates.count() == 4 and all(r.reward is not None for r in candidates)
+        best = max(candidates, key=lambda r: r.reward)
+        assert best.pk in (comparison.response_a_id, comparison.response_b_id)
+
+
+def test_rejection_sampling_without_a_reward_model_fails_clearly(project_with_prompts, tiny_model_dir):
+    tiny_members(tiny_model_dir, n=2)
+    run = SamplingRun.objects.create(project=project_with_prompts, mode=SamplingRun.Mode.REJECTION_SAMPLING)
+    run = sampling_execute(run_id=run.pk)
+    assert run.state == JobState.FAILED and "needs a reward model" in run.error
+
+
+def test_starting_twice_while_one_runs_is_refused(project_with_prompts, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        sampling_start(project=project_with_prompts)
+    assert len(callbacks) == 1  # the task is sent only once the row is committed
+    with pytest.raises(SamplingError, match="already queued or running"):
+        sampling_start(project=project_with_prompts)
+
+
+def test_the_management_command_runs_a_pass_in_process(project_with_prompts, tiny_model_dir, capsys):
+    tiny_members(tiny_model_dir)
+    call_command("sample_responses", project_with_prompts.slug, "--limit", "2", "--wait")
+    out = capsys.readouterr().out
+    assert "succeeded" in out and "2/2 prompts" in out
