@@ -68,3 +68,14 @@ def cmdline(pid: int) -> str:
 
 def maps(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
+
+
+def database_url_for_workers() -> str:
+    """DATABASE_URL of the database the running test uses, for worker processes it starts."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
