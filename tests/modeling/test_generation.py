@@ -93,3 +93,30 @@ def test_the_reward_scorer_reads_one_score_per_response_independent_of_batching(
     alone = [scorer.score([c], [r])[0] for c, r in zip(conversations, responses)]
     assert len(scores) == 3 and scores == pytest.approx(alone, abs=1e-4)
     assert len(set(round(s, 5) for s in scores)) == 3
+
+
+def test_a_round_checkpoint_loads_as_base_plus_lora_adapter(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    spec = ModelSpec(kind="checkpoint", model_path=str(adapter_dir), base=ModelSpec(kind="local", model_path=str(tiny_model_dir)))
+    checkpoint = LocalBackend(spec, tmp_path)
+    plain = LocalBackend(ModelSpec(kind="local", model_path=str(tiny_model_dir)), tmp_path)
+    batch = plain.tokenizer(["hello"], return_tensors="pt")
+    with torch.inference_mode():
+        # the adapter (non-zero init) changes the logits: the checkpoint really carries it
+        assert not torch.allclose(checkpoint.model(**batch).logits, plain.model(**batch).logits)
+    (gen,) = checkpoint.generate([[{"role": "user", "content": "hello"}]], SamplingParams(max_new_tokens=4, temperature=0))
+    assert gen.completion_tokens > 0
+
+
+def test_a_lora_checkpoint_without_its_base_is_a_clear_error(tiny_model_dir, tmp_path):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    with pytest.raises(GenerationError, match="no base model"):
+        LocalBackend(ModelSpec(kind="checkpoint", model_path=str(tmp_path / "adapter")), tmp_path)
