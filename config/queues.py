@@ -17,5 +17,5 @@ CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for nam
 CELERY_TASK_ROUTES = {
     "modeling.tasks.ping_gpu": {"queue": GPU_QUEUE},
     "modeling.tasks.sample_*": {"queue": GPU_QUEUE},
-    "modeling.tasks.round_*": {"queue": GPU_QUEUE},
+    "modeling.tasks.round_run": {"queue": GPU_QUEUE},
 }

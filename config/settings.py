@@ -235,6 +235,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "annotation.tasks.assignments_expire",
         "schedule": float(env.integer("ARBITER_EXPIRE_LEASES_EVERY_S", 60, minimum=5)),
     },
+    # A worker killed mid-round leaves its round "running" with a heartbeat that stopped: this
+    # marks it failed (an admin retries it, resuming at the unfinished step), and re-sends rounds
+    # whose Celery message was lost while they sat queued.
+    "rounds-watchdog": {"task": "modeling.tasks.rounds_watchdog", "schedule": 60.0},
+    # Scheduled retraining: a project with its schedule on gets a round once it has gathered
+    # round_min_new_judgments new judgments (both are project settings admins edit on the page).
+    "rounds-start-due": {
+        "task": "modeling.tasks.rounds_start_due",
+        "schedule": float(env.integer("ARBITER_ROUND_SCHEDULE_EVERY_S", 300, minimum=10)),
+    },
 }
 
 # --- Arbiter -------------------------------------------------------------------------------------

@@ -32,3 +32,26 @@ def sample_run(run_id: int) -> dict:
     from modeling.services import sampling_execute
 
     return sampling_progress(run=sampling_execute(run_id=run_id))
+
+
+@shared_task(acks_late=True)  # resumable: finished steps are skipped, artifacts are renamed into place
+def round_run(round_id: int) -> dict:
+    """Run a retraining round's unfinished steps (routed to the gpu queue)."""
+    from modeling.services import round_execute
+
+    round_ = round_execute(round_id=round_id)
+    return {"id": round_.pk, "state": round_.state, "error": round_.error}
+
+
+@shared_task(acks_late=True)  # conditional updates only: safe to run twice
+def rounds_watchdog() -> dict:
+    from modeling.services import rounds_watchdog as watchdog
+
+    return watchdog()
+
+
+@shared_task(acks_late=True)  # the one-active-round constraint makes a duplicate start a no-op
+def rounds_start_due() -> list:
+    from modeling.services import rounds_start_due as start_due
+
+    return start_due()

@@ -6,7 +6,7 @@ from annotation.models import Comparison, Response, ResponseSource
 from modeling.models import JobState, SamplingRun
 from modeling.services import member_register_smollm2, sampling_start
 from tests.factories import ProjectFactory, PromptFactory
-from tests.processes import start_worker, stop, database_url_for_workers, wait_until
+from tests.processes import database_url_for_workers, start_worker, stop, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

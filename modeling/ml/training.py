@@ -1,0 +1,295 @@
+"""Reward-model and DPO training with Hugging Face TRL, and their evaluation. Plain Python.
+
+Rows are TRL's conversational preference format: ``prompt`` (messages), ``chosen`` and
+``rejected`` (one assistant message each), ``margin`` (from the strength), ``strength``.
+Every function writes only into the ``output_dir`` it is given; the caller renames finished
+folders into place. Facts behind the defaults: ``../shared/TRL-NOTES.md``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings shared by the RM and DPO steps (one round's ``config`` feeds these)."""
+
+    max_steps: int = 100
+    batch_size: int = 4
+    learning_rate: float = 1e-5
+    max_length: int = 512
+    bf16: bool | None = None  # None: on when the device supports it (CUDA bf16), off on CPU
+    gradient_checkpointing: bool = False
+    lora: bool = True
+    lora_r: int = 16
+    seed: int = 0
+    # reward model
+    center_rewards_coefficient: float | None = 0.01
+    # DPO (Llama 3: beta 0.1, lr 1e-5, NLL on chosen weighted 0.2)
+    beta: float = 0.1
+    sft_weight: float = 0.2
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RewardResult:
+    output_dir: str
+    train_pairs: int
+    dropped_too_long: int
+    steps: int
+    seconds: float
+    train_loss: float | None
+    heldout: dict = field(default_factory=dict)  # accuracy overall and per strength
+
+
+@dataclass
+class DPOResult:
+    output_dir: str
+    train_pairs: int
+    steps: int
+    seconds: float
+    train_loss: float | None
+    heldout: dict = field(default_factory=dict)
+
+
+def _device_bf16(config: TrainConfig) -> bool:
+    import torch
+
+    if config.bf16 is not None:
+        return config.bf16
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _conversation(row: dict, side: str) -> list[dict]:
+    return [*row["prompt"], *row[side]]
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (ties may count as halves)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _too_long(tokenizer, row: dict, max_length: int) -> bool:
+    for side in ("chosen", "rejected"):
+        ids = tokenizer.apply_chat_template(_conversation(row, side), tokenize=True)
+        if hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        if len(ids) > max_length:
+            return True
+    return False
+
+
+def _last_loss(trainer) -> float | None:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return float(losses[-1]) if losses else None
+
+
+def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig) -> RewardResult:
+    """Bradley-Terry RM with the margin term (Llama 2) on a 1-output head over the base model.
+
+    Pairs longer than ``max_length`` would be dropped silently by TRL: they are counted here.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kept = [r for r in rows if not _too_long(tokenizer, r, config.max_length)]
+    if not kept:
+        raise ValueError(f"no training pair fits in max_length={config.max_length} ({len(rows)} pairs in the snapshot)")
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    peft_config = None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            task_type="SEQ_CLS", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear",
+            modules_to_save=["score"],  # the new head must train
+        )
+    bf16 = _device_bf16(config)
+    args = RewardConfig(
+        output_dir=str(Path(output_dir) / "trainer"),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        max_length=config.max_length,
+        center_rewards_coefficient=config.center_rewards_coefficient,
+        bf16=bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=max(1, config.max_steps // 10),
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        disable_tqdm=True,
+    )
+    columns = ("prompt", "chosen", "rejected", "margin")
+    dataset = Dataset.from_list([{k: r[k] for k in columns} for r in kept])
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    final = trainer.model
+    if config.lora:
+        final = final.merge_and_unload()
+    final.config.pad_token_id = tokenizer.pad_token_id
+    final.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    shutil.rmtree(Path(output_dir) / "trainer", ignore_errors=True)
+    result = RewardResult(
+        output_dir=output_dir, train_pairs=len(kept), dropped_too_long=len(rows) - len(kept),
+        steps=trainer.state.global_step, seconds=round(seconds, 2), train_loss=_last_loss(trainer),
+    )
+    del trainer, model, final
+    result.heldout = evaluate_reward_model(model_dir=output_dir, rows=heldout, max_length=config.max_length)
+    return result
+
+
+def evaluate_reward_model(*, model_dir: str, rows: list[dict], max_length: int = 1024) -> dict:
+    """Held-out pairwise accuracy, overall and per strength: r(chosen) > r(rejected)."""
+    from modeling.ml.reward import RewardScorer
+
+    if not rows:
+        return {"pairs": 0, "accuracy": None, "per_strength": {}}
+    scorer = RewardScorer(model_dir)
+    chosen = scorer.score([r["prompt"] for r in rows], [r["chosen"][0]["content"] for r in rows], max_length)
+    rejected = scorer.score([r["prompt"] for r in rows], [r["rejected"][0]["content"] for r in rows], max_length)
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    correct = 0
+    for row, c, r in zip(rows, chosen, rejected):
+        hit = int(c > r)
+        correct += hit
+        per[row.get("strength", "unknown")][0] += hit
+        per[row.get("strength", "unknown")][1] += 1
+    low, high = wilson_interval(correct, len(rows))
+    return {
+        "pairs": len(rows),
+        "accuracy": round(correct / len(rows), 4),
+        "ci95": [round(low, 4), round(high, 4)],
+        "per_strength": {k: {"pairs": n, "accuracy": round(h / n, 4)} for k, (h, n) in sorted(per.items())},
+    }
+
+
+def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig) -> DPOResult:
+    """DPO (+ NLL on chosen, Llama 3 / RPO) from the starting policy, LoRA by default; the
+    reference is the starting policy itself (the base with the new adapter disabled).
+
+    Saves the merged policy (a plain model folder any backend loads) and the adapter beside it.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    if not rows:
+        raise ValueError("no DPO pair in this round's snapshot (after the strength filter)")
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(policy_dir)
+    peft_config, ref_model = None, None
+    if config.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear")
+    else:
+        ref_model = AutoModelForCausalLM.from_pretrained(policy_dir)  # an in-memory model has no path TRL can reload
+    args = DPOConfig(
+        output_dir=str(Path(output_dir) / "trainer"),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        max_length=config.max_length,
+        beta=config.beta,
+        loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],
+        loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
+        bf16=_device_bf16(config),
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=max(1, config.max_steps // 10),
+        save_strategy="no",
+        report_to="none",
+        seed=config.seed,
+        disable_tqdm=True,
+    )
+    columns = ("prompt", "chosen", "rejected")
+    train = Dataset.from_list([{k: r[k] for k in columns} for r in rows])
+    evaluation = Dataset.from_list([{k: r[k] for k in columns} for r in heldout]) if heldout else None
+    trainer = DPOTrainer(
+        model=model, ref_model=ref_model, args=args, train_dataset=train, eval_dataset=evaluation,
+        processing_class=tokenizer, peft_config=peft_config,
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    heldout_metrics = {}
+    if evaluation is not None:
+        raw = trainer.evaluate()
+        heldout_metrics = {
+            k.removeprefix("eval_"): round(float(v), 4)
+            for k, v in raw.items()
+            if k.startswith(("eval_rewards/", "eval_loss"))
+        }
+        heldout_metrics["pairs"] = len(heldout)
+    final = trainer.model
+    if config.lora:
+        final.save_pretrained(str(Path(output_dir) / "adapter"))
+        final = final.merge_and_unload()
+    final.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    shutil.rmtree(Path(output_dir) / "trainer", ignore_errors=True)
+    return DPOResult(
+        output_dir=output_dir, train_pairs=len(rows), steps=trainer.state.global_step, seconds=round(seconds, 2),
+        train_loss=_last_loss(trainer), heldout=heldout_metrics,
+    )
+
+
+def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, prompts: list[list[dict]],
+                 max_new_tokens: int = 128, cache_root: str = "/tmp") -> dict:
+    """The new and the previous policy answer the same prompts; the reward model judges.
+
+    Win rate of the new policy (ties count half) with its 95% Wilson interval.
+    """
+    from modeling.ml.generation import LocalBackend, ModelSpec, SamplingParams
+    from modeling.ml.reward import RewardScorer
+
+    if not prompts:
+        return {"prompts": 0, "win_rate": None, "ci95": None}
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=1234)
+    answers = {}
+    for name, path in (("new", new_policy_dir), ("old", old_policy_dir)):
+        backend = LocalBackend(ModelSpec(kind="local", model_path=path), cache_root)
+        answers[name] = [g.text for b in range(0, len(prompts), 8) for g in backend.generate(prompts[b : b + 8], params)]
+        del backend
+    scorer = RewardScorer(reward_dir)
+    new = scorer.score(prompts, answers["new"])
+    old = scorer.score(prompts, answers["old"])
+    wins = sum(1.0 if n > o else 0.5 if n == o else 0.0 for n, o in zip(new, old))
+    low, high = wilson_interval(wins, len(prompts))
+    return {
+        "prompts": len(prompts),
+        "wins": wins,
+        "win_rate": round(wins / len(prompts), 4),
+        "ci95": [round(low, 4), round(high, 4)],
+        "mean_reward_new": round(sum(new) / len(new), 4),
+        "mean_reward_old": round(sum(old) / len(old), 4),
+    }

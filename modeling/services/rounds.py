@@ -1,0 +1,450 @@
+"""Retraining rounds: snapshot → reward model → DPO policy → evaluation → registration.
+
+The Round row is the job. ``round_execute`` runs the steps not yet recorded in
+``step_timings``, so a retried round resumes where it failed; every step writes its files into
+a temporary folder and renames it into place last, so a half-written checkpoint is never
+read. A heartbeat thread keeps ``heartbeat_at`` fresh while a step runs; ``rounds_watchdog``
+fails rounds whose worker died and re-sends rounds whose message was lost. Labels are only
+read here, never written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from annotation.exports import is_heldout, judgments_for_training, preference_rows
+from annotation.models import DatasetSnapshot, Judgment, PolicyAdmission, Project, SnapshotPurpose, Strength
+from modeling.models import ACTIVE_ROUND_STATES, CommitteeMember, MemberKind, Round, RoundState
+from modeling.selectors import REWARD_MODEL_DIR, current_reward_model
+from modeling.services.members import member_spec
+
+logger = logging.getLogger(__name__)
+
+POLICY_DIR = "policy"
+SNAPSHOT_DIR = "snapshot"
+HEARTBEAT_EVERY_S = 15
+STALE_AFTER = timedelta(minutes=5)
+LOST_MESSAGE_AFTER = timedelta(minutes=10)
+
+DEFAULT_CONFIG = {
+    "heldout_percent": 10,
+    "dpo_strengths": [Strength.SIGNIFICANTLY_BETTER, Strength.BETTER],  # Llama 3 kept only these
+    "eval_prompts": 16,
+    "eval_max_new_tokens": 128,
+    "rm": {"max_steps": 100, "batch_size": 4, "learning_rate": 1e-5, "max_length": 512},
+    "dpo": {"max_steps": 100, "batch_size": 2, "learning_rate": 1e-5, "max_length": 512, "beta": 0.1, "sft_weight": 0.2},
+}
+
+
+class RoundError(Exception):
+    pass
+
+
+def _merged_config(overrides: dict | None) -> dict:
+    config = json.loads(json.dumps(DEFAULT_CONFIG))
+    for key, value in (overrides or {}).items():
+        if key not in config:
+            raise RoundError(f"unknown round setting {key!r}; known: {', '.join(sorted(config))}")
+        if isinstance(config[key], dict):
+            if not isinstance(value, dict):
+                raise RoundError(f"{key}: expected an object of settings")
+            config[key].update(value)
+        else:
+            config[key] = value
+    from modeling.ml.training import TrainConfig
+
+    for part in ("rm", "dpo"):
+        try:
+            TrainConfig(**config[part])
+        except TypeError as exc:
+            raise RoundError(f"{part}: {exc}") from None
+    return config
+
+
+@transaction.atomic
+def round_start(*, project: Project, user=None, config: dict | None = None) -> Round:
+    """Queue a round; the task is sent once the row is committed. One active round per project."""
+    from modeling import tasks
+
+    merged = _merged_config(config)
+    number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
+    try:
+        with transaction.atomic():
+            round_ = Round.objects.create(project=project, number=number, config=merged, created_by=user)
+    except IntegrityError:
+        raise RoundError("A round is already queued or running in this project") from None
+    transaction.on_commit(lambda: tasks.round_run.delay(round_.pk))
+    return round_
+
+
+def round_retry(*, round_: Round) -> Round:
+    """Queue a failed or cancelled round again; it resumes at its first unfinished step."""
+    from modeling import tasks
+
+    if round_.state not in (RoundState.FAILED, RoundState.CANCELLED):
+        raise RoundError(f"Only a failed or cancelled round can be retried (this one is {round_.state})")
+    try:
+        with transaction.atomic():
+            updated = Round.objects.filter(pk=round_.pk, state=round_.state).update(
+                state=RoundState.QUEUED, error="", finished_at=None, heartbeat_at=None
+            )
+    except IntegrityError:
+        raise RoundError("Another round is queued or running in this project") from None
+    if updated:
+        _log(round_.pk, "retry queued: resuming at the first unfinished step")
+        transaction.on_commit(lambda: tasks.round_run.delay(round_.pk))
+    round_.refresh_from_db()
+    return round_
+
+
+def round_cancel(*, round_: Round) -> Round:
+    """Stop a queued or running round; a running step finishes, the next one does not start."""
+    Round.objects.filter(pk=round_.pk, state__in=ACTIVE_ROUND_STATES).update(
+        state=RoundState.CANCELLED, finished_at=timezone.now()
+    )
+    round_.refresh_from_db()
+    return round_
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+
+def _log(round_id: int, message: str) -> None:
+    line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}\n"
+    with connection.cursor() as cursor:  # append without reading the whole log back
+        cursor.execute(
+            "UPDATE modeling_round SET log = log || %s, heartbeat_at = %s WHERE id = %s",
+            [line, timezone.now(), round_id],
+        )
+    logger.info("round %s: %s", round_id, message)
+
+
+class _Heartbeat:
+    """Refreshes ``heartbeat_at`` from a thread while a long step runs in the main one."""
+
+    def __init__(self, round_id: int):
+        self.round_id, self.stop = round_id, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            while not self.stop.wait(HEARTBEAT_EVERY_S):
+                Round.objects.filter(pk=self.round_id).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+def round_dir(round_: Round) -> Path:
+    return Path(settings.ARTIFACTS_DIR) / round_.project.slug / f"round-{round_.number}"
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename a finished folder into place (atomic on one file system)."""
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _tmp_dir(final: Path) -> Path:
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def _base_member(project: Project, config: dict) -> CommitteeMember:
+    member_id = config.get("base_member_id")
+    query = CommitteeMember.objects.filter(kind=MemberKind.LOCAL)
+    member = query.filter(pk=member_id).first() if member_id else query.filter(is_active=True).order_by("id").first()
+    if member is None:
+        raise RoundError("No local base model: register a local committee member (the demo registers SmolLM2)")
+    return member
+
+
+def _starting_policy(project: Project, config: dict) -> CommitteeMember:
+    """The current best policy: the latest successful round's policy if it is active, else the base."""
+    latest = (
+        CommitteeMember.objects.filter(source_round__project=project, source_round__state=RoundState.SUCCEEDED, is_active=True)
+        .order_by("-source_round__number")
+        .first()
+    )
+    return latest or _base_member(project, config)
+
+
+def _model_dir(member: CommitteeMember) -> str:
+    from modeling.ml.generation import resolve_local_dir
+
+    return str(resolve_local_dir(member_spec(member), Path(settings.ARTIFACTS_DIR) / "models"))
+
+
+def _step_snapshot(round_: Round, workdir: Path) -> dict:
+    """Freeze the training data: all judgments for the RM, those since the last successful round
+    (strong ones) for DPO, a held-out split by prompt for evaluation. Each is a DatasetSnapshot."""
+    project, config = round_.project, round_.config
+    final = workdir / SNAPSHOT_DIR
+    existing = {s.purpose: s for s in DatasetSnapshot.objects.filter(round=round_)}
+    if final.exists() and len(existing) == 3:
+        return json.loads((final / "summary.json").read_text())
+    previous = Round.objects.filter(project=project, state=RoundState.SUCCEEDED, number__lt=round_.number).order_by("-number").first()
+    since_id = (previous.metrics.get("snapshot", {}).get("last_judgment_id", 0) if previous else 0) or 0
+    last_id = Judgment.objects.filter(comparison__project=project).aggregate(n=Max("id"))["n"] or 0
+    judgments = judgments_for_training(project=project).filter(id__lte=last_id)
+    percent = int(config["heldout_percent"])
+    strengths = set(config["dpo_strengths"])
+    files = {"rm": [], "dpo": [], "heldout": []}
+    for row in preference_rows(project=project, judgments=judgments):
+        if is_heldout(row["prompt_hash"], percent):
+            files["heldout"].append(row)
+        else:
+            files["rm"].append(row)
+            if row["judgment_id"] > since_id and row["strength"] in strengths:
+                files["dpo"].append(row)
+    if not files["rm"]:
+        raise RoundError("No judgments to train on outside the held-out split yet")
+    tmp = _tmp_dir(final)
+    summary = {"last_judgment_id": last_id, "dpo_since_judgment_id": since_id, "heldout_percent": percent, "files": {}}
+    for name, rows in files.items():
+        data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")
+        (tmp / f"{name}.jsonl").write_bytes(data)
+        summary["files"][name] = {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+    _publish(tmp, final)
+    purposes = {"rm": SnapshotPurpose.REWARD_MODEL, "dpo": SnapshotPurpose.DPO, "heldout": SnapshotPurpose.EVALUATION}
+    filters = {
+        "rm": {"judgments": f"all up to #{last_id}", "both_bad": "excluded", "split": f"not held out ({percent}% by prompt)"},
+        "dpo": {"judgments": f"#{since_id + 1} to #{last_id}", "strengths": sorted(strengths), "split": "not held out"},
+        "heldout": {"judgments": f"all up to #{last_id}", "split": f"held out ({percent}% by prompt)"},
+    }
+    DatasetSnapshot.objects.filter(round=round_).delete()
+    for name, info in summary["files"].items():
+        DatasetSnapshot.objects.create(
+            project=project, purpose=purposes[name], format="trl-preference", filters=filters[name],
+            row_count=info["rows"], sha256=info["sha256"], size_bytes=info["bytes"],
+            path=str((final / f"{name}.jsonl").relative_to(settings.ARTIFACTS_DIR)), round=round_,
+            created_by=round_.created_by,
+        )
+    return summary
+
+
+def _train_config(part: dict):
+    from modeling.ml.training import TrainConfig
+
+    return TrainConfig(**part)
+
+
+def _step_reward_model(round_: Round, workdir: Path) -> dict:
+    from modeling.ml.training import evaluate_reward_model, train_reward_model
+
+    final = workdir / REWARD_MODEL_DIR
+    if (final / "metrics.json").exists():
+        return json.loads((final / "metrics.json").read_text())
+    snapshot = workdir / SNAPSHOT_DIR
+    rows, heldout = _read_jsonl(snapshot / "rm.jsonl"), _read_jsonl(snapshot / "heldout.jsonl")
+    config = _train_config(round_.config["rm"])
+    previous_rm = current_reward_model(project=round_.project)
+    tmp = _tmp_dir(final)
+    base = _base_member(round_.project, round_.config)
+    result = train_reward_model(base_dir=_model_dir(base), rows=rows, heldout=heldout, output_dir=str(tmp), config=config)
+    metrics = {
+        "base_member": base.name, "train_pairs": result.train_pairs, "dropped_too_long": result.dropped_too_long,
+        "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
+        "previous_heldout": evaluate_reward_model(model_dir=str(previous_rm), rows=heldout, max_length=config.max_length)
+        if previous_rm else None,
+        "config": config.as_dict(),
+    }
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _publish(tmp, final)
+    return metrics
+
+
+def _step_dpo(round_: Round, workdir: Path) -> dict:
+    from modeling.ml.training import train_dpo
+
+    final = workdir / POLICY_DIR
+    if (final / "metrics.json").exists():
+        return json.loads((final / "metrics.json").read_text())
+    snapshot = workdir / SNAPSHOT_DIR
+    rows = _read_jsonl(snapshot / "dpo.jsonl")
+    strengths = set(round_.config["dpo_strengths"])
+    heldout = [r for r in _read_jsonl(snapshot / "heldout.jsonl") if r["strength"] in strengths]
+    start = _starting_policy(round_.project, round_.config)
+    if not rows:
+        return {"skipped": "no new pairs of the DPO strengths since the last successful round", "starting_member": start.name}
+    config = _train_config(round_.config["dpo"])
+    tmp = _tmp_dir(final)
+    result = train_dpo(policy_dir=_model_dir(start), rows=rows, heldout=heldout, output_dir=str(tmp), config=config)
+    metrics = {
+        "starting_member": start.name, "starting_member_id": start.pk, "train_pairs": result.train_pairs,
+        "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
+        "config": config.as_dict(),
+    }
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _publish(tmp, final)
+    return metrics
+
+
+def _step_evaluate(round_: Round, workdir: Path) -> dict:
+    from modeling.ml.training import head_to_head
+
+    dpo = round_.metrics.get(RoundState.TRAINING_DPO, {})
+    if dpo.get("skipped"):
+        return {"skipped": "no new policy this round"}
+    heldout = _read_jsonl(workdir / SNAPSHOT_DIR / "heldout.jsonl")
+    prompts, seen = [], set()
+    for row in heldout:
+        if row["prompt_hash"] not in seen:
+            seen.add(row["prompt_hash"])
+            prompts.append(row["prompt"])
+    prompts = prompts[: int(round_.config["eval_prompts"])]
+    start = CommitteeMember.objects.get(pk=dpo["starting_member_id"])
+    return head_to_head(
+        new_policy_dir=str(workdir / POLICY_DIR), old_policy_dir=_model_dir(start),
+        reward_dir=str(workdir / REWARD_MODEL_DIR), prompts=prompts,
+        max_new_tokens=int(round_.config["eval_max_new_tokens"]),
+        cache_root=str(Path(settings.ARTIFACTS_DIR) / "models"),
+    )
+
+
+STEPS = (
+    (RoundState.SNAPSHOT, _step_snapshot),
+    (RoundState.TRAINING_RM, _step_reward_model),
+    (RoundState.TRAINING_DPO, _step_dpo),
+    (RoundState.EVALUATING, _step_evaluate),
+)
+
+
+def _register_policy(round_: Round, workdir: Path) -> CommitteeMember | None:
+    dpo = round_.metrics.get(RoundState.TRAINING_DPO, {})
+    if dpo.get("skipped"):
+        return None
+    existing = CommitteeMember.objects.filter(source_round=round_).first()
+    if existing:
+        return existing
+    win_rate = round_.metrics.get(RoundState.EVALUATING, {}).get("win_rate")
+    joins = round_.project.policy_admission == PolicyAdmission.ALWAYS or (win_rate is not None and win_rate > 0.5)
+    return CommitteeMember.objects.create(
+        name=f"{round_.project.slug}-round-{round_.number}",
+        kind=MemberKind.CHECKPOINT,
+        model_path=str((workdir / POLICY_DIR).resolve()),
+        base_member_id=dpo["starting_member_id"],
+        source_round=round_,
+        is_active=joins,
+        retired_at=None if joins else timezone.now(),
+        description=f"DPO policy of round {round_.number} (win rate {win_rate}) from {dpo['starting_member']}.",
+    )
+
+
+def round_execute(*, round_id: int) -> Round:
+    """Run a queued round's unfinished steps. Safe to call twice; a second caller while one runs,
+    or a call on a finished round, changes nothing."""
+    round_ = Round.objects.select_related("project").get(pk=round_id)
+    first = next((state for state, _ in STEPS if state not in round_.step_timings), RoundState.EVALUATING)
+    claimed = Round.objects.filter(pk=round_id, state=RoundState.QUEUED).update(
+        state=first, started_at=round_.started_at or timezone.now(), heartbeat_at=timezone.now()
+    )
+    if not claimed:
+        return round_
+    workdir = round_dir(round_)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _Heartbeat(round_id):
+            for state, step in STEPS:
+                round_.refresh_from_db()
+                if round_.state == RoundState.CANCELLED:
+                    _log(round_id, "cancelled; stopping before " + state)
+                    return round_
+                if state in round_.step_timings:
+                    continue
+                Round.objects.filter(pk=round_id).exclude(state=RoundState.CANCELLED).update(state=state)
+                _log(round_id, f"{state}: started")
+                started = timezone.now()
+                metrics = step(round_, workdir)
+                seconds = round((timezone.now() - started).total_seconds(), 2)
+                round_.metrics = {**round_.metrics, state: metrics}  # keyed by step: "snapshot", "training_rm", ...
+                round_.step_timings = {**round_.step_timings, state: seconds}
+                round_.artifacts_path = str(workdir.relative_to(settings.ARTIFACTS_DIR))
+                round_.save(update_fields=["metrics", "step_timings", "artifacts_path"])
+                _log(round_id, f"{state}: done in {seconds} s")
+            round_.refresh_from_db()
+            if round_.state == RoundState.CANCELLED:
+                return round_
+            member = _register_policy(round_, workdir)
+            (workdir / "metrics.json").write_text(json.dumps(round_.metrics, indent=2, default=str))
+            Round.objects.filter(pk=round_id).exclude(state=RoundState.CANCELLED).update(
+                state=RoundState.SUCCEEDED, finished_at=timezone.now()
+            )
+            _log(round_id, f"succeeded; new policy: {member.name + (' (active)' if member.is_active else ' (not admitted)') if member else 'none'}")
+    except Exception as exc:
+        logger.exception("round %s failed", round_id)
+        Round.objects.filter(pk=round_id).update(
+            state=RoundState.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000], finished_at=timezone.now()
+        )
+        _log(round_id, f"failed: {type(exc).__name__}: {exc}")
+    round_.refresh_from_db()
+    return round_
+
+
+def rounds_watchdog(*, now=None) -> dict:
+    """Fail running rounds whose heartbeat stopped (their worker died) and re-send queued rounds
+    whose message seems lost. Safe to run anywhere, any number of times."""
+    from modeling import tasks
+
+    now = now or timezone.now()
+    running = [s for s in ACTIVE_ROUND_STATES if s != RoundState.QUEUED]
+    stale = list(Round.objects.filter(state__in=running, heartbeat_at__lt=now - STALE_AFTER).values_list("id", flat=True))
+    for round_id in stale:
+        if Round.objects.filter(pk=round_id, state__in=running, heartbeat_at__lt=now - STALE_AFTER).update(
+            state=RoundState.FAILED, finished_at=now,
+            error=f"worker lost: no heartbeat for over {int(STALE_AFTER.total_seconds())} s; retry to resume",
+        ):
+            _log(round_id, "failed: worker lost (stale heartbeat)")
+    lost = list(
+        Round.objects.filter(state=RoundState.QUEUED, created_at__lt=now - LOST_MESSAGE_AFTER, heartbeat_at__isnull=True)
+        .values_list("id", flat=True)
+    )
+    for round_id in lost:
+        Round.objects.filter(pk=round_id).update(heartbeat_at=now)  # re-send once per period, not every tick
+        tasks.round_run.delay(round_id)
+    return {"failed_stale": stale, "resent": lost}
+
+
+def rounds_start_due() -> list[int]:
+    """Start a round in every project whose schedule is on and that gathered enough new judgments."""
+    started = []
+    for project in Project.objects.filter(round_schedule_enabled=True):
+        if Round.objects.filter(project=project, state__in=ACTIVE_ROUND_STATES).exists():
+            continue
+        last = Round.objects.filter(project=project, state=RoundState.SUCCEEDED).order_by("-number").first()
+        since = (last.metrics.get("snapshot", {}).get("last_judgment_id", 0) if last else 0) or 0
+        new = Judgment.objects.filter(comparison__project=project, id__gt=since).count()
+        if new >= project.round_min_new_judgments:
+            try:
+                started.append(round_start(project=project).pk)
+            except RoundError:
+                continue
+    return started
