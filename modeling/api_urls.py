@@ -8,5 +8,9 @@ router.register("members", apis.CommitteeMemberViewSet, basename="member")
 
 urlpatterns = [
     path("projects/<slug:slug>/sampling/", apis.SamplingApi.as_view(), name="api-sampling"),
+    path("projects/<slug:slug>/rounds/", apis.RoundsApi.as_view(), name="api-rounds"),
+    path("rounds/<int:round_id>/", apis.RoundDetailApi.as_view(), name="api-round"),
+    path("rounds/<int:round_id>/retry/", apis.RoundActionApi.as_view(action="retry"), name="api-round-retry"),
+    path("rounds/<int:round_id>/cancel/", apis.RoundActionApi.as_view(action="cancel"), name="api-round-cancel"),
     *router.urls,
 ]

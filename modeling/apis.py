@@ -8,9 +8,24 @@ from rest_framework.views import APIView
 
 from annotation.access import ProjectRolePermission
 from annotation.models import Role
-from modeling.models import CommitteeMember
-from modeling.serializers import CommitteeMemberSerializer, SamplingRunSerializer, SamplingStartSerializer
-from modeling.services import SamplingError, member_register, member_set_active, sampling_start
+from modeling.models import CommitteeMember, Round
+from modeling.serializers import (
+    CommitteeMemberSerializer,
+    RoundSerializer,
+    RoundStartSerializer,
+    SamplingRunSerializer,
+    SamplingStartSerializer,
+)
+from modeling.services import (
+    RoundError,
+    SamplingError,
+    member_register,
+    member_set_active,
+    round_cancel,
+    round_retry,
+    round_start,
+    sampling_start,
+)
 
 
 class SamplingApi(APIView):
@@ -55,3 +70,58 @@ class CommitteeMemberViewSet(
         member = serializer.save()
         if active is not None and active != member.is_active:
             member_set_active(member=member, active=active)
+
+
+def _round_for(request, round_id: int):
+    """The round, if the caller is an admin of its project; 404 otherwise (no existence leak)."""
+    from django.http import Http404
+
+    from annotation.access import has_role
+
+    round_ = Round.objects.select_related("project").filter(pk=round_id).first()
+    if round_ is None or not has_role(user=request.user, project=round_.project, minimum=Role.ADMIN):
+        raise Http404("No such round")
+    return round_
+
+
+class RoundsApi(APIView):
+    permission_classes = [permissions.IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.ADMIN
+
+    @extend_schema(responses=RoundSerializer(many=True), summary="Rounds of a project, newest first")
+    def get(self, request, slug: str):
+        rounds = self.project.rounds.select_related("policy_member").prefetch_related("snapshots")
+        return Response(RoundSerializer(rounds, many=True).data)
+
+    @extend_schema(request=RoundStartSerializer, responses={202: RoundSerializer}, summary="Start a retraining round")
+    def post(self, request, slug: str):
+        body = RoundStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            round_ = round_start(project=self.project, user=request.user, config=body.validated_data["config"])
+        except RoundError as exc:
+            code = status.HTTP_409_CONFLICT if "already" in str(exc) else status.HTTP_400_BAD_REQUEST
+            return Response({"error": "round", "detail": str(exc)}, status=code)
+        return Response(RoundSerializer(round_).data, status=status.HTTP_202_ACCEPTED)
+
+
+class RoundDetailApi(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(responses=RoundSerializer, summary="One round, with its log and metrics")
+    def get(self, request, round_id: int):
+        return Response(RoundSerializer(_round_for(request, round_id)).data)
+
+
+class RoundActionApi(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+    action = ""
+
+    @extend_schema(request=None, responses=RoundSerializer, summary="Retry or cancel a round")
+    def post(self, request, round_id: int):
+        round_ = _round_for(request, round_id)
+        try:
+            round_ = round_retry(round_=round_) if self.action == "retry" else round_cancel(round_=round_)
+        except RoundError as exc:
+            return Response({"error": "round", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(RoundSerializer(round_).data)

@@ -36,3 +36,32 @@ class CommitteeMemberSerializer(serializers.ModelSerializer):
         if not isinstance(value, dict) or set(value) - allowed:
             raise serializers.ValidationError(f"only {sorted(allowed)} may be set")
         return value
+
+
+class RoundSerializer(serializers.ModelSerializer):
+    policy_member = serializers.SerializerMethodField()
+    snapshots = serializers.SerializerMethodField()
+
+    class Meta:
+        from modeling.models import Round
+
+        model = Round
+        fields = [
+            "id", "number", "state", "config", "step_timings", "metrics", "log", "error", "artifacts_path",
+            "heartbeat_at", "created_at", "started_at", "finished_at", "policy_member", "snapshots",
+        ]
+        read_only_fields = fields
+
+    def get_policy_member(self, round_):
+        member = getattr(round_, "policy_member", None)
+        return {"id": member.pk, "name": member.name, "is_active": member.is_active} if member else None
+
+    def get_snapshots(self, round_):
+        return [
+            {"id": s.pk, "purpose": s.purpose, "rows": s.row_count, "sha256": s.sha256, "path": s.path}
+            for s in round_.snapshots.all()
+        ]
+
+
+class RoundStartSerializer(serializers.Serializer):
+    config = serializers.DictField(required=False, default=dict)

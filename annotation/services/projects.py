@@ -21,3 +21,13 @@ def membership_set(*, project: Project, user, role: Role) -> Membership:
     """Give ``user`` exactly ``role`` in ``project`` (one role per person per project)."""
     membership, _created = Membership.objects.update_or_create(project=project, user=user, defaults={"role": role})
     return membership
+
+
+def project_set_round_schedule(*, project: Project, enabled: bool, min_new_judgments: int) -> Project:
+    """Turn scheduled retraining on or off and set how many new judgments start a round."""
+    if min_new_judgments < 1:
+        raise ValueError("min_new_judgments must be at least 1")
+    project.round_schedule_enabled = enabled
+    project.round_min_new_judgments = min_new_judgments
+    project.save(update_fields=["round_schedule_enabled", "round_min_new_judgments"])
+    return project
