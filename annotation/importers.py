@@ -7,10 +7,11 @@ line numbers and fields, and the caller writes nothing.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from annotation.services import PromptData, messages_validate
+from annotation.services.prompts import PromptData, messages_validate
 
 MAX_ERRORS_LISTED = 50
 MAX_LINE_CHARS = 200_000
@@ -89,3 +90,61 @@ def parse_mt_bench(lines: Iterable[str]) -> list[PromptData]:
     if errors:
         raise ImportValidationError(errors)
     return prompts
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A pre-labelled comparison from a file: the conversation, then the preferred and the other answer."""
+
+    line: int
+    messages: list[dict]
+    chosen: str
+    rejected: str
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def _hh_turns(transcript: str) -> list[dict] | None:
+    parts = _HH_TURN.split(transcript)
+    if parts[0].strip() or len(parts) < 5:
+        return None
+    return [{"role": _HH_ROLES[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
+
+
+def parse_hh(lines: Iterable[str]) -> tuple[list[PreferencePair], list[LineError]]:
+    """Anthropic HH-RLHF transcripts (``{"chosen": "\\n\\nHuman: ...", "rejected": ...}``).
+
+    Each row becomes the shared conversation prefix, the chosen last assistant turn and the
+    rejected one. Rows that are not one conversation with two endings (their prefixes differ)
+    or whose two endings are the same text are skipped, and listed; malformed rows are errors.
+    """
+    errors: list[LineError] = []
+    skipped: list[LineError] = []
+    pairs = []
+    for number, row in _json_lines(lines, errors):
+        if not isinstance(row.get("chosen"), str) or not isinstance(row.get("rejected"), str):
+            errors.append(LineError(number, "chosen/rejected", "expected two transcript strings"))
+            continue
+        chosen, rejected = _hh_turns(row["chosen"]), _hh_turns(row["rejected"])
+        if chosen is None or rejected is None:
+            errors.append(LineError(number, "chosen/rejected", "expected '\\n\\nHuman: ... \\n\\nAssistant: ...' turns"))
+            continue
+        if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+            errors.append(LineError(number, "chosen/rejected", "a transcript must end with an Assistant turn"))
+            continue
+        if chosen[:-1] != rejected[:-1]:
+            skipped.append(LineError(number, "chosen/rejected", "the two transcripts are different conversations"))
+            continue
+        if chosen[-1]["content"] == rejected[-1]["content"] or not chosen[-1]["content"] or not rejected[-1]["content"]:
+            skipped.append(LineError(number, "chosen/rejected", "the two endings are identical or empty"))
+            continue
+        problems = messages_validate(chosen[:-1])
+        if problems:
+            errors.extend(LineError(number, "chosen", p) for p in problems)
+            continue
+        pairs.append(PreferencePair(number, chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]))
+    if errors:
+        raise ImportValidationError(errors)
+    return pairs, skipped

@@ -12,6 +12,7 @@ from annotation.models import (
     Assignment,
     AssignmentState,
     Comparison,
+    ComparisonSource,
     Judgment,
     Membership,
     Project,
@@ -54,7 +55,9 @@ def labeler_progress(*, project: Project, labeler) -> dict[str, int]:
     done_today = Judgment.objects.filter(
         comparison__project=OuterRef("pk"), labeler=labeler, submitted_at__gte=start_of_day
     )
-    open_ = Comparison.objects.filter(project=OuterRef("pk"), is_gold=False, slots_taken__lt=project.overlap_k)
+    open_ = Comparison.objects.filter(
+        project=OuterRef("pk"), is_gold=False, slots_taken__lt=project.overlap_k
+    ).exclude(source=ComparisonSource.IMPORT)
     return Project.objects.filter(pk=project.pk).values(done_today=_count(done_today), remaining=_count(open_)).get()
 
 
@@ -64,7 +67,9 @@ def _count(queryset) -> Subquery:
 
 def comparisons_open(*, project: Project) -> QuerySet[Comparison]:
     """Regular comparisons short of their k labels (by the queue's slot hint; index-only)."""
-    return project.comparisons.filter(is_gold=False, slots_taken__lt=project.overlap_k)
+    return project.comparisons.filter(is_gold=False, slots_taken__lt=project.overlap_k).exclude(
+        source=ComparisonSource.IMPORT
+    )
 
 
 def assignments_live(*, labeler) -> QuerySet[Assignment]:

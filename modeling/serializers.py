@@ -52,11 +52,11 @@ class RoundSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    def get_policy_member(self, round_):
+    def get_policy_member(self, round_) -> dict | None:
         member = getattr(round_, "policy_member", None)
         return {"id": member.pk, "name": member.name, "is_active": member.is_active} if member else None
 
-    def get_snapshots(self, round_):
+    def get_snapshots(self, round_) -> list[dict]:
         return [
             {"id": s.pk, "purpose": s.purpose, "rows": s.row_count, "sha256": s.sha256, "path": s.path}
             for s in round_.snapshots.all()

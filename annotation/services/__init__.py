@@ -1,6 +1,7 @@
 """Writes for the annotation app, split by domain. Every function is keyword-only and named
 ``<entity>_<verb>``; views, serializers and tasks call these, and nothing else writes."""
 
+from annotation.services.imports import PairImportResult, import_user, preference_pairs_import
 from annotation.services.labeling import (
     ATTRIBUTES,
     FLAGS,
@@ -27,6 +28,7 @@ from annotation.services.prompts import (
 )
 
 __all__ = [
+    "PairImportResult", "import_user", "preference_pairs_import",
     "ATTRIBUTES", "FLAGS", "AlreadyEnded", "AssignmentNotFound", "InvalidVerdict", "LabelingError",
     "LeaseCapReached", "LeaseExpired", "PromptData", "PromptImportResult", "Verdict", "assignment_skip",
     "assignments_expire", "comparison_lease_next", "comparison_slots_recount", "judgment_submit", "membership_set", "messages_validate",

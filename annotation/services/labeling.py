@@ -33,6 +33,7 @@ from annotation.models import (
     Assignment,
     AssignmentState,
     Comparison,
+    ComparisonSource,
     Judgment,
     Membership,
     Project,
@@ -99,7 +100,8 @@ def _candidate_batches(*, project: Project, labeler, gold: bool):
     gold measures labelers and is shown to each of them once, whatever k is.
     """
     seen = Assignment.objects.filter(comparison=OuterRef("pk"), labeler=labeler)
-    base = Comparison.objects.filter(project=project, is_gold=gold).exclude(Exists(seen))
+    # Imported pre-labelled comparisons are training data, not labeling tasks.
+    base = Comparison.objects.filter(project=project, is_gold=gold).exclude(source=ComparisonSource.IMPORT).exclude(Exists(seen))
     if gold:
         return [base.order_by("id")]
     return [

@@ -1,0 +1,118 @@
+"""Writing validated imports: all of a file or nothing."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.importers import PreferencePair
+from annotation.models import (
+    Assignment,
+    AssignmentState,
+    Comparison,
+    ComparisonSource,
+    Judgment,
+    Project,
+    Prompt,
+    Response,
+    ResponseSource,
+    Strength,
+)
+from annotation.services.prompts import prompt_content_hash
+
+
+@dataclass(frozen=True)
+class PairImportResult:
+    prompts_created: int
+    comparisons_created: int
+    duplicates: int
+
+
+def import_user(*, source: str):
+    """The account imported judgments are recorded under: inactive, no password, no project role."""
+    User = get_user_model()
+    user, created = User.objects.get_or_create(username=f"import:{source}"[:150], defaults={"is_active": False})
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+@transaction.atomic
+def preference_pairs_import(*, project: Project, pairs: list[PreferencePair], source: str, strength: str = Strength.BETTER) -> PairImportResult:
+    """Prompts plus pre-labelled comparisons (chosen > rejected), one judgment each by the import
+    account. A pair already imported into the project (same conversation, same endings) is
+    skipped as a duplicate.
+    Imported comparisons are training data, not labeling tasks: the queue never offers them."""
+    if strength not in Strength.values:
+        raise ValueError(f"strength must be one of {', '.join(Strength.values)}")
+    hashes = [prompt_content_hash(messages=p.messages) for p in pairs]
+    existing = dict(Prompt.objects.filter(project=project, content_hash__in=set(hashes)).values_list("content_hash", "id"))
+    # The same conversation may come with several pairs of endings (HH-RLHF has such rows): the
+    # prompt is stored once, and a pair is a duplicate only if its two endings were seen already.
+    seen = set(
+        Comparison.objects.filter(prompt_id__in=existing.values(), source=ComparisonSource.IMPORT).values_list(
+            "prompt__content_hash", "response_a__text", "response_b__text"
+        )
+    )
+    new_prompts, keep = {}, []
+    for pair, content_hash in zip(pairs, hashes):
+        key = (content_hash, pair.chosen, pair.rejected)
+        if key in seen:
+            continue
+        seen.add(key)
+        keep.append((pair, content_hash))
+        if content_hash not in existing and content_hash not in new_prompts:
+            new_prompts[content_hash] = Prompt(
+                project=project, messages=pair.messages, content_hash=content_hash, source=f"{source}:{pair.line}", tags=[source]
+            )
+    for prompt in Prompt.objects.bulk_create(new_prompts.values(), batch_size=1000):
+        existing[prompt.content_hash] = prompt.pk
+    responses = Response.objects.bulk_create(
+        [
+            Response(prompt_id=existing[h], source=ResponseSource.IMPORT, text=text)
+            for pair, h in keep
+            for text in (pair.chosen, pair.rejected)
+        ],
+        batch_size=2000,
+    )
+    comparisons = Comparison.objects.bulk_create(
+        [
+            Comparison(
+                project=project, prompt_id=existing[h], response_a=responses[2 * i], response_b=responses[2 * i + 1],
+                source=ComparisonSource.IMPORT, slots_taken=1,
+            )
+            for i, (pair, h) in enumerate(keep)
+        ],
+        batch_size=1000,
+    )
+    user, now = import_user(source=source), timezone.now()
+    assignments = Assignment.objects.bulk_create(
+        [
+            Assignment(
+                comparison=c, labeler=user, left_response=c.response_a, state=AssignmentState.SUBMITTED,
+                leased_at=now, expires_at=now + timedelta(seconds=1), ended_at=now,
+            )
+            for c in comparisons
+        ],
+        batch_size=1000,
+    )
+    Judgment.objects.bulk_create(
+        [
+            Judgment(
+                assignment=a, comparison=c, labeler=user, chosen_response=c.response_a, rejected_response=c.response_b,
+                left_response=c.response_a, strength=strength, leased_at=now, submitted_at=now, time_on_task_ms=0,
+                idempotency_key=f"import-{uuid.uuid4().hex}",
+            )
+            for a, c in zip(assignments, comparisons)
+        ],
+        batch_size=1000,
+    )
+    return PairImportResult(
+        prompts_created=len(new_prompts), comparisons_created=len(comparisons), duplicates=len(pairs) - len(keep)
+    )
