@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.importers import PreferencePair
 from annotation.models import (
     Assignment,
     AssignmentState,
@@ -24,6 +24,9 @@ from annotation.models import (
     Strength,
 )
 from annotation.services.prompts import prompt_content_hash
+
+if TYPE_CHECKING:  # importers import services; services only need the type
+    from annotation.importers import PreferencePair
 
 
 @dataclass(frozen=True)
