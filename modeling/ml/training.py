@@ -98,8 +98,9 @@ def _last_loss(trainer) -> float | None:
     return float(losses[-1]) if losses else None
 
 
-def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig) -> RewardResult:
+def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig) -> RewardResult | None:
     """Bradley-Terry RM with the margin term (Llama 2) on a 1-output head over the base model.
+    Returns None in the non-main processes of a multi-process (accelerate) run.
 
     Pairs longer than ``max_length`` would be dropped silently by TRL: they are counted here.
     """
@@ -148,7 +149,10 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    final = trainer.model
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:  # under accelerate launch, one process writes
+        return None
+    final = trainer.accelerator.unwrap_model(trainer.model)
     if config.lora:
         final = final.merge_and_unload()
     final.config.pad_token_id = tokenizer.pad_token_id
@@ -189,7 +193,7 @@ def evaluate_reward_model(*, model_dir: str, rows: list[dict], max_length: int =
     }
 
 
-def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig) -> DPOResult:
+def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig) -> DPOResult | None:
     """DPO (+ NLL on chosen, Llama 3 / RPO) from the starting policy, LoRA by default; the
     reference is the starting policy itself (the base with the new adapter disabled).
 
@@ -243,6 +247,7 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
+    trainer.accelerator.wait_for_everyone()
     heldout_metrics = {}
     if evaluation is not None:
         raw = trainer.evaluate()
@@ -252,7 +257,9 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
             if k.startswith(("eval_rewards/", "eval_loss"))
         }
         heldout_metrics["pairs"] = len(heldout)
-    final = trainer.model
+    if not trainer.accelerator.is_main_process:  # under accelerate launch, one process writes
+        return None
+    final = trainer.accelerator.unwrap_model(trainer.model)
     if config.lora:
         final.save_pretrained(str(Path(output_dir) / "adapter"))
         final = final.merge_and_unload()

@@ -45,6 +45,9 @@ DEFAULT_CONFIG = {
     "eval_max_new_tokens": 128,
     "rm": {"max_steps": 100, "batch_size": 4, "learning_rate": 1e-5, "max_length": 512},
     "dpo": {"max_steps": 100, "batch_size": 2, "learning_rate": 1e-5, "max_length": 512, "beta": 0.1, "sft_weight": 0.2},
+    # None: train in the worker's process. {"num_processes": N, "args": [...]}: run the training
+    # under `accelerate launch` (several GPUs; DDP/FSDP/DeepSpeed through its own flags/config).
+    "accelerate": None,
 }
 
 
@@ -57,7 +60,11 @@ def _merged_config(overrides: dict | None) -> dict:
     for key, value in (overrides or {}).items():
         if key not in config:
             raise RoundError(f"unknown round setting {key!r}; known: {', '.join(sorted(config))}")
-        if isinstance(config[key], dict):
+        if key == "accelerate":
+            if value is not None and (not isinstance(value, dict) or int(value.get("num_processes", 1)) < 1):
+                raise RoundError('accelerate: expected null or {"num_processes": N, "args": [...]}')
+            config[key] = value
+        elif isinstance(config[key], dict):
             if not isinstance(value, dict):
                 raise RoundError(f"{key}: expected an object of settings")
             config[key].update(value)
@@ -251,6 +258,45 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
     return summary
 
 
+def _train(kind: str, round_: Round, *, model_dir: str, rows: list[dict], heldout: list[dict], output_dir: Path, config):
+    """Train in this process, or under ``accelerate launch`` when the round asks for it."""
+    from modeling.ml.training import RewardResult, train_dpo, train_reward_model
+
+    launch = round_.config.get("accelerate")
+    if not launch:
+        train = train_reward_model if kind == "rm" else train_dpo
+        key = "base_dir" if kind == "rm" else "policy_dir"
+        return train(**{key: model_dir}, rows=rows, heldout=heldout, output_dir=str(output_dir), config=config)
+    import subprocess
+    import sys
+
+    from modeling.ml.training import DPOResult
+
+    jobdir = output_dir.with_name(output_dir.name + ".job")
+    shutil.rmtree(jobdir, ignore_errors=True)
+    jobdir.mkdir(parents=True)
+    for name, data in (("rows", rows), ("heldout", heldout)):
+        (jobdir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    job = {
+        "model_dir": model_dir, "rows": str(jobdir / "rows.jsonl"), "heldout": str(jobdir / "heldout.jsonl"),
+        "output_dir": str(output_dir), "config": config.as_dict(),
+    }
+    (jobdir / "job.json").write_text(json.dumps(job))
+    import torch
+
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(int(launch.get("num_processes", 1)))]
+    if not torch.cuda.is_available():
+        command.append("--cpu")
+    command += [*map(str, launch.get("args", [])), "-m", "modeling.ml.launch", kind, str(jobdir / "job.json")]
+    _log(round_.pk, f"{kind}: accelerate launch with {launch.get('num_processes', 1)} process(es)")
+    completed = subprocess.run(command, cwd=settings.BASE_DIR, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RoundError(f"accelerate launch failed ({completed.returncode}): {completed.stderr[-1500:]}")
+    result = json.loads((jobdir / "result.json").read_text())
+    shutil.rmtree(jobdir, ignore_errors=True)
+    return (RewardResult if kind == "rm" else DPOResult)(**result)
+
+
 def _train_config(part: dict):
     from modeling.ml.training import TrainConfig
 
@@ -258,7 +304,7 @@ def _train_config(part: dict):
 
 
 def _step_reward_model(round_: Round, workdir: Path) -> dict:
-    from modeling.ml.training import evaluate_reward_model, train_reward_model
+    from modeling.ml.training import evaluate_reward_model
 
     final = workdir / REWARD_MODEL_DIR
     if (final / "metrics.json").exists():
@@ -269,7 +315,7 @@ def _step_reward_model(round_: Round, workdir: Path) -> dict:
     previous_rm = current_reward_model(project=round_.project)
     tmp = _tmp_dir(final)
     base = _base_member(round_.project, round_.config)
-    result = train_reward_model(base_dir=_model_dir(base), rows=rows, heldout=heldout, output_dir=str(tmp), config=config)
+    result = _train("rm", round_, model_dir=_model_dir(base), rows=rows, heldout=heldout, output_dir=tmp, config=config)
     metrics = {
         "base_member": base.name, "train_pairs": result.train_pairs, "dropped_too_long": result.dropped_too_long,
         "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
@@ -283,8 +329,6 @@ def _step_reward_model(round_: Round, workdir: Path) -> dict:
 
 
 def _step_dpo(round_: Round, workdir: Path) -> dict:
-    from modeling.ml.training import train_dpo
-
     final = workdir / POLICY_DIR
     if (final / "metrics.json").exists():
         return json.loads((final / "metrics.json").read_text())
@@ -297,7 +341,7 @@ def _step_dpo(round_: Round, workdir: Path) -> dict:
         return {"skipped": "no new pairs of the DPO strengths since the last successful round", "starting_member": start.name}
     config = _train_config(round_.config["dpo"])
     tmp = _tmp_dir(final)
-    result = train_dpo(policy_dir=_model_dir(start), rows=rows, heldout=heldout, output_dir=str(tmp), config=config)
+    result = _train("dpo", round_, model_dir=_model_dir(start), rows=rows, heldout=heldout, output_dir=tmp, config=config)
     metrics = {
         "starting_member": start.name, "starting_member_id": start.pk, "train_pairs": result.train_pairs,
         "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,

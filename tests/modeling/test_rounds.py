@@ -254,3 +254,19 @@ def test_a_worker_killed_mid_step_leaves_the_round_failed_and_a_retry_finishes_i
         del settings.ARTIFACTS_DIR
     assert round_.state == RoundState.SUCCEEDED, round_.error
     assert set(round_.step_timings) == {"snapshot", "training_rm", "training_dpo", "evaluating"}  # jsonb: no order
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_round_can_train_under_accelerate_launch(tiny_model_dir, artifacts, django_capture_on_commit_callbacks):
+    project, _ = labelled_project(tiny_model_dir)
+    with django_capture_on_commit_callbacks():
+        round_ = round_start(project=project, config={**SMALL, "accelerate": {"num_processes": 1}})
+    round_ = round_execute(round_id=round_.pk)
+    assert round_.state == RoundState.SUCCEEDED, (round_.error, round_.log)
+    assert "rm: accelerate launch with 1 process(es)" in round_.log and "dpo: accelerate launch" in round_.log
+    assert round_.metrics["training_rm"]["steps"] == 3 and round_.metrics["training_dpo"]["steps"] == 3
+    workdir = Path(settings.ARTIFACTS_DIR) / round_.artifacts_path
+    assert (workdir / "reward_model/config.json").exists() and not list(workdir.glob("*.job"))
+    with pytest.raises(RoundError, match="accelerate: expected null"):
+        round_start(project=ProjectFactory(), config={"accelerate": {"num_processes": 0}})
