@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
 
 from annotation.access import project_page
-from annotation.models import Role, Strength
+from annotation.models import DatasetSnapshot, Role, Strength
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS
@@ -64,3 +67,15 @@ def project_overview(request: HttpRequest, project, role) -> HttpResponse:
         "memberships": project.memberships.select_related("user").order_by("role", "user__username"),
     }
     return render(request, "annotation/project.html", context)
+
+
+@project_page(Role.LEAD)
+def snapshot_download(request: HttpRequest, project, role, snapshot_id: int):
+    """A dataset snapshot's file, byte for byte as written (its sha256 is on record)."""
+    snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id, project=project)
+    path = (Path(settings.ARTIFACTS_DIR) / snapshot.path).resolve()
+    if not snapshot.path or not path.is_relative_to(Path(settings.ARTIFACTS_DIR).resolve()) or not path.is_file():
+        raise Http404("This snapshot's file is gone")
+    response = FileResponse(path.open("rb"), as_attachment=True, filename=f"{project.slug}-{snapshot.purpose}-{snapshot.pk}.jsonl")
+    response["X-Content-SHA256"] = snapshot.sha256
+    return response

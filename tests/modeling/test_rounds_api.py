@@ -76,3 +76,27 @@ def test_the_page_refuses_get_for_actions_and_leads(client, member_of):
     client.force_login(member_of(project, Role.LEAD))
     assert client.post(reverse("round-start", kwargs={"slug": project.slug})).status_code == 403
     assert not Round.objects.exists()
+
+
+def test_snapshots_download_byte_for_byte_for_leads_but_not_labelers(client, member_of, settings, tmp_path):
+    import hashlib
+
+    from annotation.models import DatasetSnapshot
+
+    settings.ARTIFACTS_DIR = tmp_path
+    project = ProjectFactory()
+    data = b'{"prompt": [], "chosen": [], "rejected": [], "margin": 1.0}\n'
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "rm.jsonl").write_bytes(data)
+    snap = DatasetSnapshot.objects.create(project=project, format="trl-preference", path="p/rm.jsonl", row_count=1,
+                                          sha256=hashlib.sha256(data).hexdigest())
+    url = reverse("snapshot-download", kwargs={"slug": project.slug, "snapshot_id": snap.pk})
+    client.force_login(member_of(project, Role.LEAD))
+    response = client.get(url)
+    assert response.status_code == 200 and b"".join(response.streaming_content) == data
+    assert response["X-Content-SHA256"] == snap.sha256
+    client.force_login(member_of(project, Role.LABELER))
+    assert client.get(url).status_code == 403
+    DatasetSnapshot.objects.filter(pk=snap.pk).update(path="../../etc/passwd")
+    client.force_login(member_of(project, Role.ADMIN))
+    assert client.get(url).status_code == 404
