@@ -9,16 +9,21 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors, services
-from annotation.access import ProjectRolePermission
-from annotation.models import Role
+from annotation.access import ProjectRolePermission, has_role
+from annotation.exports import ExportError
+from annotation.models import DatasetSnapshot, Role, SnapshotPurpose
 from annotation.serializers import (
     AssignmentSerializer,
     ErrorSerializer,
+    ExportSerializer,
+    ExportStartSerializer,
     JudgmentResultSerializer,
     NextSerializer,
     SkipSerializer,
     SubmitSerializer,
 )
+from annotation.services.exports import export_start
+from annotation.views import snapshot_file_response
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 403, 404, 409)}
 
@@ -88,3 +93,36 @@ class SkipApi(APIView):
         except services.LabelingError as exc:
             return _error(exc)
         return Response({"assignment": assignment.pk, "state": assignment.state})
+
+
+class ExportsApi(APIView):
+    """Exports of a project (leads): start one, list them. Download with ``exports/<id>/download/``."""
+
+    permission_classes = [IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LEAD
+
+    @extend_schema(responses=ExportSerializer(many=True), summary="Exports of a project, newest first")
+    def get(self, request, slug: str):
+        exports = self.project.snapshots.filter(purpose=SnapshotPurpose.EXPORT)[:50]
+        return Response(ExportSerializer(exports, many=True).data)
+
+    @extend_schema(request=ExportStartSerializer, responses={202: ExportSerializer, 400: OpenApiResponse(ErrorSerializer)}, summary="Start an export")
+    def post(self, request, slug: str):
+        body = ExportStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            snapshot = export_start(project=self.project, user=request.user, **body.validated_data)
+        except ExportError as exc:
+            return Response({"error": "invalid_filters", "detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(ExportSerializer(snapshot).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ExportDownloadApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="The file, byte for byte")}, summary="Download an export")
+    def get(self, request, snapshot_id: int):
+        snapshot = DatasetSnapshot.objects.select_related("project").filter(pk=snapshot_id).first()
+        if snapshot is None or not has_role(user=request.user, project=snapshot.project, minimum=Role.LEAD):
+            return Response({"error": "not_found", "detail": "No such export"}, status=status.HTTP_404_NOT_FOUND)
+        return snapshot_file_response(snapshot)

@@ -1,14 +1,20 @@
-"""Judgments as training rows. The preference rows here feed both exports and rounds' snapshots.
+"""Judgments as training rows, for exports and for rounds' snapshots. Reads only.
 
 A judgment with an edit yields up to three pairs, edited > chosen > rejected (Llama 3):
 ``chosen_rejected`` with the labeler's strength and its margin; ``edited_rejected`` with the
 same strength (the edit improves on the winner, so it beats the loser at least as clearly);
 ``edited_chosen`` as ``slightly_better`` (an edit is a targeted fix, not a different answer).
-"both are bad" judgments are left out of preference pairs.
+"Both are bad" judgments are left out of preference pairs unless asked for.
+
+Every generator streams: judgments are read in chunks, rows are yielded one by one, so an
+export of millions of judgments runs in constant memory.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import date
 from typing import Iterator
 
 from django.db.models import QuerySet
@@ -16,6 +22,58 @@ from django.db.models import QuerySet
 from annotation.models import Judgment, Project, Strength
 
 EDIT_OVER_CHOSEN_STRENGTH = Strength.SLIGHTLY_BETTER
+FORMATS = ("trl-preference", "trl-preference-text", "kto", "sft", "hh", "raw")
+CHUNK = 2000
+
+
+class ExportError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    """What goes into an export. Every field has a safe default; ``from_dict`` names bad input."""
+
+    date_from: str | None = None  # ISO date, inclusive, on submitted_at
+    date_to: str | None = None  # ISO date, inclusive
+    round_from: int | None = None  # judgments after this round's snapshot
+    round_to: int | None = None  # judgments up to this round's snapshot
+    exclude_gold: bool = True
+    negligible: str = "keep"  # keep | exclude
+    aggregation: str = "each"  # each | majority
+    min_labeler_gold_accuracy: float | None = None  # drop labelers below this (with >= 5 gold judgments)
+    include_both_bad: bool = False
+    include_imported: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> ExportFilters:
+        data = dict(data or {})
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ExportError(f"unknown filter(s) {sorted(unknown)}; known: {sorted(known)}")
+        filters = cls(**data)
+        for name in ("date_from", "date_to"):
+            value = getattr(filters, name)
+            if value is not None:
+                try:
+                    date.fromisoformat(value)
+                except (TypeError, ValueError):
+                    raise ExportError(f"{name}: expected a date like 2026-11-01, got {value!r}") from None
+        if filters.negligible not in ("keep", "exclude"):
+            raise ExportError("negligible: expected 'keep' or 'exclude'")
+        if filters.aggregation not in ("each", "majority"):
+            raise ExportError("aggregation: expected 'each' or 'majority'")
+        if filters.min_labeler_gold_accuracy is not None and not 0 <= filters.min_labeler_gold_accuracy <= 1:
+            raise ExportError("min_labeler_gold_accuracy: expected a number from 0 to 1")
+        for name in ("round_from", "round_to"):
+            value = getattr(filters, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ExportError(f"{name}: expected a round number")
+        return filters
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
 def judgments_for_training(*, project: Project) -> QuerySet[Judgment]:
@@ -26,10 +84,69 @@ def judgments_for_training(*, project: Project) -> QuerySet[Judgment]:
     )
 
 
+def _round_cut(project: Project, number: int | None) -> int | None:
+    if number is None:
+        return None
+    if number == 0:
+        return 0
+    from modeling.models import Round
+
+    round_ = Round.objects.filter(project=project, number=number).first()
+    cut = (round_.metrics.get("snapshot", {}) or {}).get("last_judgment_id") if round_ else None
+    if cut is None:
+        raise ExportError(f"round {number} has no snapshot to cut at")
+    return cut
+
+
+def labelers_below(*, project: Project, threshold: float, minimum_gold: int = 5) -> set[int]:
+    """Labelers whose gold accuracy is under ``threshold`` (judged on at least ``minimum_gold`` gold items)."""
+    gold = Judgment.objects.filter(comparison__project=project, comparison__is_gold=True).values_list(
+        "labeler_id", "chosen_response_id", "comparison__gold_winner_id"
+    )
+    seen, correct = Counter(), Counter()
+    for labeler_id, chosen_id, winner_id in gold.iterator(chunk_size=CHUNK):
+        seen[labeler_id] += 1
+        correct[labeler_id] += chosen_id == winner_id
+    return {lid for lid, n in seen.items() if n >= minimum_gold and correct[lid] / n < threshold}
+
+
+def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[Judgment]:
+    query = Judgment.objects.filter(comparison__project=project)
+    if not filters.include_both_bad:
+        query = query.exclude(both_bad=True)
+    if filters.exclude_gold:
+        query = query.exclude(comparison__is_gold=True)
+    if filters.negligible == "exclude":
+        query = query.exclude(strength=Strength.NEGLIGIBLY_BETTER)
+    if not filters.include_imported:
+        query = query.exclude(labeler__username__startswith="import:")
+    if filters.date_from:
+        query = query.filter(submitted_at__date__gte=filters.date_from)
+    if filters.date_to:
+        query = query.filter(submitted_at__date__lte=filters.date_to)
+    low, high = _round_cut(project, filters.round_from), _round_cut(project, filters.round_to)
+    if low is not None:
+        query = query.filter(id__gt=low)
+    if high is not None:
+        query = query.filter(id__lte=high)
+    if filters.min_labeler_gold_accuracy is not None:
+        query = query.exclude(labeler_id__in=labelers_below(project=project, threshold=filters.min_labeler_gold_accuracy))
+    return query.select_related(
+        "comparison__prompt", "chosen_response", "rejected_response", "edited_response", "left_response", "labeler"
+    ).order_by("comparison_id", "id")
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+
+def _messages(prompt) -> list[dict]:
+    return [{"role": m["role"], "content": m["content"]} for m in prompt.messages]
+
+
 def _pair(judgment: Judgment, project: Project, better, worse, strength: str, pair_type: str) -> dict:
     prompt = judgment.comparison.prompt
     return {
-        "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt.messages],
+        "prompt": _messages(prompt),
         "chosen": [{"role": "assistant", "content": better.text}],
         "rejected": [{"role": "assistant", "content": worse.text}],
         "margin": project.margin_for(strength),
@@ -46,16 +163,163 @@ def _pair(judgment: Judgment, project: Project, better, worse, strength: str, pa
     }
 
 
+def _pairs_of(judgment: Judgment, project: Project) -> Iterator[dict]:
+    chosen, rejected, edited = judgment.chosen_response, judgment.rejected_response, judgment.edited_response
+    yield _pair(judgment, project, chosen, rejected, judgment.strength, "chosen_rejected")
+    if edited is not None:
+        yield _pair(judgment, project, edited, chosen, EDIT_OVER_CHOSEN_STRENGTH, "edited_chosen")
+        yield _pair(judgment, project, edited, rejected, judgment.strength, "edited_rejected")
+
+
 def preference_rows(*, project: Project, judgments) -> Iterator[dict]:
     """TRL conversational preference rows (prompt/chosen/rejected/margin) with provenance."""
-    for judgment in judgments.iterator(chunk_size=2000):
-        chosen, rejected, edited = judgment.chosen_response, judgment.rejected_response, judgment.edited_response
-        yield _pair(judgment, project, chosen, rejected, judgment.strength, "chosen_rejected")
-        if edited is not None:
-            yield _pair(judgment, project, edited, chosen, EDIT_OVER_CHOSEN_STRENGTH, "edited_chosen")
-            yield _pair(judgment, project, edited, rejected, judgment.strength, "edited_rejected")
+    for judgment in judgments.iterator(chunk_size=CHUNK):
+        yield from _pairs_of(judgment, project)
+
+
+def _by_comparison(judgments) -> Iterator[list[Judgment]]:
+    group: list[Judgment] = []
+    for judgment in judgments.iterator(chunk_size=CHUNK):
+        if group and judgment.comparison_id != group[0].comparison_id:
+            yield group
+            group = []
+        group.append(judgment)
+    if group:
+        yield group
+
+
+def majority_rows(*, project: Project, judgments) -> Iterator[dict]:
+    """One chosen/rejected pair per comparison: the majority's winner, with the mean margin of
+    all k labels signed toward it (a label for the other side counts negative); ties are dropped.
+    Edits of labelers who agree with the majority follow as their own pairs."""
+    for group in _by_comparison(judgments):
+        votes = Counter(j.chosen_response_id for j in group)
+        ranked = votes.most_common()
+        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+            continue
+        winner_id = ranked[0][0]
+        agree = [j for j in group if j.chosen_response_id == winner_id]
+        signed = [project.margin_for(j.strength) * (1 if j.chosen_response_id == winner_id else -1) for j in group]
+        first = agree[0]
+        row = _pair(first, project, first.chosen_response, first.rejected_response, Counter(j.strength for j in agree).most_common(1)[0][0], "chosen_rejected")
+        row.update(
+            margin=max(0.0, sum(signed) / len(signed)), labels=len(group), agreement=round(len(agree) / len(group), 4),
+            labeler=",".join(sorted({j.labeler.username for j in group})), judgment_id=[j.pk for j in group],
+        )
+        yield row
+        for judgment in agree:
+            if judgment.edited_response is not None:
+                yield from list(_pairs_of(judgment, project))[1:]
+
+
+def _text_prompt(messages: list[dict]) -> str:
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    names = {"system": "System", "user": "User", "assistant": "Assistant"}
+    return "\n\n".join(f"{names[m['role']]}: {m['content']}" for m in messages) + "\n\nAssistant:"
+
+
+def _hh_transcript(messages: list[dict], answer: str) -> str:
+    names = {"user": "Human", "assistant": "Assistant"}
+    turns = [m for m in messages if m["role"] != "system"]
+    system = next((m["content"] for m in messages if m["role"] == "system"), None)
+    if system and turns:  # HH has no system turn: it leads the first human turn
+        turns = [{"role": "user", "content": f"{system}\n\n{turns[0]['content']}"}, *turns[1:]]
+    return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in turns) + f"\n\nAssistant: {answer}"
+
+
+def _raw(judgment: Judgment) -> dict:
+    comparison, prompt = judgment.comparison, judgment.comparison.prompt
+    return {
+        "judgment_id": judgment.pk, "comparison_id": comparison.pk, "prompt_id": prompt.pk,
+        "prompt": _messages(prompt), "category": prompt.category, "prompt_source": prompt.source,
+        "labeler": judgment.labeler.username, "strength": judgment.strength, "both_bad": judgment.both_bad,
+        "chosen_response_id": judgment.chosen_response_id, "chosen": judgment.chosen_response.text,
+        "rejected_response_id": judgment.rejected_response_id, "rejected": judgment.rejected_response.text,
+        "left_response_id": judgment.left_response_id,
+        "chosen_was_left": judgment.left_response_id == judgment.chosen_response_id,
+        "edited_response_id": judgment.edited_response_id,
+        "edited": judgment.edited_response.text if judgment.edited_response else None,
+        "edit_distance": judgment.edited_response.edit_distance if judgment.edited_response else None,
+        "attributes": judgment.attributes, "flags": judgment.flags, "rationale": judgment.rationale,
+        "is_gold": comparison.is_gold, "gold_winner_id": comparison.gold_winner_id,
+        "leased_at": judgment.leased_at.isoformat(), "submitted_at": judgment.submitted_at.isoformat(),
+        "time_on_task_ms": judgment.time_on_task_ms,
+    }
+
+
+def export_rows(*, project: Project, format: str, filters: ExportFilters) -> Iterator[dict]:
+    """The rows of an export, streamed."""
+    if format not in FORMATS:
+        raise ExportError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    judgments = filtered_judgments(project=project, filters=filters)
+    if format == "raw":
+        for judgment in judgments.iterator(chunk_size=CHUNK):
+            yield _raw(judgment)
+        return
+    pairs = (
+        majority_rows(project=project, judgments=judgments)
+        if filters.aggregation == "majority"
+        else preference_rows(project=project, judgments=judgments)
+    )
+    if format == "trl-preference":
+        yield from pairs
+    elif format == "trl-preference-text":
+        for row in pairs:
+            yield {**row, "prompt": _text_prompt(row["prompt"]), "chosen": row["chosen"][0]["content"], "rejected": row["rejected"][0]["content"]}
+    elif format == "hh":
+        for row in pairs:
+            yield {
+                "chosen": _hh_transcript(row["prompt"], row["chosen"][0]["content"]),
+                "rejected": _hh_transcript(row["prompt"], row["rejected"][0]["content"]),
+                "pair_type": row["pair_type"], "strength": row["strength"], "judgment_id": row["judgment_id"],
+            }
+    elif format == "kto":
+        for row in pairs:
+            if row["pair_type"] == "edited_chosen":
+                continue  # the edit's row comes with edited_rejected; the chosen one with chosen_rejected
+            for side, label in (("chosen", True), ("rejected", False)):
+                if side == "rejected" and row["pair_type"] != "chosen_rejected":
+                    continue
+                yield {"prompt": row["prompt"], "completion": row[side], "label": label, "pair_type": row["pair_type"],
+                       "judgment_id": row["judgment_id"], "response_id": row[f"{side}_response_id"]}
+    elif format == "sft":
+        best: dict | None = None
+        for row in pairs:  # per judgment: the edit when there is one, else the chosen response
+            if best is not None and row["judgment_id"] != best["judgment_id"]:
+                yield best
+                best = None
+            if best is None or row["pair_type"] == "edited_rejected":
+                best = {"messages": [*row["prompt"], *row["chosen"]], "judgment_id": row["judgment_id"],
+                        "source": "edit" if row["pair_type"] != "chosen_rejected" else "chosen"}
+        if best is not None:
+            yield best
 
 
 def is_heldout(prompt_hash: str, percent: int) -> bool:
     """A stable split by prompt: the same prompt is held out in every round and every export."""
     return int(prompt_hash[:8], 16) % 100 < percent
+
+
+@dataclass
+class CardStats:
+    rows: int = 0
+    strengths: Counter = field(default_factory=Counter)
+    pair_types: Counter = field(default_factory=Counter)
+    labelers: set = field(default_factory=set)
+    first: str | None = None
+    last: str | None = None
+
+    def add(self, row: dict) -> None:
+        self.rows += 1
+        if "strength" in row:
+            self.strengths[row["strength"]] += 1
+        if "pair_type" in row:
+            self.pair_types[row["pair_type"]] += 1
+        for name in (row.get("labeler") or "").split(","):
+            if name:
+                self.labelers.add(name)
+        when = row.get("submitted_at")
+        if when:
+            self.first = min(self.first or when, when)
+            self.last = max(self.last or when, when)

@@ -348,6 +348,13 @@ class SnapshotPurpose(models.TextChoices):
     EVALUATION = "evaluation", "Held-out evaluation"
 
 
+class ExportState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
 class DatasetSnapshot(models.Model):
     """An export with its filters, row count and sha256: every checkpoint traces back to its labels."""
 
@@ -362,8 +369,14 @@ class DatasetSnapshot(models.Model):
     round = models.ForeignKey(
         "modeling.Round", null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots"
     )
+    # Exports run on a worker: the row is the job. Round snapshots are written done.
+    state = models.CharField(max_length=10, choices=ExportState.choices, default=ExportState.SUCCEEDED)
+    error = models.TextField(blank=True)
+    file_format = models.CharField(max_length=8, default="jsonl", help_text="jsonl or parquet")
+    card = models.TextField(blank=True, help_text="The dataset card (README) written with the file.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

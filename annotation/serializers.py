@@ -45,3 +45,24 @@ class JudgmentResultSerializer(serializers.Serializer):
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     detail = serializers.CharField()
+
+
+class ExportStartSerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=["trl-preference", "trl-preference-text", "kto", "sft", "hh", "raw"])
+    filters = serializers.DictField(required=False, default=dict)
+    parquet = serializers.BooleanField(default=False)
+
+
+class ExportSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    format = serializers.CharField()
+    file_format = serializers.CharField()
+    state = serializers.CharField()
+    filters = serializers.DictField()
+    row_count = serializers.IntegerField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    error = serializers.CharField()
+    card = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)

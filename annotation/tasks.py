@@ -8,3 +8,11 @@ from annotation import services
 @shared_task(acks_late=True)  # idempotent: a conditional UPDATE of leases already past expiry
 def assignments_expire() -> int:
     return services.assignments_expire()
+
+
+@shared_task(acks_late=True)  # idempotent: a finished export is left alone, a dead one rewritten
+def export_run(snapshot_id: int) -> dict:
+    from annotation.services.exports import export_execute
+
+    snapshot = export_execute(snapshot_id=snapshot_id)
+    return {"id": snapshot.pk, "state": snapshot.state, "rows": snapshot.row_count, "sha256": snapshot.sha256}

@@ -10,7 +10,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from annotation.access import project_page
-from annotation.models import DatasetSnapshot, Role, Strength
+from annotation.models import DatasetSnapshot, ExportState, Role, Strength
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS
@@ -69,13 +69,18 @@ def project_overview(request: HttpRequest, project, role) -> HttpResponse:
     return render(request, "annotation/project.html", context)
 
 
-@project_page(Role.LEAD)
-def snapshot_download(request: HttpRequest, project, role, snapshot_id: int):
-    """A dataset snapshot's file, byte for byte as written (its sha256 is on record)."""
-    snapshot = get_object_or_404(DatasetSnapshot, pk=snapshot_id, project=project)
+def snapshot_file_response(snapshot: DatasetSnapshot) -> FileResponse:
+    """A snapshot's finished file, byte for byte as written (its sha256 is on record)."""
     path = (Path(settings.ARTIFACTS_DIR) / snapshot.path).resolve()
-    if not snapshot.path or not path.is_relative_to(Path(settings.ARTIFACTS_DIR).resolve()) or not path.is_file():
-        raise Http404("This snapshot's file is gone")
-    response = FileResponse(path.open("rb"), as_attachment=True, filename=f"{project.slug}-{snapshot.purpose}-{snapshot.pk}.jsonl")
+    inside = path.is_relative_to(Path(settings.ARTIFACTS_DIR).resolve())
+    if snapshot.state != ExportState.SUCCEEDED or not snapshot.path or not inside or not path.is_file():
+        raise Http404("This snapshot has no finished file")
+    name = f"{snapshot.project.slug}-{snapshot.format}-{snapshot.pk}.{snapshot.file_format}"
+    response = FileResponse(path.open("rb"), as_attachment=True, filename=name)
     response["X-Content-SHA256"] = snapshot.sha256
     return response
+
+
+@project_page(Role.LEAD)
+def snapshot_download(request: HttpRequest, project, role, snapshot_id: int):
+    return snapshot_file_response(get_object_or_404(DatasetSnapshot, pk=snapshot_id, project=project))

@@ -33,6 +33,21 @@ def pytest_collection_modifyitems(config, items):
         if "browser" in item.keywords and not has_browser:
             item.add_marker(pytest.mark.skip(reason="needs Debian's chromium (apt-get install chromium)"))
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny causal LM + ChatML tokenizer built from a config (tests/modeling/tiny.py)."""
+    from tests.modeling.tiny import build_model_dir
+
+    return build_model_dir(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory):
+    from tests.modeling.tiny import build_model_dir
+
+    return build_model_dir(tmp_path_factory.mktemp("tiny-rm"), classification=True)
+
+
 @pytest.fixture
 def project(db):
     return ProjectFactory()

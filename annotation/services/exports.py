@@ -1,0 +1,142 @@
+"""Exports: a DatasetSnapshot row is the job; the worker streams the rows to a file.
+
+The file is written to a temporary name while its sha256 is computed, then renamed into place,
+so a download is always a finished file, byte for byte what the row's sha256 says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, export_rows
+from annotation.models import DatasetSnapshot, ExportState, Project, SnapshotPurpose
+
+PARQUET_BATCH = 10_000
+
+
+@transaction.atomic
+def export_start(*, project: Project, format: str, filters: dict | None = None, parquet: bool = False, user=None) -> DatasetSnapshot:
+    """Validate and queue an export; the task is sent once the row is committed."""
+    from annotation import tasks
+
+    if format not in FORMATS:
+        raise ExportError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    parsed = ExportFilters.from_dict(filters)
+    snapshot = DatasetSnapshot.objects.create(
+        project=project, purpose=SnapshotPurpose.EXPORT, format=format, filters=parsed.as_dict(),
+        state=ExportState.QUEUED, file_format="parquet" if parquet else "jsonl", created_by=user,
+    )
+    transaction.on_commit(lambda: tasks.export_run.delay(snapshot.pk))
+    return snapshot
+
+
+def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
+    """A README for the file: what it holds, where it came from, how to load it."""
+    project = snapshot.project
+    lines = [
+        f"# {project.name}: `{snapshot.format}` export #{snapshot.pk}",
+        "",
+        f"- rows: {stats.rows}",
+        f"- file: {snapshot.file_format}, sha256 `{snapshot.sha256}`",
+        f"- exported: {timezone.now():%Y-%m-%d %H:%M UTC} from Arbiter project `{project.slug}`",
+        f"- judgments submitted between: {stats.first or '–'} and {stats.last or '–'}",
+        f"- labelers: {len(stats.labelers)}",
+        f"- margins: {project.get_margin_table_display()}",
+        "",
+        "## Filters",
+        "",
+        *[f"- {k}: {v}" for k, v in sorted(snapshot.filters.items())],
+    ]
+    if stats.strengths:
+        lines += ["", "## Rows per strength", "", "| strength | rows |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(stats.strengths.items())]
+    if stats.pair_types:
+        lines += ["", "## Rows per pair type", "", "| pair type | rows |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(stats.pair_types.items())]
+    lines += [
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        f'ds = load_dataset("{"parquet" if snapshot.file_format == "parquet" else "json"}", data_files="export.{snapshot.file_format}")["train"]',
+        "```",
+        "",
+        "`trl-preference` rows load unchanged into TRL's RewardTrainer (with the `margin` column) and DPOTrainer;"
+        " `kto` into KTOTrainer; `sft` into SFTTrainer. Edits appear as pairs edited > chosen > rejected (`pair_type`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_jsonl(rows, tmp: Path, stats: CardStats) -> None:
+    with tmp.open("wb") as out:
+        for row in rows:
+            stats.add(row)
+            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n")
+
+
+def _write_parquet(rows, tmp: Path, stats: CardStats) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer, batch = None, []
+    try:
+        for row in rows:
+            stats.add(row)
+            batch.append({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+            if len(batch) >= PARQUET_BATCH:
+                table = pa.Table.from_pylist(batch, schema=writer.schema if writer else None)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                batch = []
+        if batch or writer is None:
+            table = pa.Table.from_pylist(batch, schema=writer.schema if writer else None)
+            writer = writer or pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
+    """Write an export's file (again, if a previous attempt died). A finished export is left alone."""
+    claimed = DatasetSnapshot.objects.filter(pk=snapshot_id, state__in=[ExportState.QUEUED, ExportState.RUNNING]).update(
+        state=ExportState.RUNNING
+    )
+    snapshot = DatasetSnapshot.objects.select_related("project").get(pk=snapshot_id)
+    if not claimed:
+        return snapshot
+    folder = Path(settings.ARTIFACTS_DIR) / snapshot.project.slug / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"export-{snapshot.pk}-{snapshot.format}.{snapshot.file_format}"
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    stats = CardStats()
+    try:
+        rows = export_rows(project=snapshot.project, format=snapshot.format, filters=ExportFilters.from_dict(snapshot.filters))
+        (_write_parquet if snapshot.file_format == "parquet" else _write_jsonl)(rows, tmp, stats)
+        digest = hashlib.sha256()
+        with tmp.open("rb") as written:
+            for block in iter(lambda: written.read(1 << 20), b""):
+                digest.update(block)
+        tmp.rename(final)
+        snapshot.sha256, snapshot.row_count, snapshot.size_bytes = digest.hexdigest(), stats.rows, final.stat().st_size
+        snapshot.path = str(final.relative_to(settings.ARTIFACTS_DIR))
+        snapshot.card = dataset_card(snapshot=snapshot, stats=stats)
+        snapshot.state, snapshot.finished_at = ExportState.SUCCEEDED, timezone.now()
+        snapshot.save(update_fields=["sha256", "row_count", "size_bytes", "path", "card", "state", "finished_at"])
+        final.with_suffix(".README.md").write_text(snapshot.card)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        DatasetSnapshot.objects.filter(pk=snapshot_id).update(
+            state=ExportState.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
+        )
+        snapshot.refresh_from_db()
+    return snapshot

@@ -1,0 +1,172 @@
+"""Exports: every format's rows on a small known dataset, filters, the file and its record."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.management import call_command
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from annotation.exports import ExportError, ExportFilters, export_rows
+from annotation.models import ExportState, Response, ResponseSource, Role, Strength
+from annotation.services.exports import export_execute, export_start
+from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory, PromptFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def dataset(settings, tmp_path):
+    """Two comparisons. #1: ada says A ≫ B and edits A; bob says B > A (slightly); cy says A > B.
+    #2: ada says B ≈ A (negligible). Plus a both-bad judgment and a gold one."""
+    settings.ARTIFACTS_DIR = tmp_path
+    project = ProjectFactory(margin_table="small")
+    users = {name: UserFactory(username=name) for name in ("ada", "bob", "cy")}
+    p1 = PromptFactory(project=project, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}])
+    c1 = ComparisonFactory(prompt=p1, response_a__text="Paris.", response_b__text="Lyon.")
+    p2 = PromptFactory(project=project, messages=[{"role": "user", "content": "2+2?"}])
+    c2 = ComparisonFactory(prompt=p2, response_a__text="4", response_b__text="5")
+    edit = Response.objects.create(prompt=p1, source=ResponseSource.HUMAN_EDIT, text="Paris is the capital of France.",
+                                   parent=c1.response_a, author=users["ada"], edit_distance=25)
+
+    def judge(comparison, user, chosen, strength, **extra):
+        other = comparison.response_b if chosen == comparison.response_a else comparison.response_a
+        return JudgmentFactory(assignment__comparison=comparison, assignment__labeler=user, chosen_response=chosen,
+                               rejected_response=other, left_response=comparison.response_a, strength=strength, **extra)
+
+    judge(c1, users["ada"], c1.response_a, Strength.SIGNIFICANTLY_BETTER, edited_response=edit)
+    judge(c1, users["bob"], c1.response_b, Strength.SLIGHTLY_BETTER)
+    judge(c1, users["cy"], c1.response_a, Strength.BETTER)
+    judge(c2, users["ada"], c2.response_b, Strength.NEGLIGIBLY_BETTER)
+    both_bad = ComparisonFactory(prompt=PromptFactory(project=project))
+    judge(both_bad, users["bob"], both_bad.response_a, Strength.BETTER, both_bad=True)
+    gold = ComparisonFactory(prompt=PromptFactory(project=project))
+    type(gold).objects.filter(pk=gold.pk).update(is_gold=True, gold_winner=gold.response_a)
+    gold.refresh_from_db()
+    judge(gold, users["cy"], gold.response_a, Strength.BETTER)
+    return project, c1, c2, edit
+
+
+def rows(project, format, **filters):
+    return list(export_rows(project=project, format=format, filters=ExportFilters.from_dict(filters)))
+
+
+def test_trl_preference_rows_carry_margins_pair_types_and_provenance(dataset):
+    project, c1, c2, edit = dataset
+    out = rows(project, "trl-preference")
+    assert [(r["comparison_id"], r["pair_type"], r["strength"], round(r["margin"], 4)) for r in out] == [
+        (c1.pk, "chosen_rejected", "significantly_better", 1.0),
+        (c1.pk, "edited_chosen", "slightly_better", 0.3333),
+        (c1.pk, "edited_rejected", "significantly_better", 1.0),
+        (c1.pk, "chosen_rejected", "slightly_better", 0.3333),
+        (c1.pk, "chosen_rejected", "better", 0.6667),
+        (c2.pk, "chosen_rejected", "negligibly_better", 0.0),
+    ]  # both-bad and gold left out by default
+    first = out[0]
+    assert first["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
+    assert first["chosen"] == [{"role": "assistant", "content": "Paris."}] and first["rejected"][0]["content"] == "Lyon."
+    assert out[1]["chosen"][0]["content"] == edit.text and out[1]["rejected"][0]["content"] == "Paris."
+    assert first["labeler"] == "ada" and first["judgment_id"] and first["submitted_at"]
+
+
+def test_filters_negligible_gold_both_bad_and_majority(dataset):
+    project, c1, c2, _ = dataset
+    assert all(r["strength"] != "negligibly_better" for r in rows(project, "trl-preference", negligible="exclude"))
+    assert len(rows(project, "trl-preference", exclude_gold=False, include_both_bad=True)) == 8
+    majority = rows(project, "trl-preference", aggregation="majority")
+    main = [r for r in majority if r["pair_type"] == "chosen_rejected"]
+    assert [(r["comparison_id"], r["chosen"][0]["content"], r["labels"]) for r in main] == [(c1.pk, "Paris.", 3), (c2.pk, "5", 1)]
+    # signed mean of 1, -1/3, 2/3 over three labels
+    assert main[0]["margin"] == pytest.approx((1 - 1 / 3 + 2 / 3) / 3) and main[0]["agreement"] == pytest.approx(2 / 3, abs=1e-3)
+    assert [r["pair_type"] for r in majority if r["comparison_id"] == c1.pk][1:] == ["edited_chosen", "edited_rejected"]
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [({"colour": "red"}, "unknown filter"), ({"date_from": "yesterday"}, "expected a date"),
+     ({"aggregation": "mean"}, "'each' or 'majority'"), ({"min_labeler_gold_accuracy": 2}, "from 0 to 1"),
+     ({"round_from": 3}, "round 3 has no snapshot")],
+)
+def test_bad_filters_are_named(dataset, filters, message):
+    project = dataset[0]
+    with pytest.raises(ExportError, match=message):
+        rows(project, "trl-preference", **filters)
+
+
+def test_text_kto_sft_hh_and_raw_formats(dataset):
+    project, c1, c2, edit = dataset
+    text = rows(project, "trl-preference-text")
+    assert text[0]["prompt"] == "System: Be brief.\n\nUser: Capital of France?\n\nAssistant:" and text[0]["chosen"] == "Paris."
+    assert text[-1]["prompt"] == "2+2?"
+    kto = rows(project, "kto")
+    assert [(r["completion"][0]["content"], r["label"]) for r in kto[:3]] == [("Paris.", True), ("Lyon.", False), (edit.text, True)]
+    assert sum(r["label"] for r in kto) == 5 and sum(not r["label"] for r in kto) == 4
+    sft = rows(project, "sft")
+    assert len(sft) == 4 and sft[0]["messages"][-1] == {"role": "assistant", "content": edit.text} and sft[0]["source"] == "edit"
+    assert sft[1]["messages"][-1]["content"] == "Lyon." and sft[1]["source"] == "chosen"
+    hh = rows(project, "hh")
+    assert hh[0]["chosen"] == "\n\nHuman: Be brief.\n\nCapital of France?\n\nAssistant: Paris."
+    raw = rows(project, "raw")
+    assert len(raw) == 4 and raw[0]["edited"] == edit.text and raw[0]["chosen"] == "Paris." and raw[0]["chosen_was_left"] is True
+    assert raw[1]["chosen_was_left"] is False and raw[0]["time_on_task_ms"] == 12000
+
+
+def test_an_export_is_a_snapshot_with_its_file_sha256_card_and_download(dataset, django_capture_on_commit_callbacks, member_of):
+    project = dataset[0]
+    with django_capture_on_commit_callbacks() as sent:
+        snapshot = export_start(project=project, format="trl-preference", filters={"negligible": "exclude"})
+    assert snapshot.state == ExportState.QUEUED and len(sent) == 1
+    snapshot = export_execute(snapshot_id=snapshot.pk)
+    assert export_execute(snapshot_id=snapshot.pk).sha256 == snapshot.sha256  # a second run is a no-op
+    path = Path(django_settings.ARTIFACTS_DIR) / snapshot.path
+    data = path.read_bytes()
+    assert snapshot.state == ExportState.SUCCEEDED and hashlib.sha256(data).hexdigest() == snapshot.sha256
+    assert snapshot.row_count == 5 == len(data.splitlines())
+    assert "| significantly_better | 2 |" in snapshot.card and "negligible: exclude" in snapshot.card
+    assert path.with_suffix(".README.md").read_text() == snapshot.card
+
+    lead = member_of(project, Role.LEAD)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=lead).key}")
+    download = client.get(reverse("api-export-download", kwargs={"snapshot_id": snapshot.pk}))
+    assert download.status_code == 200 and b"".join(download.streaming_content) == data
+    labeler = APIClient()
+    labeler.force_authenticate(member_of(project, Role.LABELER))
+    assert labeler.get(reverse("api-export-download", kwargs={"snapshot_id": snapshot.pk})).status_code == 404
+    assert labeler.get(reverse("api-exports", kwargs={"slug": project.slug})).status_code == 403
+
+
+def test_the_export_api_validates_then_queues(dataset, member_of, django_capture_on_commit_callbacks):
+    project = dataset[0]
+    client = APIClient()
+    client.force_authenticate(member_of(project, Role.LEAD))
+    url = reverse("api-exports", kwargs={"slug": project.slug})
+    bad = client.post(url, {"format": "trl-preference", "filters": {"aggregation": "mean"}}, format="json")
+    assert bad.status_code == 400 and "aggregation" in bad.json()["detail"]
+    assert client.post(url, {"format": "csv"}, format="json").status_code == 400
+    with django_capture_on_commit_callbacks() as sent:
+        ok = client.post(url, {"format": "kto", "parquet": True}, format="json")
+    assert ok.status_code == 202 and ok.json()["state"] == "queued" and len(sent) == 1
+    assert [e["format"] for e in client.get(url).json()] == ["kto"]
+
+
+def test_parquet_exports_hold_the_same_rows(dataset):
+    import pyarrow.parquet as pq
+
+    project = dataset[0]
+    snapshot = export_execute(snapshot_id=export_start(project=project, format="trl-preference", parquet=True).pk)
+    table = pq.read_table(Path(django_settings.ARTIFACTS_DIR) / snapshot.path)
+    assert table.num_rows == snapshot.row_count == 6
+    assert table.column("chosen").to_pylist()[0] == [{"role": "assistant", "content": "Paris."}]
+
+
+def test_the_command_writes_the_file_where_asked(dataset, tmp_path, capsys):
+    project = dataset[0]
+    out = tmp_path / "export.jsonl"
+    call_command("export_dataset", project.slug, "--format", "sft", "--out", str(out))
+    assert len(out.read_text().splitlines()) == 4 and "4 rows, sha256" in capsys.readouterr().out
+    assert all(json.loads(line)["messages"][-1]["role"] == "assistant" for line in out.read_text().splitlines())
