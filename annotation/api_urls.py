@@ -6,6 +6,7 @@ urlpatterns = [
     path("projects/<slug:slug>/next/", apis.NextApi.as_view(), name="api-next"),
     path("assignments/<int:assignment_id>/submit/", apis.SubmitApi.as_view(), name="api-submit"),
     path("assignments/<int:assignment_id>/skip/", apis.SkipApi.as_view(), name="api-skip"),
+    path("projects/<slug:slug>/imports/", apis.ImportApi.as_view(), name="api-imports"),
     path("projects/<slug:slug>/exports/", apis.ExportsApi.as_view(), name="api-exports"),
     path("exports/<int:snapshot_id>/download/", apis.ExportDownloadApi.as_view(), name="api-export-download"),
 ]

@@ -1,9 +1,12 @@
-"""Labeling API: next, submit, skip. The same rules as the page (the page uses this API)."""
+"""Project APIs: labeling (next, submit, skip; the page uses them), imports and exports."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,6 +14,7 @@ from rest_framework.views import APIView
 from annotation import selectors, services
 from annotation.access import ProjectRolePermission, has_role
 from annotation.exports import ExportError
+from annotation.importers import ImportValidationError
 from annotation.models import DatasetSnapshot, Role, SnapshotPurpose
 from annotation.serializers import (
     AssignmentSerializer,
@@ -23,6 +27,7 @@ from annotation.serializers import (
     SubmitSerializer,
 )
 from annotation.services.exports import export_start
+from annotation.services.uploads import IMPORT_FORMATS, MAX_IMPORT_BYTES, import_file
 from annotation.views import snapshot_file_response
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 403, 404, 409)}
@@ -126,3 +131,32 @@ class ExportDownloadApi(APIView):
         if snapshot is None or not has_role(user=request.user, project=snapshot.project, minimum=Role.LEAD):
             return Response({"error": "not_found", "detail": "No such export"}, status=status.HTTP_404_NOT_FOUND)
         return snapshot_file_response(snapshot)
+
+
+class ImportApi(APIView):
+    """Upload a prompt file (jsonl, csv, mt-bench) or HH-RLHF transcripts (hh). All or nothing."""
+
+    permission_classes = [IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LEAD
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={"multipart/form-data": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}, "format": {"type": "string", "enum": list(IMPORT_FORMATS)}}}},
+        responses={201: OpenApiResponse(description="What was written"), 400: OpenApiResponse(description="Line errors; nothing written")},
+        summary="Import a file",
+    )
+    def post(self, request, slug: str):
+        upload, format = request.FILES.get("file"), request.data.get("format", "")
+        if upload is None:
+            return Response({"error": "invalid", "detail": "send the file as multipart field 'file'"}, status=status.HTTP_400_BAD_REQUEST)
+        if upload.size > MAX_IMPORT_BYTES:
+            return Response({"error": "too_large", "detail": f"larger than {MAX_IMPORT_BYTES // 2**20} MiB"}, status=status.HTTP_400_BAD_REQUEST)
+        try:
+            result = import_file(project=self.project, raw=upload.read(), name=upload.name, format=format)
+        except ImportValidationError as exc:
+            return Response(
+                {"error": "invalid_file", "detail": str(exc), "total": exc.total,
+                 "errors": [{"line": e.line, "field": e.field, "message": e.message} for e in exc.errors]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response(dataclasses.asdict(result), status=status.HTTP_201_CREATED)

@@ -148,3 +148,84 @@ def parse_hh(lines: Iterable[str]) -> tuple[list[PreferencePair], list[LineError
     if errors:
         raise ImportValidationError(errors)
     return pairs, skipped
+
+
+def _split_tags(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return value
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(";") if t.strip()]
+    raise ValueError("expected a list of strings or 'a;b;c'")
+
+
+def _prompt_from_row(number: int, row: dict, errors: list[LineError], source_default: str) -> PromptData | None:
+    if "messages" in row:
+        messages = row["messages"]
+        problems = messages_validate(messages)
+        if problems:
+            errors.extend(LineError(number, "messages", p) for p in problems)
+            return None
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    elif isinstance(row.get("prompt"), str) and row["prompt"].strip():
+        messages = [{"role": "user", "content": row["prompt"]}]
+        system = row.get("system")
+        if system:
+            if not isinstance(system, str):
+                errors.append(LineError(number, "system", "expected text"))
+                return None
+            messages.insert(0, {"role": "system", "content": system})
+    else:
+        errors.append(LineError(number, "messages/prompt", "expected chat 'messages' or a non-empty 'prompt' string"))
+        return None
+    category = row.get("category") or ""
+    if not isinstance(category, str):
+        errors.append(LineError(number, "category", "expected a string"))
+        return None
+    try:
+        tags = _split_tags(row.get("tags"))
+    except ValueError as exc:
+        errors.append(LineError(number, "tags", str(exc)))
+        return None
+    source = row.get("source") or f"{source_default}:{number}"
+    return PromptData(messages=messages, category=category[:100], tags=tags, source=str(source)[:200])
+
+
+def parse_prompt_jsonl(lines: Iterable[str]) -> list[PromptData]:
+    """JSONL prompts: ``{"messages": [...]}`` (chat) or ``{"prompt": "...", "system"?: "..."}``,
+    with optional ``category``, ``tags``, ``source``."""
+    errors: list[LineError] = []
+    prompts = [p for n, row in _json_lines(lines, errors) if (p := _prompt_from_row(n, row, errors, "jsonl"))]
+    if errors:
+        raise ImportValidationError(errors)
+    return prompts
+
+
+def parse_prompt_csv(lines: Iterable[str]) -> list[PromptData]:
+    """CSV with a header: ``prompt`` (required), ``system``, ``category``, ``tags`` (a;b), ``source``.
+    Values are data: nothing is evaluated, and a leading '=' stays text."""
+    import csv
+
+    errors: list[LineError] = []
+    reader = csv.DictReader(lines)
+    if not reader.fieldnames or "prompt" not in reader.fieldnames:
+        raise ImportValidationError([LineError(1, "(header)", "expected a header row with a 'prompt' column")])
+    prompts = []
+    try:
+        for row in reader:
+            number = reader.line_num
+            if any(len(v or "") > MAX_LINE_CHARS for v in row.values() if isinstance(v, str)):
+                errors.append(LineError(number, "(line)", f"a field is longer than {MAX_LINE_CHARS} characters"))
+                continue
+            if None in row:
+                errors.append(LineError(number, "(row)", "more fields than the header names"))
+                continue
+            prompt = _prompt_from_row(number, {k: v for k, v in row.items() if v != ""}, errors, "csv")
+            if prompt:
+                prompts.append(prompt)
+    except csv.Error as exc:
+        errors.append(LineError(reader.line_num, "(csv)", str(exc)))
+    if errors:
+        raise ImportValidationError(errors)
+    return prompts

@@ -9,5 +9,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("p/<slug:slug>/", views.project_overview, name="project"),
     path("p/<slug:slug>/label/", views.label, name="label"),
+    path("p/<slug:slug>/import/", views.import_upload, name="import-upload"),
     path("p/<slug:slug>/snapshots/<int:snapshot_id>/download/", views.snapshot_download, name="snapshot-download"),
 ]

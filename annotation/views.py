@@ -5,15 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from annotation.access import project_page
+from annotation.importers import ImportValidationError
 from annotation.models import DatasetSnapshot, ExportState, Role, Strength
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS
+from annotation.services.uploads import IMPORT_FORMATS, MAX_IMPORT_BYTES, import_file
 from modeling.services.sampling import pending_prompts
 
 
@@ -64,6 +68,7 @@ def project_overview(request: HttpRequest, project, role) -> HttpResponse:
         "role": role,
         "counts": project_counts(project=project),
         "pending_prompts": pending_prompts(project=project).count(),
+        "import_formats": IMPORT_FORMATS,
         "memberships": project.memberships.select_related("user").order_by("role", "user__username"),
     }
     return render(request, "annotation/project.html", context)
@@ -84,3 +89,27 @@ def snapshot_file_response(snapshot: DatasetSnapshot) -> FileResponse:
 @project_page(Role.LEAD)
 def snapshot_download(request: HttpRequest, project, role, snapshot_id: int):
     return snapshot_file_response(get_object_or_404(DatasetSnapshot, pk=snapshot_id, project=project))
+
+
+@require_POST
+@project_page(Role.LEAD)
+def import_upload(request: HttpRequest, project, role) -> HttpResponse:
+    """The project page's upload form; the same service as the API and the command."""
+    upload = request.FILES.get("file")
+    if upload is None:
+        messages.error(request, "Choose a file to import.")
+    elif upload.size > MAX_IMPORT_BYTES:
+        messages.error(request, f"The file is larger than {MAX_IMPORT_BYTES // 2**20} MiB; nothing was imported.")
+    else:
+        try:
+            result = import_file(project=project, raw=upload.read(), name=upload.name, format=request.POST.get("format", ""))
+        except ImportValidationError as exc:
+            listed = "; ".join(str(e) for e in exc.errors[:10])
+            messages.error(request, f"Nothing was imported: {exc.total} problem(s). {listed}")
+        else:
+            messages.success(
+                request,
+                f"Imported {result.prompts_created} prompts and {result.comparisons_created} comparisons; "
+                f"{result.duplicates} duplicates and {len(result.skipped)} unusable rows skipped.",
+            )
+    return redirect("project", slug=project.slug)

@@ -77,3 +77,72 @@
 
   refresh();
 })();
+
+// Exports: start one, list them, download finished files (polls while one runs).
+(function () {
+  "use strict";
+  const box = document.getElementById("exports");
+  if (!box) return;
+  const url = box.dataset.url;
+  const list = document.getElementById("export-list");
+  const status = document.getElementById("export-status");
+  let timer = null;
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function cell(text) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    return td;
+  }
+
+  function render(exports) {
+    list.replaceChildren();
+    exports.forEach((e) => {
+      const tr = document.createElement("tr");
+      const link = cell("");
+      if (e.state === "succeeded") {
+        const a = document.createElement("a");
+        a.href = box.dataset.download + e.id + "/download/";
+        a.textContent = "download " + e.file_format;
+        link.append(a);
+      } else if (e.error) {
+        link.textContent = e.error;
+        link.className = "error";
+      }
+      tr.append(cell(e.id), cell(e.format), cell(e.state), cell(e.row_count), cell(e.sha256 ? e.sha256.slice(0, 12) + "…" : ""),
+        cell(new Date(e.created_at).toLocaleString()), link);
+      list.append(tr);
+    });
+    if (!exports.length) list.append(Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="7" class="muted">No export yet.</td>' }));
+    clearTimeout(timer);
+    if (exports.some((e) => e.state === "queued" || e.state === "running")) timer = setTimeout(refresh, 2000);
+  }
+
+  async function refresh() {
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (response.ok) render(await response.json());
+  }
+
+  document.getElementById("export-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    const filters = { aggregation: form.get("aggregation") };
+    if (form.get("exclude_negligible")) filters.negligible = "exclude";
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify({ format: form.get("format"), filters, parquet: Boolean(form.get("parquet")) }),
+    });
+    const data = await response.json().catch(() => ({}));
+    status.textContent = response.status === 202 ? "Export queued." : data.detail || JSON.stringify(data);
+    status.className = "status " + (response.status === 202 ? "ok" : "error");
+    refresh();
+  });
+
+  refresh();
+})();
