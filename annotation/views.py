@@ -11,9 +11,11 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from annotation import charts
 from annotation.access import project_page
 from annotation.importers import ImportValidationError
 from annotation.models import DatasetSnapshot, ExportState, Role, Strength
+from annotation.quality import project_leaderboard, project_quality
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS
@@ -113,3 +115,25 @@ def import_upload(request: HttpRequest, project, role) -> HttpResponse:
                 f"{result.duplicates} duplicates and {len(result.skipped)} unusable rows skipped.",
             )
     return redirect("project", slug=project.slug)
+
+
+@project_page(Role.LEAD)
+def quality(request: HttpRequest, project, role) -> HttpResponse:
+    stats = project_quality(project=project)
+    order = [s.value for s in Strength]
+    context = {
+        "project": project, "role": role, "q": stats,
+        "per_day_chart": charts.bars(stats["per_day"]),
+        "strength_chart": charts.bars({s: stats["strengths"].get(s, 0) for s in order}),
+    }
+    return render(request, "annotation/quality.html", context)
+
+
+@project_page(Role.LEAD)
+def leaderboard(request: HttpRequest, project, role) -> HttpResponse:
+    category = request.GET.get("category") or None
+    board = project_leaderboard(project=project, category=category)
+    categories = sorted(set(project.prompts.exclude(category="").values_list("category", flat=True)))
+    context = {"project": project, "role": role, "board": board, "chart": charts.intervals(board["members"]),
+               "categories": categories, "category": category}
+    return render(request, "annotation/leaderboard.html", context)
