@@ -3,6 +3,10 @@ from django.urls import path
 from annotation import apis
 
 urlpatterns = [
+    path("projects/", apis.ProjectListApi.as_view(), name="api-projects"),
+    path("projects/<slug:slug>/prompts/", apis.PromptListApi.as_view(), name="api-prompts"),
+    path("projects/<slug:slug>/comparisons/", apis.ComparisonListApi.as_view(), name="api-comparisons"),
+    path("projects/<slug:slug>/judgments/", apis.JudgmentListApi.as_view(), name="api-judgments"),
     path("projects/<slug:slug>/next/", apis.NextApi.as_view(), name="api-next"),
     path("assignments/<int:assignment_id>/submit/", apis.SubmitApi.as_view(), name="api-submit"),
     path("assignments/<int:assignment_id>/skip/", apis.SkipApi.as_view(), name="api-skip"),

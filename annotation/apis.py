@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import status
+from rest_framework import generics, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -15,14 +15,19 @@ from annotation import selectors, services
 from annotation.access import ProjectRolePermission, has_role
 from annotation.exports import ExportError
 from annotation.importers import ImportValidationError
-from annotation.models import DatasetSnapshot, Role, SnapshotPurpose
+from annotation.models import DatasetSnapshot, Judgment, Role, SnapshotPurpose
+from annotation.selectors import project_list_for
 from annotation.serializers import (
     AssignmentSerializer,
+    ComparisonReadSerializer,
     ErrorSerializer,
     ExportSerializer,
     ExportStartSerializer,
+    JudgmentReadSerializer,
     JudgmentResultSerializer,
     NextSerializer,
+    ProjectSerializer,
+    PromptSerializer,
     SkipSerializer,
     SubmitSerializer,
 )
@@ -160,3 +165,40 @@ class ImportApi(APIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         return Response(dataclasses.asdict(result), status=status.HTTP_201_CREATED)
+
+
+class ProjectListApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=ProjectSerializer(many=True), summary="Projects you have a role in, with that role")
+    def get(self, request):
+        data = [{**{f: getattr(p, f) for f in ProjectSerializer().fields if f != "role"}, "role": role} for p, role in project_list_for(user=request.user)]
+        return Response(ProjectSerializer(data, many=True).data)
+
+
+class _ProjectListing(generics.ListAPIView):
+    """A paginated, read-only listing of one project's rows, for leads and admins."""
+
+    permission_classes = [IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LEAD
+
+
+class PromptListApi(_ProjectListing):
+    serializer_class = PromptSerializer
+
+    def get_queryset(self):
+        return self.project.prompts.order_by("id")
+
+
+class ComparisonListApi(_ProjectListing):
+    serializer_class = ComparisonReadSerializer
+
+    def get_queryset(self):
+        return self.project.comparisons.order_by("id")
+
+
+class JudgmentListApi(_ProjectListing):
+    serializer_class = JudgmentReadSerializer
+
+    def get_queryset(self):
+        return Judgment.objects.filter(comparison__project=self.project).select_related("labeler").order_by("id")

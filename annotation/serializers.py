@@ -66,3 +66,53 @@ class ExportSerializer(serializers.Serializer):
     card = serializers.CharField()
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class ProjectSerializer(serializers.Serializer):
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    role = serializers.CharField()
+    overlap_k = serializers.IntegerField()
+    gold_rate = serializers.FloatField()
+    lease_minutes = serializers.IntegerField()
+    margin_table = serializers.CharField()
+    edit_step = serializers.BooleanField()
+    pairing = serializers.CharField()
+
+
+class PromptSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    messages = serializers.ListField(child=serializers.DictField())
+    category = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    source = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ComparisonReadSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    prompt_id = serializers.IntegerField()
+    response_a_id = serializers.IntegerField()
+    response_b_id = serializers.IntegerField()
+    source = serializers.CharField()
+    is_gold = serializers.BooleanField()
+    slots_taken = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class JudgmentReadSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    comparison_id = serializers.IntegerField()
+    labeler = serializers.CharField(source="labeler.username")
+    chosen_response_id = serializers.IntegerField()
+    rejected_response_id = serializers.IntegerField()
+    left_response_id = serializers.IntegerField()
+    strength = serializers.CharField()
+    both_bad = serializers.BooleanField()
+    edited_response_id = serializers.IntegerField(allow_null=True)
+    attributes = serializers.DictField()
+    flags = serializers.DictField()
+    rationale = serializers.CharField()
+    time_on_task_ms = serializers.IntegerField()
+    submitted_at = serializers.DateTimeField()
