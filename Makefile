@@ -35,7 +35,7 @@ demo: install
 	$(BIN)/python manage.py load_demo
 
 bench: install
-	@set -e; for b in bench/*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b; done
+	@set -e; for b in bench/[a-z]*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b; done
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache test-output

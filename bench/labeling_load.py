@@ -18,21 +18,19 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench._common import machine, recreate_database, replace_section, utc_now  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "labeling_load.json"
-DOC = ROOT / "docs" / "benchmarks.md"
 
 
 def parse_args():
@@ -52,19 +50,6 @@ def parse_args():
 
 
 # --- set-up ------------------------------------------------------------------------------------
-
-
-def recreate_database(admin_url: str, name: str) -> str:
-    import psycopg2
-
-    url = urlparse(admin_url)
-    conn = psycopg2.connect(host=url.hostname, port=url.port or 5432, user=url.username, dbname=url.path.lstrip("/"))
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return url._replace(path=f"/{name}").geturl()
 
 
 def server_env(database_url: str, var_dir: str) -> dict:
@@ -284,7 +269,6 @@ def write_doc(result: dict) -> None:
     )
     cfg = result["config"]
     section = (
-        "<!-- labeling_load:start -->\n"
         f"Run {result['date']} on {result['machine']}: gunicorn {cfg['workers']} workers × {cfg['threads']} threads "
         f"(gthread) on PostgreSQL, token auth, k = 3, {cfg['think_ms']:.0f} ms think time per comparison, "
         f"{cfg['duration_s']:.0f} s measured per level after {cfg['warmup_s']:.0f} s warm-up; the load generator "
@@ -293,16 +277,9 @@ def write_doc(result: dict) -> None:
         "|---|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
         f"Target at N = 64: p95 ≤ 50 ms and ≥ 200 judgments/s with zero errors: **{'met' if result['target_met'] else 'not met'}** "
-        f"(p95 {result['n64_p95_ms']} ms, {result['n64_judgments_per_s']} judgments/s, {result['errors']} errors in all levels).\n"
-        "<!-- labeling_load:end -->"
+        f"(p95 {result['n64_p95_ms']} ms, {result['n64_judgments_per_s']} judgments/s, {result['errors']} errors in all levels)."
     )
-    text = DOC.read_text()
-    start, end = "<!-- labeling_load:start -->", "<!-- labeling_load:end -->"
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n## Labeling load (`bench/labeling_load.py`)\n\n" + section + "\n"
-    DOC.write_text(text)
+    replace_section("labeling_load", "Labeling load (`bench/labeling_load.py`)", section)
 
 
 def main() -> int:
@@ -342,8 +319,8 @@ def main() -> int:
     n64 = by_n.get(64, {})
     result = {
         "benchmark": "labeling_load",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "date": utc_now(),
+        "machine": machine(),
         "config": {
             "workers": args.workers, "threads": args.threads, "think_ms": args.think_ms, "duration_s": args.duration,
             "warmup_s": args.warmup, "comparisons_per_level": args.comparisons, "overlap_k": 3,

@@ -18,27 +18,24 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import resource
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench._common import machine, replace_section, utc_now  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "reward_model_hh.json"
-DOC = ROOT / "docs" / "benchmarks.md"
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
 def write_doc(r: dict) -> None:
-    start, end = "<!-- reward_model_hh:start -->", "<!-- reward_model_hh:end -->"
     c = r["config"]
     section = (
-        f"{start}\n"
-        f"Run {r['date']} on {r['machine']}, {r['device']}: SmolLM2-135M-Instruct + 1-output head, "
+                f"Run {r['date']} on {r['machine']}, {r['device']}: SmolLM2-135M-Instruct + 1-output head, "
         f"{'LoRA r=16' if c['lora'] else 'full fine-tuning'}, {'bf16' if c['bf16'] else 'fp32'}, {r['train_pairs']} training pairs "
         f"({r['dropped_too_long']} dropped as longer than {c['max_length']} tokens), {r['steps']} steps of batch {c['batch_size']}, "
         f"lr {c['learning_rate']}, margin {r['margin']} (imported HH pairs carry strength '{r['strength']}'), "
@@ -48,14 +45,9 @@ def write_doc(r: dict) -> None:
         f"| {r['heldout_pairs']} | **{r['heldout_accuracy']}** | {r['ci95_low']}–{r['ci95_high']} | {r['seconds_per_step']} | "
         f"{r['train_seconds']:.0f} s | {r['peak_rss_mb']:.0f} MB |\n\n"
         "Reference (TRL-NOTES.md, plain TRL on the same file, 800 pairs, bf16 CPU): 0.627 (0.583-0.671) on 469 pairs, "
-        f"≈11.6 s/step.\n{end}"
+        f"≈11.6 s/step."
     )
-    text = DOC.read_text()
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n## Reward model on HH-RLHF (`bench/reward_model_hh.py`)\n\n" + section + "\n"
-    DOC.write_text(text)
+    replace_section("reward_model_hh", "Reward model on HH-RLHF (`bench/reward_model_hh.py`)", section)
 
 
 def main() -> int:
@@ -124,8 +116,8 @@ def main() -> int:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {
         "benchmark": "reward_model_hh",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "date": utc_now(),
+        "machine": machine(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "imported_pairs": imported.comparisons_created,

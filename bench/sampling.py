@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench._common import machine, replace_section, utc_now  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "sampling.json"
-DOC = ROOT / "docs" / "benchmarks.md"
 
 
 def mt_bench_prompts(n: int) -> list[list[dict]]:
@@ -37,10 +35,8 @@ def mt_bench_prompts(n: int) -> list[list[dict]]:
 
 
 def write_doc(result: dict) -> None:
-    start, end = "<!-- sampling:start -->", "<!-- sampling:end -->"
     section = (
-        f"{start}\n"
-        f"Run {result['date']} on {result['machine']}, torch {result['torch']} on {result['device']}, "
+                f"Run {result['date']} on {result['machine']}, torch {result['torch']} on {result['device']}, "
         f"{result['torch_threads']} threads: SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to fp32), "
         f"{result['prompts']} MT-Bench first turns, max {result['max_new_tokens']} new tokens, temperature 0.7, "
         f"median of {result['repeats']} alternating repeats.\n\n"
@@ -49,14 +45,9 @@ def write_doc(result: dict) -> None:
         f"| batches of {result['batch_size']} | {result['batched_tokens_per_s']} | {result['batched_tokens']} | {result['batched_seconds']} |\n\n"
         f"Batched / sequential: **{result['batched_over_sequential']}×** (target ≥ 3×: "
         f"**{'met' if result['batched_over_sequential'] >= 3 else 'not met'}**). Model load: {result['load_seconds']} s "
-        f"(conversion cached under ARTIFACTS_DIR).\n{end}"
+        f"(conversion cached under ARTIFACTS_DIR)."
     )
-    text = DOC.read_text()
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n## Sampling (`bench/sampling.py`)\n\n" + section + "\n"
-    DOC.write_text(text)
+    replace_section("sampling", "Sampling (`bench/sampling.py`)", section)
 
 
 def main() -> int:
@@ -97,8 +88,8 @@ def main() -> int:
     bat_rate = statistics.median(t / s for t, s in batched)
     result = {
         "benchmark": "sampling",
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "date": utc_now(),
+        "machine": machine(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": backend.device,

@@ -13,11 +13,6 @@
   // phase: loading | verdict | skip | edit | submitting | empty
   const state = { phase: "loading", task: null, choice: null, key: null };
 
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
-
   async function api(url, body) {
     // Retries network failures and 5xx a few times with the same body (and so the same
     // idempotency key): a submit that reached the server once is not recorded twice.
@@ -27,7 +22,7 @@
         const response = await fetch(url, {
           method: "POST",
           credentials: "same-origin",
-          headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+          headers: { "Content-Type": "application/json", "X-CSRFToken": Arbiter.csrfToken() },
           body: JSON.stringify(body || {}),
         });
         if (response.status >= 500) throw new Error("server error " + response.status);

@@ -9,22 +9,11 @@
   const status = document.getElementById("sampling-status");
   let timer = null;
 
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
-
-  function cell(text) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    return td;
-  }
-
   function render(runs) {
     body.replaceChildren();
     if (!runs.length) {
       const tr = document.createElement("tr");
-      const td = cell("No sampling run yet.");
+      const td = Arbiter.cell("No sampling run yet.");
       td.colSpan = 9;
       td.className = "muted";
       tr.append(td);
@@ -34,12 +23,12 @@
       const tr = document.createElement("tr");
       const errors = Object.entries(r.member_errors).map(([m, e]) => m + ": " + e);
       if (r.error) errors.unshift(r.error);
-      const state = cell(r.state);
+      const state = Arbiter.cell(r.state);
       state.className = "state-" + r.state;
       tr.append(
-        cell(r.id), cell(r.mode === "committee" ? "committee" : "best of K"), state,
-        cell(r.prompts_done + " / " + r.prompts_total), cell(r.responses_created), cell(r.pairs_created),
-        cell(r.pairs_near_duplicate + " / " + r.responses_empty), cell(r.responses_failed), cell(errors.join("; ")),
+        Arbiter.cell(r.id), Arbiter.cell(r.mode === "committee" ? "committee" : "best of K"), state,
+        Arbiter.cell(r.prompts_done + " / " + r.prompts_total), Arbiter.cell(r.responses_created), Arbiter.cell(r.pairs_created),
+        Arbiter.cell(r.pairs_near_duplicate + " / " + r.responses_empty), Arbiter.cell(r.responses_failed), Arbiter.cell(errors.join("; ")),
       );
       body.append(tr);
     });
@@ -66,7 +55,7 @@
     const response = await fetch(url, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      headers: { "Content-Type": "application/json", "X-CSRFToken": Arbiter.csrfToken() },
       body: JSON.stringify(payload),
     });
     const data = await response.json().catch(() => ({}));
@@ -88,22 +77,11 @@
   const status = document.getElementById("export-status");
   let timer = null;
 
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
-
-  function cell(text) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    return td;
-  }
-
   function render(exports) {
     list.replaceChildren();
     exports.forEach((e) => {
       const tr = document.createElement("tr");
-      const link = cell("");
+      const link = Arbiter.cell("");
       if (e.state === "succeeded") {
         const a = document.createElement("a");
         a.href = box.dataset.download + e.id + "/download/";
@@ -113,8 +91,8 @@
         link.textContent = e.error;
         link.className = "error";
       }
-      tr.append(cell(e.id), cell(e.format), cell(e.state), cell(e.row_count), cell(e.sha256 ? e.sha256.slice(0, 12) + "…" : ""),
-        cell(new Date(e.created_at).toLocaleString()), link);
+      tr.append(Arbiter.cell(e.id), Arbiter.cell(e.format), Arbiter.cell(e.state), Arbiter.cell(e.row_count), Arbiter.cell(e.sha256 ? e.sha256.slice(0, 12) + "…" : ""),
+        Arbiter.cell(new Date(e.created_at).toLocaleString()), link);
       list.append(tr);
     });
     if (!exports.length) list.append(Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="7" class="muted">No export yet.</td>' }));
@@ -135,7 +113,7 @@
     const response = await fetch(url, {
       method: "POST",
       credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      headers: { "Content-Type": "application/json", "X-CSRFToken": Arbiter.csrfToken() },
       body: JSON.stringify({ format: form.get("format"), filters, parquet: Boolean(form.get("parquet")) }),
     });
     const data = await response.json().catch(() => ({}));
