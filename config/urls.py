@@ -3,10 +3,13 @@ from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from config.health import healthz
+
 admin.site.site_header = "Arbiter administration"
 admin.site.site_title = "Arbiter admin"
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("annotation.api_urls")),
     path("api/v1/", include("modeling.api_urls")),
