@@ -45,9 +45,11 @@ def round_run(round_id: int) -> dict:
 
 @shared_task(acks_late=True)  # conditional updates only: safe to run twice
 def rounds_watchdog() -> dict:
+    """Rounds and sampling runs whose worker died are failed (and lost round messages re-sent)."""
     from modeling.services import rounds_watchdog as watchdog
+    from modeling.services.sampling import sampling_fail_stale
 
-    return watchdog()
+    return {**watchdog(), "sampling_failed_stale": sampling_fail_stale()}
 
 
 @shared_task(acks_late=True)  # the one-active-round constraint makes a duplicate start a no-op

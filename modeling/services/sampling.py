@@ -12,6 +12,7 @@ import random
 import re
 from collections import defaultdict
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -264,3 +265,20 @@ def _rejection_pair(run, prompt, candidates: list[Response], scorer) -> None:
         return
     other = random.Random(prompt.pk).choice(others)
     _create_comparison(run, prompt, best, other, ComparisonSource.REJECTION_SAMPLING)
+
+
+SAMPLING_STALE_AFTER = timedelta(minutes=10)
+
+
+def sampling_fail_stale(*, now=None) -> list[int]:
+    """Fail sampling runs whose worker stopped reporting, so they no longer block a new pass.
+    Their responses stay; a new pass reuses them and samples only what is missing."""
+    now = now or timezone.now()
+    stale = list(
+        SamplingRun.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=now - SAMPLING_STALE_AFTER).values_list("id", flat=True)
+    )
+    SamplingRun.objects.filter(pk__in=stale, state=JobState.RUNNING).update(
+        state=JobState.FAILED, finished_at=now,
+        error=f"worker lost: no progress for over {int(SAMPLING_STALE_AFTER.total_seconds() // 60)} minutes; start a new pass to resume",
+    )
+    return stale

@@ -164,3 +164,20 @@ def test_the_management_command_runs_a_pass_in_process(project_with_prompts, tin
     call_command("sample_responses", project_with_prompts.slug, "--limit", "2", "--wait")
     out = capsys.readouterr().out
     assert "succeeded" in out and "2/2 prompts" in out
+
+
+def test_a_sampling_run_whose_worker_died_is_failed_and_no_longer_blocks(project_with_prompts, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from modeling.services.sampling import sampling_fail_stale
+
+    run = SamplingRun.objects.create(project=project_with_prompts, state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=30))
+    with pytest.raises(SamplingError):
+        sampling_start(project=project_with_prompts)
+    assert sampling_fail_stale() == [run.pk] and sampling_fail_stale() == []
+    run.refresh_from_db()
+    assert run.state == JobState.FAILED and "worker lost" in run.error
+    with django_capture_on_commit_callbacks():
+        assert sampling_start(project=project_with_prompts).state == JobState.QUEUED
