@@ -24,7 +24,7 @@ from annotation.models import Judgment, Project, Strength
 
 EDIT_OVER_CHOSEN_STRENGTH = Strength.SLIGHTLY_BETTER
 FORMATS = ("trl-preference", "trl-preference-text", "kto", "sft", "hh", "raw")
-CHUNK = 2000
+CHUNK = 10_000
 
 
 class ExportError(ValueError):

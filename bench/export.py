@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -84,7 +85,8 @@ def write_doc(r: dict) -> None:
         f"→ `trl-preference` JSONL through the app's export job: **{r['rows']:,} rows in {r['seconds']} s** "
         f"({r['rows_per_s']:,} rows/s), peak RSS **{r['peak_rss_mb']} MB**, file {r['file_mb']} MB. "
         f"Targets ≤ 60 s and ≤ 300 MB: **{'met' if r['seconds'] <= 60 and r['peak_rss_mb'] <= 300 else 'not met'}**. "
-        f"(Filling the database with SQL took {r['fill_seconds']} s, not counted.)"
+        + (f"(Filling the database with SQL took {r['fill_seconds']} s, not counted.)" if r["fill_seconds"] is not None
+           else "(The database was filled by an earlier run of this script: --reuse.)")
     )
     replace_section("export", "Export (`bench/export.py`)", section)
 
@@ -95,9 +97,11 @@ def main() -> int:
     parser.add_argument("--labelers", type=int, default=100)
     parser.add_argument("--database-admin", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="export the database a previous run filled")
     args = parser.parse_args()
     comparisons = args.judgments // args.labelers
-    url = recreate_database(args.database_admin, "arbiter_bench_export")
+    admin = urlparse(args.database_admin)
+    url = admin._replace(path="/arbiter_bench_export").geturl() if args.reuse else recreate_database(args.database_admin, "arbiter_bench_export")
     scratch = tempfile.mkdtemp(prefix="arbiter-export-bench-")
     os.environ.update({"DJANGO_SETTINGS_MODULE": "config.settings", "DATABASE_URL": url, "ARBITER_VAR_DIR": scratch,
                        "ARTIFACTS_DIR": scratch + "/artifacts", "ARBITER_DEMO": "false", "DEBUG": "false", "LOG_LEVEL": "WARNING"})
@@ -111,12 +115,14 @@ def main() -> int:
     from annotation.services.exports import export_execute, export_start
 
     call_command("migrate", verbosity=0)
-    project = Project.objects.create(name="export bench", slug="export-bench")
+    project = Project.objects.filter(slug="export-bench").first() if args.reuse else None
     started = time.perf_counter()
-    with connection.cursor() as cursor:
-        cursor.execute(FILL, {"labelers": args.labelers, "comparisons": comparisons, "project": project.pk})
-        cursor.execute(EDITS, {"project": project.pk})
-        cursor.execute("ANALYZE")
+    if project is None:
+        project = Project.objects.create(name="export bench", slug="export-bench")
+        with connection.cursor() as cursor:
+            cursor.execute(FILL, {"labelers": args.labelers, "comparisons": comparisons, "project": project.pk})
+            cursor.execute(EDITS, {"project": project.pk})
+            cursor.execute("ANALYZE")
     fill = time.perf_counter() - started
     judgments = Judgment.objects.count()
     edited = Judgment.objects.filter(edited_response__isnull=False).count()
@@ -134,7 +140,7 @@ def main() -> int:
         "machine": machine(),
         "judgments": judgments, "edited": edited, "rows": snapshot.row_count, "seconds": round(seconds, 1),
         "rows_per_s": int(snapshot.row_count / seconds), "peak_rss_mb": round(peak, 1),
-        "file_mb": round(snapshot.size_bytes / 2**20, 1), "fill_seconds": round(fill, 1),
+        "file_mb": round(snapshot.size_bytes / 2**20, 1), "fill_seconds": None if args.reuse and fill < 1 else round(fill, 1),
         "target_met": seconds <= 60 and peak <= 300,
     }
     print(json.dumps(result, indent=2))

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import orjson
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -77,10 +78,12 @@ def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
 
 
 def _write_jsonl(rows, tmp: Path, stats: CardStats) -> None:
-    with tmp.open("wb") as out:
+    # orjson: UTF-8 out, keys sorted (stable bytes), several times faster than json.dumps,
+    # which was most of an export's time at a million rows.
+    with tmp.open("wb", buffering=1 << 20) as out:
         for row in rows:
             stats.add(row)
-            out.write(json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n")
+            out.write(orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE))
 
 
 def _write_parquet(rows, tmp: Path, stats: CardStats) -> None:
