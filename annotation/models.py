@@ -348,7 +348,9 @@ class SnapshotPurpose(models.TextChoices):
     EVALUATION = "evaluation", "Held-out evaluation"
 
 
-class ExportState(models.TextChoices):
+class JobState(models.TextChoices):
+    """States of a job whose database row is the job (exports here; sampling runs in modeling)."""
+
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
@@ -370,7 +372,7 @@ class DatasetSnapshot(models.Model):
         "modeling.Round", null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshots"
     )
     # Exports run on a worker: the row is the job. Round snapshots are written done.
-    state = models.CharField(max_length=10, choices=ExportState.choices, default=ExportState.SUCCEEDED)
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.SUCCEEDED)
     error = models.TextField(blank=True)
     file_format = models.CharField(max_length=8, default="jsonl", help_text="jsonl or parquet")
     card = models.TextField(blank=True, help_text="The dataset card (README) written with the file.")

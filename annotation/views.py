@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from annotation import charts
 from annotation.access import project_page
 from annotation.importers import ImportValidationError
-from annotation.models import DatasetSnapshot, ExportState, Role, Strength
+from annotation.models import DatasetSnapshot, JobState, Role, Strength
 from annotation.quality import project_leaderboard, project_quality
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
@@ -80,7 +80,7 @@ def snapshot_file_response(snapshot: DatasetSnapshot) -> FileResponse:
     """A snapshot's finished file, byte for byte as written (its sha256 is on record)."""
     path = (Path(settings.ARTIFACTS_DIR) / snapshot.path).resolve()
     inside = path.is_relative_to(Path(settings.ARTIFACTS_DIR).resolve())
-    if snapshot.state != ExportState.SUCCEEDED or not snapshot.path or not inside or not path.is_file():
+    if snapshot.state != JobState.SUCCEEDED or not snapshot.path or not inside or not path.is_file():
         raise Http404("This snapshot has no finished file")
     name = f"{snapshot.project.slug}-{snapshot.format}-{snapshot.pk}.{snapshot.file_format}"
     response = FileResponse(path.open("rb"), as_attachment=True, filename=name)

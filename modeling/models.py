@@ -9,6 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from annotation.models import JobState
+
 
 class MemberKind(models.TextChoices):
     LOCAL = "local", "Local transformers model (directory or GGUF)"
@@ -141,13 +143,6 @@ class Round(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} round {self.number}"
-
-
-class JobState(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
 
 
 class SamplingRun(models.Model):

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, export_rows
-from annotation.models import DatasetSnapshot, ExportState, Project, SnapshotPurpose
+from annotation.models import DatasetSnapshot, JobState, Project, SnapshotPurpose
 
 PARQUET_BATCH = 10_000
 
@@ -32,7 +32,7 @@ def export_start(*, project: Project, format: str, filters: dict | None = None, 
     parsed = ExportFilters.from_dict(filters)
     snapshot = DatasetSnapshot.objects.create(
         project=project, purpose=SnapshotPurpose.EXPORT, format=format, filters=parsed.as_dict(),
-        state=ExportState.QUEUED, file_format="parquet" if parquet else "jsonl", created_by=user,
+        state=JobState.QUEUED, file_format="parquet" if parquet else "jsonl", created_by=user,
     )
     transaction.on_commit(lambda: tasks.export_run.delay(snapshot.pk))
     return snapshot
@@ -111,8 +111,8 @@ def _write_parquet(rows, tmp: Path, stats: CardStats) -> None:
 
 def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
     """Write an export's file (again, if a previous attempt died). A finished export is left alone."""
-    claimed = DatasetSnapshot.objects.filter(pk=snapshot_id, state__in=[ExportState.QUEUED, ExportState.RUNNING]).update(
-        state=ExportState.RUNNING
+    claimed = DatasetSnapshot.objects.filter(pk=snapshot_id, state__in=[JobState.QUEUED, JobState.RUNNING]).update(
+        state=JobState.RUNNING
     )
     snapshot = DatasetSnapshot.objects.select_related("project").get(pk=snapshot_id)
     if not claimed:
@@ -133,13 +133,13 @@ def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
         snapshot.sha256, snapshot.row_count, snapshot.size_bytes = digest.hexdigest(), stats.rows, final.stat().st_size
         snapshot.path = str(final.relative_to(settings.ARTIFACTS_DIR))
         snapshot.card = dataset_card(snapshot=snapshot, stats=stats)
-        snapshot.state, snapshot.finished_at = ExportState.SUCCEEDED, timezone.now()
+        snapshot.state, snapshot.finished_at = JobState.SUCCEEDED, timezone.now()
         snapshot.save(update_fields=["sha256", "row_count", "size_bytes", "path", "card", "state", "finished_at"])
         final.with_suffix(".README.md").write_text(snapshot.card)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         DatasetSnapshot.objects.filter(pk=snapshot_id).update(
-            state=ExportState.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
+            state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
         )
         snapshot.refresh_from_db()
     return snapshot

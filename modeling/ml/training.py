@@ -68,6 +68,27 @@ def _device_bf16(config: TrainConfig) -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
+def _trainer_args(config: TrainConfig, output_dir: str) -> dict:
+    """TrainingArguments shared by the RM and DPO trainers: no checkpoints, no reporting."""
+    import torch
+
+    return {
+        "output_dir": str(Path(output_dir) / "trainer"),
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "max_length": config.max_length,
+        "bf16": _device_bf16(config),
+        "use_cpu": not torch.cuda.is_available(),  # transformers refuses bf16 on CPU without it
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "logging_steps": max(1, config.max_steps // 10),
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": config.seed,
+        "disable_tqdm": True,
+    }
+
+
 def _conversation(row: dict, side: str) -> list[dict]:
     return [*row["prompt"], *row[side]]
 
@@ -126,22 +147,9 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
             task_type="SEQ_CLS", r=config.lora_r, lora_alpha=2 * config.lora_r, target_modules="all-linear",
             modules_to_save=["score"],  # the new head must train
         )
-    bf16 = _device_bf16(config)
     args = RewardConfig(
-        output_dir=str(Path(output_dir) / "trainer"),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        max_length=config.max_length,
+        **_trainer_args(config, output_dir),
         center_rewards_coefficient=config.center_rewards_coefficient,
-        bf16=bf16,
-        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on CPU without it
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=max(1, config.max_steps // 10),
-        save_strategy="no",
-        report_to="none",
-        seed=config.seed,
-        disable_tqdm=True,
     )
     columns = ("prompt", "chosen", "rejected", "margin")
     dataset = Dataset.from_list([{k: r[k] for k in columns} for r in kept])
@@ -219,23 +227,11 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     else:
         ref_model = AutoModelForCausalLM.from_pretrained(policy_dir)  # an in-memory model has no path TRL can reload
     args = DPOConfig(
-        output_dir=str(Path(output_dir) / "trainer"),
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
+        **_trainer_args(config, output_dir),
         per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        max_length=config.max_length,
         beta=config.beta,
         loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],
         loss_weights=[1.0, config.sft_weight] if config.sft_weight else None,
-        bf16=_device_bf16(config),
-        use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=max(1, config.max_steps // 10),
-        save_strategy="no",
-        report_to="none",
-        seed=config.seed,
-        disable_tqdm=True,
     )
     columns = ("prompt", "chosen", "rejected")
     train = Dataset.from_list([{k: r[k] for k in columns} for r in rows])

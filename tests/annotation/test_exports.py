@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation.exports import ExportError, ExportFilters, export_rows
-from annotation.models import ExportState, Response, ResponseSource, Role, Strength
+from annotation.models import JobState, Response, ResponseSource, Role, Strength
 from annotation.services.exports import export_execute, export_start
 from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory, PromptFactory, UserFactory
 
@@ -119,12 +119,12 @@ def test_an_export_is_a_snapshot_with_its_file_sha256_card_and_download(dataset,
     project = dataset[0]
     with django_capture_on_commit_callbacks() as sent:
         snapshot = export_start(project=project, format="trl-preference", filters={"negligible": "exclude"})
-    assert snapshot.state == ExportState.QUEUED and len(sent) == 1
+    assert snapshot.state == JobState.QUEUED and len(sent) == 1
     snapshot = export_execute(snapshot_id=snapshot.pk)
     assert export_execute(snapshot_id=snapshot.pk).sha256 == snapshot.sha256  # a second run is a no-op
     path = Path(django_settings.ARTIFACTS_DIR) / snapshot.path
     data = path.read_bytes()
-    assert snapshot.state == ExportState.SUCCEEDED and hashlib.sha256(data).hexdigest() == snapshot.sha256
+    assert snapshot.state == JobState.SUCCEEDED and hashlib.sha256(data).hexdigest() == snapshot.sha256
     assert snapshot.row_count == 5 == len(data.splitlines())
     assert "| significantly_better | 2 |" in snapshot.card and "negligible: exclude" in snapshot.card
     assert path.with_suffix(".README.md").read_text() == snapshot.card

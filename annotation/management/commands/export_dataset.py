@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.exports import FORMATS, ExportError
-from annotation.models import ExportState, Project
+from annotation.models import JobState, Project
 from annotation.services.exports import export_execute, export_start
 
 
@@ -29,7 +29,7 @@ class Command(BaseCommand):
         except (ExportError, json.JSONDecodeError) as exc:
             raise CommandError(str(exc)) from None
         snapshot = export_execute(snapshot_id=snapshot.pk)  # the queued task will find it done
-        if snapshot.state != ExportState.SUCCEEDED:
+        if snapshot.state != JobState.SUCCEEDED:
             raise CommandError(snapshot.error)
         path = Path(settings.ARTIFACTS_DIR) / snapshot.path
         if out:
