@@ -11,6 +11,7 @@ urlpatterns = [
     path("p/<slug:slug>/label/", views.label, name="label"),
     path("p/<slug:slug>/import/", views.import_upload, name="import-upload"),
     path("p/<slug:slug>/quality/", views.quality, name="quality"),
+    path("p/<slug:slug>/quality/threshold/", views.quality_threshold, name="quality-threshold"),
     path("p/<slug:slug>/leaderboard/", views.leaderboard, name="leaderboard"),
     path("p/<slug:slug>/snapshots/<int:snapshot_id>/download/", views.snapshot_download, name="snapshot-download"),
 ]

@@ -18,7 +18,7 @@ from annotation.models import DatasetSnapshot, JobState, Role, Strength
 from annotation.quality import project_leaderboard, project_quality
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
-from annotation.services import ATTRIBUTES, FLAGS
+from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
 from annotation.services.uploads import IMPORT_FORMATS, MAX_IMPORT_BYTES, import_file
 from modeling.services.sampling import pending_prompts
 
@@ -127,6 +127,17 @@ def quality(request: HttpRequest, project, role) -> HttpResponse:
         "strength_chart": charts.bars({s: stats["strengths"].get(s, 0) for s in order}),
     }
     return render(request, "annotation/quality.html", context)
+
+
+@require_POST
+@project_page(Role.LEAD)
+def quality_threshold(request: HttpRequest, project, role) -> HttpResponse:
+    try:
+        project_set_quality_threshold(project=project, threshold=float(request.POST.get("threshold", "")))
+        messages.success(request, "Threshold saved.")
+    except ValueError:
+        messages.error(request, "The threshold is a gold accuracy between 0 and 1; nothing changed.")
+    return redirect("quality", slug=project.slug)
 
 
 @project_page(Role.LEAD)

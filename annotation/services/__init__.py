@@ -18,7 +18,12 @@ from annotation.services.labeling import (
     comparison_slots_recount,
     judgment_submit,
 )
-from annotation.services.projects import membership_set, project_create, project_set_round_schedule
+from annotation.services.projects import (
+    membership_set,
+    project_create,
+    project_set_quality_threshold,
+    project_set_round_schedule,
+)
 from annotation.services.prompts import (
     PromptData,
     PromptImportResult,
@@ -32,5 +37,5 @@ __all__ = [
     "ATTRIBUTES", "FLAGS", "AlreadyEnded", "AssignmentNotFound", "InvalidVerdict", "LabelingError",
     "LeaseCapReached", "LeaseExpired", "PromptData", "PromptImportResult", "Verdict", "assignment_skip",
     "assignments_expire", "comparison_lease_next", "comparison_slots_recount", "judgment_submit", "membership_set", "messages_validate",
-    "project_create", "project_set_round_schedule", "prompt_content_hash", "prompts_create",
+    "project_create", "project_set_quality_threshold", "project_set_round_schedule", "prompt_content_hash", "prompts_create",
 ]

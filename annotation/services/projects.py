@@ -31,3 +31,12 @@ def project_set_round_schedule(*, project: Project, enabled: bool, min_new_judgm
     project.round_min_new_judgments = min_new_judgments
     project.save(update_fields=["round_schedule_enabled", "round_min_new_judgments"])
     return project
+
+
+def project_set_quality_threshold(*, project: Project, threshold: float) -> Project:
+    """The gold accuracy under which the dashboard marks a labeler (and exports can drop them)."""
+    if not 0 <= threshold <= 1:
+        raise ValueError("threshold must be between 0 and 1")
+    project.labeler_quality_threshold = threshold
+    project.save(update_fields=["labeler_quality_threshold"])
+    return project

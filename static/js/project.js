@@ -110,6 +110,7 @@
     const form = new FormData(event.target);
     const filters = { aggregation: form.get("aggregation") };
     if (form.get("exclude_negligible")) filters.negligible = "exclude";
+    if (form.get("exclude_low_quality")) filters.min_labeler_gold_accuracy = Number(box.dataset.threshold);
     const response = await fetch(url, {
       method: "POST",
       credentials: "same-origin",

@@ -92,3 +92,17 @@ def test_the_quality_and_leaderboard_pages_render_for_leads_only(client, member_
     client.force_login(member_of(project, Role.LABELER))
     assert client.get(f"/p/{project.slug}/quality/").status_code == 403
     assert client.get(f"/p/{project.slug}/leaderboard/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_lead_sets_the_quality_threshold_and_a_bad_value_changes_nothing(client, member_of):
+    project = ProjectFactory(labeler_quality_threshold=0.6)
+    client.force_login(member_of(project, Role.LEAD))
+    client.post(f"/p/{project.slug}/quality/threshold/", {"threshold": "0.75"})
+    project.refresh_from_db()
+    assert project.labeler_quality_threshold == 0.75
+    response = client.post(f"/p/{project.slug}/quality/threshold/", {"threshold": "2"}, follow=True)
+    project.refresh_from_db()
+    assert project.labeler_quality_threshold == 0.75 and "nothing changed" in response.content.decode()
+    client.force_login(member_of(project, Role.LABELER))
+    assert client.post(f"/p/{project.slug}/quality/threshold/", {"threshold": "0.1"}).status_code == 403
