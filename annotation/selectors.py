@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from django.db.models import Count, F, Func, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models import Count, F, Func, IntegerField, QuerySet, Subquery
 from django.utils import timezone
 
 from annotation.models import (
-    ROLE_RANK,
     Assignment,
-    AssignmentState,
     Comparison,
     ComparisonSource,
     Judgment,
@@ -26,14 +24,6 @@ def project_list_for(*, user) -> list[tuple[Project, Role]]:
         return [(project, Role.ADMIN) for project in Project.objects.all()]
     memberships = Membership.objects.filter(user=user).select_related("project").order_by("project__name")
     return [(m.project, Role(m.role)) for m in memberships]
-
-
-def user_is_labeler_only(*, user) -> bool:
-    """True for someone whose highest role anywhere is labeler: they see labeling pages only."""
-    if user.is_superuser or user.is_staff:
-        return False
-    roles = Membership.objects.filter(user=user).values_list("role", flat=True)
-    return all(ROLE_RANK[Role(r)] <= ROLE_RANK[Role.LABELER] for r in roles)
 
 
 def project_counts(*, project: Project) -> dict[str, int]:
@@ -52,13 +42,10 @@ def labeler_progress(*, project: Project, labeler) -> dict[str, int]:
     One round trip (two scalar subqueries): the labeling API asks for this on every ``next``.
     """
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
-    done_today = Judgment.objects.filter(
-        comparison__project=OuterRef("pk"), labeler=labeler, submitted_at__gte=start_of_day
-    )
-    open_ = Comparison.objects.filter(
-        project=OuterRef("pk"), is_gold=False, slots_taken__lt=project.overlap_k
-    ).exclude(source=ComparisonSource.IMPORT)
-    return Project.objects.filter(pk=project.pk).values(done_today=_count(done_today), remaining=_count(open_)).get()
+    done_today = Judgment.objects.filter(comparison__project=project, labeler=labeler, submitted_at__gte=start_of_day)
+    return Project.objects.filter(pk=project.pk).values(
+        done_today=_count(done_today), remaining=_count(comparisons_open(project=project))
+    ).get()
 
 
 def _count(queryset) -> Subquery:
@@ -70,10 +57,6 @@ def comparisons_open(*, project: Project) -> QuerySet[Comparison]:
     return project.comparisons.filter(is_gold=False, slots_taken__lt=project.overlap_k).exclude(
         source=ComparisonSource.IMPORT
     )
-
-
-def assignments_live(*, labeler) -> QuerySet[Assignment]:
-    return Assignment.objects.filter(labeler=labeler, state=AssignmentState.LEASED, expires_at__gt=timezone.now())
 
 
 def assignment_payload(*, assignment: Assignment, project: Project) -> dict:
