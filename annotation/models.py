@@ -335,7 +335,12 @@ class Judgment(models.Model):
                 name="judgment_left_is_a_side",
             ),
         ]
-        indexes = [models.Index(fields=["comparison", "submitted_at"]), models.Index(fields=["submitted_at"])]
+        indexes = [
+            models.Index(fields=["comparison", "submitted_at"]),
+            models.Index(fields=["submitted_at"]),
+            # "Done today" on every next: one labeler's recent judgments, not everyone's today.
+            models.Index(fields=["labeler", "submitted_at"], name="judgment_labeler_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"Judgment #{self.pk} by {self.labeler}"

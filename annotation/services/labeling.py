@@ -2,19 +2,19 @@
 
 Concurrency (the races this module is written around):
 - Two labelers asking for work at once must never push a comparison past ``overlap_k``
-  live-or-done assignments. On PostgreSQL the candidate comparisons are locked with
-  ``SELECT ... FOR UPDATE SKIP LOCKED``: a comparison another request is leasing right now is
-  skipped, not waited for. After the lock, the slots are counted again in a fresh statement,
-  because the candidate query's snapshot may predate a lease committed a moment ago.
-  On SQLite, transactions are ``BEGIN IMMEDIATE`` (settings), so writers are serialised.
+  live-or-done assignments. ``Comparison.slots_taken`` counts its leased-or-submitted
+  assignments, kept in step in the same transaction as every lease, skip and expiry; it is never
+  below the live-or-done count (an expired lease keeps its slot until swept). The lease takes
+  a slot with one UPDATE whose pick is ``FOR UPDATE SKIP LOCKED`` and whose condition
+  ``slots_taken < k`` PostgreSQL re-checks on the newest row version when it locks it, so two
+  leases can never both take the last slot. On SQLite, transactions are ``BEGIN IMMEDIATE``
+  (settings), so writers are serialised.
 - One labeler never gets a comparison twice: the unique (comparison, labeler) constraint on
   Assignment is the guarantee; the queue's filter only keeps us from hitting it.
 - A submit and a lease expiry racing: the submit locks the assignment row and checks
   ``expires_at`` itself; the expiry claims rows with SKIP LOCKED and ends them with a
   conditional UPDATE on ``state=leased``, so whichever commits first wins and the other
   changes nothing.
-- ``Comparison.slots_taken`` is a hint kept in step in the same transactions as the leases; it
-  only chooses candidates. The recount under the lock is what decides.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
-from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from rapidfuzz.distance import Levenshtein
 
@@ -35,7 +36,6 @@ from annotation.models import (
     Comparison,
     ComparisonSource,
     Judgment,
-    Membership,
     Project,
     Response,
     ResponseSource,
@@ -47,7 +47,6 @@ FLAGS = ("unsafe", "factually_wrong", "private_data", "refuses_needlessly")
 SIDES = ("left", "right")
 MAX_RATIONALE_CHARS = 5000
 MAX_SKIP_REASON_CHARS = 200
-CANDIDATES_PER_TRY = 8
 
 
 class LabelingError(Exception):
@@ -81,91 +80,90 @@ class InvalidVerdict(LabelingError):
     code, status = "invalid_verdict", 400
 
 
-def _live_or_done(now) -> Q:
-    return Q(state=AssignmentState.SUBMITTED) | Q(state=AssignmentState.LEASED, expires_at__gt=now)
+def comparison_slots_recount(*, comparison_id: int) -> int:
+    """Set a comparison's ``slots_taken`` to its leased-or-submitted assignments; returns it.
 
-
-def comparison_slots_recount(*, comparison_id: int, now=None) -> int:
-    """Count a comparison's live-or-done assignments and store the count as its hint."""
-    taken = Assignment.objects.filter(_live_or_done(now or timezone.now()), comparison_id=comparison_id).count()
+    The services keep the count in step themselves; this is for data written around them
+    (fixtures, repairs). Leases past their expiry count until the sweep ends them, so the count
+    is never below the live-or-done assignments, which is what lets the lease trust it.
+    """
+    taken = Assignment.objects.filter(
+        comparison_id=comparison_id, state__in=(AssignmentState.LEASED, AssignmentState.SUBMITTED)
+    ).count()
     Comparison.objects.filter(pk=comparison_id).exclude(slots_taken=taken).update(slots_taken=taken)
     return taken
 
 
-def _candidate_batches(*, project: Project, labeler, gold: bool):
-    """Querysets to try in order, each answerable from the ``comparison_queue`` index.
+# The lease is one UPDATE: pick the first comparison of a kind, lock it, take a slot, return its
+# responses. On PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``: a comparison another request
+# is leasing right now is passed over, not waited for; a comparison whose slot count a
+# committed lease changed after our snapshot is re-read when locked (READ COMMITTED re-checks
+# the row's WHERE against its newest version), so ``slots_taken < k`` holds at the moment the
+# slot is taken. On SQLite writers are serialised (BEGIN IMMEDIATE) and the clause is empty.
+# Raw SQL because this runs on every "next" and the ORM spent more time compiling the
+# Exists/OuterRef version than PostgreSQL spent answering it.
+_LEASE_SQL = """
+UPDATE annotation_comparison SET slots_taken = slots_taken + 1
+WHERE id = (
+    SELECT c.id FROM annotation_comparison c
+    WHERE c.project_id = %(project)s AND c.is_gold = %(gold)s AND c.source <> %(imported)s
+      AND c.slots_taken >= %(low)s AND c.slots_taken < %(high)s
+      AND NOT EXISTS (
+          SELECT 1 FROM annotation_assignment a WHERE a.comparison_id = c.id AND a.labeler_id = %(labeler)s
+      )
+    ORDER BY c.slots_taken, c.id
+    LIMIT 1{lock}
+)
+RETURNING id, response_a_id, response_b_id
+"""
+
+_LIVE_LEASES_SQL = """
+SELECT a.id, a.comparison_id, a.left_response_id, a.leased_at, a.expires_at
+FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
+WHERE a.labeler_id = %s AND a.state = 'leased' AND a.expires_at > %s AND c.project_id = %s
+ORDER BY a.leased_at, a.id
+"""
+
+
+def _slot_ranges(*, project: Project, gold: bool) -> list[tuple[int, int]]:
+    """Slot-count ranges to try in order, each an index range scan of ``comparison_queue``.
 
     Regular: comparisons already started toward k, fewest labels first (breadth first), then
     new ones; oldest first within each. Gold: any gold item this labeler has not seen, since
     gold measures labelers and is shown to each of them once, whatever k is.
     """
-    seen = Assignment.objects.filter(comparison=OuterRef("pk"), labeler=labeler)
-    # Imported pre-labelled comparisons are training data, not labeling tasks.
-    base = Comparison.objects.filter(project=project, is_gold=gold).exclude(source=ComparisonSource.IMPORT).exclude(Exists(seen))
     if gold:
-        return [base.order_by("id")]
-    return [
-        base.filter(slots_taken__gte=1, slots_taken__lt=project.overlap_k).order_by("slots_taken", "id"),
-        base.filter(slots_taken=0).order_by("id"),
-    ]
-
-
-def _live_leases(*, project: Project, labeler, now):
-    return Assignment.objects.filter(
-        comparison__project=project, labeler=labeler, state=AssignmentState.LEASED, expires_at__gt=now
-    )
-
-
-def _lease_one(*, project: Project, labeler, candidates, gold: bool, now) -> Assignment | None | bool:
-    """Lock a few candidates and lease the first that still has a slot, in one transaction.
-
-    Returns the assignment, None when ``candidates`` is empty, or False when every locked
-    candidate turned out to be full (the caller looks again with a fresh snapshot).
-    """
-    with transaction.atomic():
-        # SKIP LOCKED: comparisons another request is leasing right now are passed over.
-        locked = list(
-            candidates.select_for_update(skip_locked=True, of=("self",)).only(
-                "id", "response_a_id", "response_b_id", "slots_taken"
-            )[:CANDIDATES_PER_TRY]
-        )
-        if not locked:
-            return None
-        for comparison in locked:
-            # Count again in a new statement: the candidate query's snapshot can predate a lease
-            # committed just before we took the lock, and the hint can count expired leases.
-            taken = Assignment.objects.filter(_live_or_done(now), comparison_id=comparison.pk).count()
-            if not gold and taken >= project.overlap_k:
-                if taken != comparison.slots_taken:
-                    Comparison.objects.filter(pk=comparison.pk).update(slots_taken=taken)  # heal the hint
-                continue
-            assignment = Assignment.objects.create(
-                comparison_id=comparison.pk,
-                labeler=labeler,
-                left_response_id=random.choice((comparison.response_a_id, comparison.response_b_id)),
-                leased_at=now,
-                expires_at=now + timedelta(minutes=project.lease_minutes),
-            )
-            Comparison.objects.filter(pk=comparison.pk).update(slots_taken=taken + 1)
-            return assignment
-    return False
+        return [(0, 2**31 - 1)]
+    return [(1, project.overlap_k), (0, 1)]
 
 
 def _try_lease(*, project: Project, labeler, gold: bool, now) -> Assignment | None:
     """Lease one comparison of the kind asked for, or None when that pool is empty for this labeler."""
-    for candidates in _candidate_batches(project=project, labeler=labeler, gold=gold):
-        while True:
-            try:
-                assignment = _lease_one(project=project, labeler=labeler, candidates=candidates, gold=gold, now=now)
-            except IntegrityError:
-                # The same labeler leasing in two tabs at once: the unique (comparison, labeler)
-                # constraint let one through and rolled this transaction back; look again.
-                continue
-            if assignment is None:
-                break  # this batch is empty: on to the next kind of candidate
-            if assignment is not False:
-                return assignment
-            # every locked candidate filled up meanwhile: look again (new snapshot)
+    lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    sql = _LEASE_SQL.format(lock=lock)
+    for low, high in _slot_ranges(project=project, gold=gold):
+        params = {
+            "project": project.pk, "gold": gold, "imported": ComparisonSource.IMPORT,
+            "low": low, "high": high, "labeler": labeler.pk,
+        }
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+                if row is None:
+                    continue  # nothing of this kind for this labeler: on to the next range
+                comparison_id, response_a_id, response_b_id = row
+                return Assignment.objects.create(
+                    comparison_id=comparison_id,
+                    labeler=labeler,
+                    left_response_id=random.choice((response_a_id, response_b_id)),
+                    leased_at=now,
+                    expires_at=now + timedelta(minutes=project.lease_minutes),
+                )
+        except IntegrityError:
+            # The same labeler leasing in two tabs at once: the unique (comparison, labeler)
+            # constraint let one through and rolled this one back, slot and all; look again.
+            return _try_lease(project=project, labeler=labeler, gold=gold, now=now)
     return None
 
 
@@ -177,9 +175,10 @@ def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...]
     labeler already holds ``max_live_leases`` live leases (a client prefetching too far ahead).
     """
     now = timezone.now()
-    live = list(_live_leases(project=project, labeler=labeler, now=now).order_by("leased_at", "id"))
+    live = list(Assignment.objects.raw(_LIVE_LEASES_SQL, [labeler.pk, now, project.pk]))
     own = next((a for a in live if a.pk not in exclude), None)
     if own is not None:
+        own.labeler_id, own.state = labeler.pk, AssignmentState.LEASED
         return own
     if len(live) >= project.max_live_leases:
         raise LeaseCapReached(f"You already hold {project.max_live_leases} open comparisons in this project")
@@ -189,8 +188,8 @@ def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...]
             return assignment
     assignment = _try_lease(project=project, labeler=labeler, gold=False, now=now)
     if assignment is None and assignments_expire(now=now, project=project):
-        # Leases that ran out since the last sweep hold slots in the hint: give them back and
-        # look once more, so an expired lease never leaves a labeler idle.
+        # Leases past their expiry hold their slots until swept: give them back and look once
+        # more, so an expired lease never leaves a labeler idle.
         assignment = _try_lease(project=project, labeler=labeler, gold=False, now=now)
     return assignment
 
@@ -213,7 +212,8 @@ def _normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def _validate(verdict: Verdict, project: Project) -> None:
+def _validate(verdict: Verdict, project: Project | None) -> None:
+    """Check a verdict; ``project`` (for the edit rules) is needed only when it carries an edit."""
     if verdict.chosen not in SIDES:
         raise InvalidVerdict(f"chosen: expected 'left' or 'right', got {verdict.chosen!r}")
     if verdict.strength not in Strength.values:
@@ -245,19 +245,49 @@ def _validate(verdict: Verdict, project: Project) -> None:
             raise InvalidVerdict(f"flags.{side}: unknown {sorted(unknown)}; use {', '.join(FLAGS)}")
 
 
+# The caller's own assignment with what a submit needs of its comparison, row-locked, in a
+# project where the caller still has a role (a superuser always has one). Raw SQL for the same
+# reason as the lease: this runs on every submit.
+_LOCKED_ASSIGNMENT_SQL = """
+SELECT a.id, a.comparison_id, a.labeler_id, a.left_response_id, a.state, a.leased_at, a.expires_at,
+       a.ended_at, a.skip_reason, c.project_id, c.prompt_id, c.response_a_id, c.response_b_id
+FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
+WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
+  AND (%(superuser)s OR EXISTS (
+      SELECT 1 FROM annotation_membership m WHERE m.project_id = c.project_id AND m.user_id = %(labeler)s
+  )){lock}
+"""
+
+
+def _aware(value):
+    """A datetime from a raw cursor as Django's ORM would give it (SQLite hands back naive UTC)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if timezone.is_aware(value) else timezone.make_aware(value, dt_timezone.utc)
+
+
 def _locked_assignment(*, assignment_id: int, labeler) -> Assignment:
-    """The caller's own assignment, row-locked, in a project where the caller still has a role."""
-    query = (
-        Assignment.objects.select_for_update(of=("self",))
-        .select_related("comparison__project")
-        .filter(pk=assignment_id, labeler=labeler)
-    )
-    if not labeler.is_superuser:
-        query = query.filter(Exists(Membership.objects.filter(project=OuterRef("comparison__project"), user=labeler)))
-    assignment = query.first()
-    if assignment is None:
+    """The caller's own assignment, row-locked, with its comparison (ids only) attached."""
+    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update_of else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LOCKED_ASSIGNMENT_SQL.format(lock=lock),
+            {"assignment": assignment_id, "labeler": labeler.pk, "superuser": labeler.is_superuser},
+        )
+        row = cursor.fetchone()
+    if row is None:
         # Someone else's lease reads as "not found": its existence is none of this labeler's business.
         raise AssignmentNotFound("No such assignment for you")
+    pk, comparison_id, labeler_id, left_id, state, leased_at, expires_at, ended_at, skip_reason, project_id, prompt_id, a_id, b_id = row
+    assignment = Assignment(
+        id=pk, comparison_id=comparison_id, labeler_id=labeler_id, left_response_id=left_id, state=state,
+        leased_at=_aware(leased_at), expires_at=_aware(expires_at),
+        ended_at=ended_at and _aware(ended_at), skip_reason=skip_reason,
+    )
+    assignment._state.adding, assignment._state.db = False, connection.alias
+    assignment.comparison = Comparison(
+        id=comparison_id, project_id=project_id, prompt_id=prompt_id, response_a_id=a_id, response_b_id=b_id
+    )
     return assignment
 
 
@@ -282,8 +312,8 @@ def judgment_submit(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[J
     if assignment.state != AssignmentState.LEASED:
         raise AlreadyEnded(f"This assignment was {assignment.state}; ask for the next comparison")
 
-    project = assignment.comparison.project
-    _validate(verdict, project)
+    # The project's settings matter only to an edit: don't read the project row for every submit.
+    _validate(verdict, Project.objects.get(pk=assignment.comparison.project_id) if verdict.edit is not None else None)
     comparison = assignment.comparison
     left_id = assignment.left_response_id
     right_id = comparison.response_b_id if left_id == comparison.response_a_id else comparison.response_a_id
