@@ -15,7 +15,7 @@ from annotation import selectors, services
 from annotation.access import ProjectRolePermission, has_role
 from annotation.exports import ExportError
 from annotation.importers import ImportValidationError
-from annotation.models import DatasetSnapshot, Judgment, Role, SnapshotPurpose
+from annotation.models import DatasetSnapshot, Judgment, Project, Role, SnapshotPurpose
 from annotation.selectors import project_list_for
 from annotation.serializers import (
     AssignmentSerializer,
@@ -77,6 +77,7 @@ class SubmitApi(APIView):
         fields = dict(body.validated_data)
         key = request.headers.get("Idempotency-Key") or fields.pop("idempotency_key")
         fields.pop("idempotency_key", None)
+        want_next = fields.pop("next")
         try:
             judgment, created = services.judgment_submit(
                 assignment_id=assignment_id,
@@ -86,7 +87,25 @@ class SubmitApi(APIView):
         except services.LabelingError as exc:
             return _error(exc)
         result = {"judgment": judgment.pk, "created": created, "edited": judgment.edited_response_id is not None}
+        if want_next:
+            # After the judgment's transaction committed: a failure to lease never costs the label.
+            result.update(_next_after(judgment=judgment, labeler=request.user))
         return Response(result, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def _next_after(*, judgment, labeler) -> dict:
+    """The labeler's next comparison in the judgment's project, for ``submit`` with ``next: true``.
+
+    The submit already proved the labeler's membership (their own assignment in a project they
+    belong to), which is all ``next`` asks of a labeler. No ``exclude`` here, so the lease cap
+    cannot refuse: a labeler at the cap gets their own oldest open lease back.
+    """
+    project = Project.objects.get(pk=judgment.comparison.project_id)
+    assignment = services.comparison_lease_next(project=project, labeler=labeler)
+    if assignment is None:
+        return {"next": None}
+    progress = selectors.labeler_progress(project=project, labeler=labeler)
+    return {"next": {**selectors.assignment_payload(assignment=assignment, project=project), "progress": progress}}
 
 
 class SkipApi(APIView):

@@ -18,6 +18,9 @@ class SubmitSerializer(serializers.Serializer):
     flags = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False, default=dict)
     rationale = serializers.CharField(allow_blank=True, required=False, default="", max_length=20_000)
     idempotency_key = serializers.CharField(allow_blank=True, required=False, default="", max_length=64)
+    next = serializers.BooleanField(
+        default=False, help_text="Also lease the next comparison and return it as `next` (saves a round trip)."
+    )
 
 
 class SkipSerializer(serializers.Serializer):
@@ -40,6 +43,10 @@ class JudgmentResultSerializer(serializers.Serializer):
     judgment = serializers.IntegerField()
     created = serializers.BooleanField()
     edited = serializers.BooleanField()
+    next = AssignmentSerializer(
+        required=False, allow_null=True,
+        help_text="With `next: true`: the next comparison, or null when there is nothing left to label.",
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

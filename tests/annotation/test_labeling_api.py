@@ -177,3 +177,24 @@ def test_next_reports_progress_done_today_and_open_in_project(setup):
     second = client.post(next_url(project), {}, format="json").json()
     # k=3 by default: the judged comparison is still open for two more labelers
     assert second["progress"] == {"done_today": 1, "remaining": 2}
+
+
+def test_submit_with_next_returns_the_next_comparison_in_the_same_round_trip(setup):
+    project, comparison, _, client = setup
+    other = ComparisonFactory(prompt=PromptFactory(project=project))
+    first = client.post(next_url(project), {}, format="json").json()
+    verdict = {"chosen": "left", "strength": "better", "idempotency_key": "k1", "next": True}
+    answer = client.post(submit_url(first["assignment"]), verdict, format="json")
+    assert answer.status_code == 201
+    body = answer.json()
+    assert body["created"] is True and body["next"]["assignment"] != first["assignment"]
+    assert body["next"]["progress"] == {"done_today": 1, "remaining": 2}
+    leased = Assignment.objects.get(pk=body["next"]["assignment"])
+    assert leased.state == AssignmentState.LEASED and leased.comparison_id in {comparison.pk, other.pk} - {Assignment.objects.get(pk=first["assignment"]).comparison_id}
+    # A retry (the answer was lost on the way) saves nothing new and hands back the same next lease.
+    again = client.post(submit_url(first["assignment"]), verdict, format="json").json()
+    assert again["created"] is False and again["next"]["assignment"] == body["next"]["assignment"]
+    last = client.post(submit_url(body["next"]["assignment"]), {**verdict, "idempotency_key": "k2"}, format="json").json()
+    assert last["created"] is True and last["next"] is None
+    assert Judgment.objects.count() == 2
+
