@@ -3,6 +3,9 @@
 The SamplingRun row is the job. ``sampling_execute`` is safe to run twice: responses are unique
 by (prompt, member, sample index) and reused when they exist, members are drawn per prompt
 with a seed derived from the prompt, and a prompt that already has a comparison is not pending.
+A run records the last prompt it covers when it starts, so a redelivered message resumes the
+same prompts (not the next ``limit`` pending ones), and takes over a running run only once its
+worker stopped reporting.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from rapidfuzz import fuzz
 
@@ -30,6 +33,8 @@ logger = logging.getLogger(__name__)
 #: Two answers this similar after normalisation (rapidfuzz ratio, 0-100) are not worth a human's time.
 NEAR_DUPLICATE_RATIO = 97.0
 DEFAULT_BATCH_SIZE = 8
+#: A running run this long without a heartbeat has lost its worker (every response and pair beats).
+SAMPLING_STALE_AFTER = timedelta(minutes=10)
 
 
 class SamplingError(Exception):
@@ -192,9 +197,11 @@ def default_scorer_loader(project: Project):
 
 def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scorer_loader=default_scorer_loader) -> SamplingRun:
     """Run (or finish) a sampling pass. Safe to call twice; a finished run is left as it is."""
-    claimed = SamplingRun.objects.filter(pk=run_id, state__in=[JobState.QUEUED, JobState.RUNNING]).update(
-        state=JobState.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now()
-    )
+    now = timezone.now()
+    # A running run is resumed only when its worker is gone: Redis redelivers an unacknowledged
+    # message after its visibility timeout even while the first worker is still on it.
+    claimable = Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, heartbeat_at__lt=now - SAMPLING_STALE_AFTER)
+    claimed = SamplingRun.objects.filter(claimable, pk=run_id).update(state=JobState.RUNNING, started_at=now, heartbeat_at=now)
     run = SamplingRun.objects.select_related("project").get(pk=run_id)
     if not claimed:
         return run
@@ -207,10 +214,14 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
         if not members:
             raise SamplingError("No active committee member")
         scorer = None if committee else scorer_loader(project)
-        prompts = list(pending_prompts(project=project))
-        if run.config.get("limit"):
-            prompts = prompts[: int(run.config["limit"])]
-        _heartbeat(run, prompts_total=len(prompts))
+        prompts = pending_prompts(project=project)
+        if "through_prompt_id" in run.config:  # resumed: the prompts it started on, less those done
+            prompts = list(prompts.filter(pk__lte=run.config["through_prompt_id"]))
+        else:
+            prompts = list(prompts[: int(run.config["limit"])] if run.config.get("limit") else prompts)
+            # Pending prompts are taken oldest first, so the last one's id bounds the run's set.
+            run.config = {**run.config, "through_prompt_id": prompts[-1].pk if prompts else 0}
+        _heartbeat(run, config=run.config, prompts_total=F("prompts_done") + len(prompts))
         batch_size = int(run.config.get("batch_size") or DEFAULT_BATCH_SIZE)
         for start in range(0, len(prompts), batch_size * 4):
             chunk = prompts[start : start + batch_size * 4]
@@ -229,12 +240,17 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
                 draws = [(m, 0) for m in plan[prompt.pk]] if committee else plan[prompt.pk]
                 got = [responses.get((m.pk, prompt.pk, i)) for m, i in draws]
                 got = [r for r in got if r is not None]
-                if committee:
-                    if len(got) == 2:
-                        _create_comparison(run, prompt, got[0], got[1], ComparisonSource.COMMITTEE)
-                else:
-                    _rejection_pair(run, prompt, got, scorer)
-            _heartbeat(run, prompts_done=F("prompts_done") + len(chunk))
+                if not committee:
+                    _score(prompt, got, scorer)  # model work stays outside the transaction below
+                # The pair and the prompt's progress count commit together: a worker killed here
+                # leaves both or neither, so a resumed run counts every prompt once.
+                with transaction.atomic():
+                    if committee:
+                        if len(got) == 2:
+                            _create_comparison(run, prompt, got[0], got[1], ComparisonSource.COMMITTEE)
+                    else:
+                        _rejection_pair(run, prompt, got, scorer)
+                    _heartbeat(run, prompts_done=F("prompts_done") + 1)
         SamplingRun.objects.filter(pk=run.pk).update(state=JobState.SUCCEEDED, finished_at=timezone.now())
     except Exception as exc:
         logger.exception("sampling run %s failed", run_id)
@@ -245,15 +261,20 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
     return run
 
 
-def _rejection_pair(run, prompt, candidates: list[Response], scorer) -> None:
-    """Score the K candidates with the reward model, keep the best, pair it with another sample."""
-    showable = [r for r in candidates if _showable(r)]
-    unscored = [r for r in showable if r.reward is None]
+def _score(prompt, candidates: list[Response], scorer) -> None:
+    """Score the showable candidates the reward model has not scored yet."""
+    unscored = [r for r in candidates if _showable(r) and r.reward is None]
     if unscored:
         scores = scorer.score([prompt.messages] * len(unscored), [r.text for r in unscored])
         for response, score in zip(unscored, scores):
             Response.objects.filter(pk=response.pk).update(reward=score)
             response.reward = score
+
+
+def _rejection_pair(run, prompt, candidates: list[Response], scorer) -> None:
+    """Score the K candidates with the reward model, keep the best, pair it with another sample."""
+    _score(prompt, candidates, scorer)
+    showable = [r for r in candidates if _showable(r)]
     if len(showable) < 2:
         _heartbeat(run, responses_empty=F("responses_empty") + len(candidates) - len(showable))
         return
@@ -265,9 +286,6 @@ def _rejection_pair(run, prompt, candidates: list[Response], scorer) -> None:
         return
     other = random.Random(prompt.pk).choice(others)
     _create_comparison(run, prompt, best, other, ComparisonSource.REJECTION_SAMPLING)
-
-
-SAMPLING_STALE_AFTER = timedelta(minutes=10)
 
 
 def sampling_fail_stale(*, now=None) -> list[int]:
