@@ -26,7 +26,9 @@ class ModelSpec:
     """Where a member's model lives. Hashable: it keys the per-process backend cache."""
 
     kind: str  # "local" | "endpoint" | "checkpoint"
-    name: str = ""
+    # Not part of the cache key: members that differ only in name and sampling settings (the
+    # demo's SmolLM2 at two temperatures) share one loaded model.
+    name: str = field(default="", compare=False)
     model_path: str = ""  # a model directory; for a checkpoint, the adapter or full-weights directory
     gguf_file: str = ""  # a GGUF file name inside model_path
     base: ModelSpec | None = None  # a checkpoint's base model (for LoRA adapters)

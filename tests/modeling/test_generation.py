@@ -47,6 +47,12 @@ def test_a_local_model_is_loaded_once_per_process(tiny_model_dir, tmp_path):
     assert backend_for(spec, tmp_path) is backend_for(spec, tmp_path)
 
 
+def test_members_that_differ_only_in_name_share_one_loaded_model(tiny_model_dir, tmp_path):
+    cold = ModelSpec(kind="local", name="SmolLM2", model_path=str(tiny_model_dir))
+    hot = ModelSpec(kind="local", name="SmolLM2 (t=1.0)", model_path=str(tiny_model_dir))
+    assert backend_for(cold, tmp_path) is backend_for(hot, tmp_path)
+
+
 def test_a_missing_model_directory_is_a_clear_error(tmp_path):
     with pytest.raises(GenerationError, match="model directory missing"):
         LocalBackend(ModelSpec(kind="local", model_path=str(tmp_path / "nope")), tmp_path)
