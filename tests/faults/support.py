@@ -84,9 +84,12 @@ class WebServer:
         return self.log_path.read_text(errors="replace")[-4000:]
 
 
-def api_client(token: str) -> requests.Session:
+def http_client(*, token: str | None = None, sessionid: str | None = None) -> requests.Session:
     session = requests.Session()
-    session.headers["Authorization"] = f"Token {token}"
+    if token:
+        session.headers["Authorization"] = f"Token {token}"
+    if sessionid:
+        session.cookies.set("sessionid", sessionid)
     return session
 
 

@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from annotation.models import Assignment, AssignmentState, Judgment, Response, ResponseSource, Role
 from tests.factories import ComparisonFactory, MembershipFactory, ProjectFactory, PromptFactory, UserFactory
-from tests.faults.support import RedisServer, WebServer, api_client, counts, wait_for
+from tests.faults.support import RedisServer, WebServer, counts, http_client, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -20,7 +20,7 @@ COMPARISONS = 30
 
 
 def broker_ok(web) -> bool:
-    body = api_client("").get(f"{web.url}/healthz", timeout=10).json()
+    body = http_client().get(f"{web.url}/healthz", timeout=10).json()
     return body["broker"]["ok"]
 
 
@@ -31,7 +31,7 @@ def test_labelers_keep_leasing_and_submitting_while_redis_is_down_and_nothing_is
     labelers = [UserFactory() for _ in range(3)]
     for user in labelers:
         MembershipFactory(project=project, user=user, role=Role.LABELER)
-    clients = [api_client(Token.objects.create(user=user).key) for user in labelers]
+    clients = [http_client(token=Token.objects.create(user=user).key) for user in labelers]
     before = counts()
 
     submitted: list[dict] = []  # what the API confirmed
