@@ -138,6 +138,31 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
+# Login throttling (config/login.py): after this many failed logins for one username, or from one
+# address, within the window, further attempts are refused (429) until the oldest failure ages out.
+# An address gets more tries than a username: a whole office can sit behind one NAT address.
+LOGIN_MAX_FAILURES_PER_USERNAME = env.integer("ARBITER_LOGIN_MAX_FAILURES", 5, minimum=1)
+LOGIN_MAX_FAILURES_PER_IP = env.integer("ARBITER_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1)
+LOGIN_FAILURE_WINDOW_S = env.integer("ARBITER_LOGIN_WINDOW_S", 15 * 60, minimum=1)
+# Reverse proxies in front of gunicorn that append to X-Forwarded-For (0: clients connect directly).
+# Behind a proxy, leaving this at 0 makes every client the proxy's address for the throttle.
+NUM_PROXIES = env.integer("NUM_PROXIES", 0, minimum=0)
+
+# The cache holds the login throttle's counters, so it is the database: shared by every gunicorn
+# worker and web host (locmem is per process: 4 workers would allow 4x the guesses, and a
+# restart would forget them), atomic where it matters (cache.add is an INSERT on the key), and no
+# new dependency: sessions already live there, while login must keep working through a Redis
+# restart as labeling does. `migrate` creates the table (annotation/apps.py); the test database
+# gets it from Django's test runner.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "arbiter_cache",
+        # The default (300) would let a guesser spraying usernames cull its own counters.
+        "OPTIONS": {"MAX_ENTRIES": 1_000_000},
+    }
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.string("TIME_ZONE", "UTC")
 USE_I18N = True

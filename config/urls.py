@@ -4,9 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from config.health import healthz
+from config.login import throttle_admin_login
 
 admin.site.site_header = "Arbiter administration"
 admin.site.site_title = "Arbiter admin"
+throttle_admin_login(admin.site)  # the admin's login form guesses passwords as well as ours
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
