@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from annotation import charts
 from annotation.access import project_page
@@ -23,6 +23,7 @@ from annotation.services.uploads import IMPORT_FORMATS, MAX_IMPORT_BYTES, import
 from modeling.services.sampling import pending_prompts
 
 
+@require_safe
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "annotation/home.html", {"projects": project_list_for(user=request.user)})
@@ -47,6 +48,7 @@ FLAG_LABELS = {
 }
 
 
+@require_safe
 @project_page(Role.LABELER)
 def label(request: HttpRequest, project, role) -> HttpResponse:
     context = {
@@ -63,6 +65,7 @@ def label(request: HttpRequest, project, role) -> HttpResponse:
     return render(request, "annotation/label.html", context)
 
 
+@require_safe
 @project_page(Role.LEAD)
 def project_overview(request: HttpRequest, project, role) -> HttpResponse:
     context = {
@@ -88,6 +91,7 @@ def snapshot_file_response(snapshot: DatasetSnapshot) -> FileResponse:
     return response
 
 
+@require_safe
 @project_page(Role.LEAD)
 def snapshot_download(request: HttpRequest, project, role, snapshot_id: int):
     return snapshot_file_response(get_object_or_404(DatasetSnapshot, pk=snapshot_id, project=project))
@@ -117,6 +121,7 @@ def import_upload(request: HttpRequest, project, role) -> HttpResponse:
     return redirect("project", slug=project.slug)
 
 
+@require_safe
 @project_page(Role.LEAD)
 def quality(request: HttpRequest, project, role) -> HttpResponse:
     stats = project_quality(project=project)
@@ -140,6 +145,7 @@ def quality_threshold(request: HttpRequest, project, role) -> HttpResponse:
     return redirect("quality", slug=project.slug)
 
 
+@require_safe
 @project_page(Role.LEAD)
 def leaderboard(request: HttpRequest, project, role) -> HttpResponse:
     category = request.GET.get("category") or None

@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from annotation.access import project_page
 from annotation.models import Role
@@ -37,6 +37,7 @@ def _chart(rounds) -> dict:
     }
 
 
+@require_safe
 @project_page(Role.ADMIN)
 def rounds(request: HttpRequest, project, role) -> HttpResponse:
     rounds_ = list(project.rounds.select_related("policy_member").prefetch_related("snapshots"))
