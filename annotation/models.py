@@ -228,6 +228,10 @@ class Comparison(models.Model):
     # assignments; the queue recounts under the row lock before it leases, so a stale hint
     # (a lease expired but not yet swept) can only delay a comparison, never overfill it.
     slots_taken = models.PositiveIntegerField(default=0)
+    # The prompt and both responses as the labeler sees them (sanitized HTML), written by the
+    # first request that shows the comparison: rendering Markdown with highlighted code costs
+    # milliseconds, and every web process would otherwise pay it again for each of k labelers.
+    rendered = models.JSONField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -55,7 +55,7 @@ def labeler_progress(*, project: Project, labeler) -> dict[str, int]:
     """
     start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     params = {
-        "labeler": labeler.pk, "since": start_of_day, "project": project.pk, "false": False,
+        "labeler": labeler.pk, "since": connection.ops.adapt_datetimefield_value(start_of_day), "project": project.pk, "false": False,
         "k": project.overlap_k, "imported": ComparisonSource.IMPORT,
     }
     with connection.cursor() as cursor:
@@ -97,12 +97,23 @@ def assignment_payload(*, assignment: Assignment, project: Project) -> dict:
 
 @lru_cache(maxsize=4096)
 def comparison_content(comparison_id: int) -> dict:
-    """The prompt and both responses of a comparison, rendered, cached per process.
+    """The prompt and both responses of a comparison, rendered; cached per process and in the row.
 
     Safe to cache without invalidation: a comparison's prompt and responses never change once
     labelers may see them (the admin shows them read-only), since judgments refer to exactly
-    what was shown. Saves the labeling hot path a five-table join and the Markdown rendering.
+    what was shown. The first request anywhere renders and stores it in ``Comparison.rendered``;
+    later ones (in any process) read one column instead of a five-table join plus Markdown.
     """
+    stored = Comparison.objects.filter(pk=comparison_id).values_list("rendered", flat=True).get()
+    if stored is None:
+        stored = _comparison_render(comparison_id)
+        # Concurrent first readers render the same thing; whichever writes first wins.
+        Comparison.objects.filter(pk=comparison_id, rendered__isnull=True).update(rendered=stored)
+    # JSON object keys are strings; the payload looks responses up by their integer id.
+    return {**stored, "responses": {int(pk): r for pk, r in stored["responses"].items()}}
+
+
+def _comparison_render(comparison_id: int) -> dict:
     from annotation.rendering import render_markdown
 
     comparison = Comparison.objects.select_related("prompt", "response_a", "response_b").get(pk=comparison_id)
@@ -112,6 +123,6 @@ def comparison_content(comparison_id: int) -> dict:
             for m in comparison.prompt.messages
         ],
         "responses": {
-            r.pk: {"text": r.text, "html": render_markdown(r.text)} for r in (comparison.response_a, comparison.response_b)
+            str(r.pk): {"text": r.text, "html": render_markdown(r.text)} for r in (comparison.response_a, comparison.response_b)
         },
     }

@@ -45,6 +45,11 @@ def parse_args():
     parser.add_argument("--database-admin", default="postgres://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--database-name", default="arbiter_bench")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument(
+        "--protocols", default="submit+next,next-submit",
+        help="submit+next: submit with next:true, as the labeling page does; next-submit: two requests per judgment",
+    )
+    parser.add_argument("--cpu", action="store_true", help="also report CPU seconds per judgment of gunicorn, PostgreSQL and this client")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results files alone")
     return parser.parse_args()
 
@@ -65,8 +70,8 @@ def server_env(database_url: str, var_dir: str) -> dict:
     }
 
 
-def seed(levels: list[int], comparisons: int) -> dict:
-    """One project per level (so every level starts from a full pool), labelers with tokens."""
+def seed(levels: list[int], comparisons: int, protocols: list[str]) -> dict:
+    """One project per level and protocol (each run starts from a full pool), labelers with tokens."""
     import django
 
     django.setup()
@@ -86,8 +91,8 @@ def seed(levels: list[int], comparisons: int) -> dict:
     text_a = "Use `xs.reverse()` to reverse in place.\n\n```python\nxs = [1, 2, 3]\nxs.reverse()\n```\n" * 2
     text_b = "You can write `xs[::-1]`, which returns a reversed copy and leaves `xs` alone. " * 3
     projects = {}
-    for level in levels:
-        project = Project.objects.create(name=f"bench {level}", slug=f"bench-{level}", overlap_k=3, gold_rate=0)
+    for level, protocol in ((level, protocol) for protocol in protocols for level in levels):
+        project = Project.objects.create(name=f"bench {level} {protocol}", slug=f"bench-{level}-{protocol.replace('+', '-')}", overlap_k=3, gold_rate=0)
         Membership.objects.bulk_create([Membership(project=project, user=u, role=Role.LABELER) for u in users[:level]])
         prompts = Prompt.objects.bulk_create(
             [
@@ -111,7 +116,7 @@ def seed(levels: list[int], comparisons: int) -> dict:
             ],
             batch_size=2000,
         )
-        projects[level] = project.slug
+        projects[level, protocol] = project.slug
     return {"tokens": [t.key for t in tokens], "projects": projects}
 
 
@@ -167,30 +172,34 @@ class Connection:
             self.reader = self.writer = None
 
 
-async def labeler(conn: Connection, token: str, slug: str, think_s: float, clock: dict, stats: dict):
+async def labeler(conn: Connection, token: str, slug: str, think_s: float, clock: dict, stats: dict, chained: bool):
+    """One simulated labeler. ``chained``: what the labeling page does, ``submit`` with
+    ``next: true`` (one request per judgment after the first); otherwise ``next`` then ``submit``."""
     next_path = f"/api/v1/projects/{slug}/next/"
+    assignment = None
     while not clock["stop"]:
         try:
-            t0 = time.perf_counter()
-            status, body = await conn.post(next_path, token, {})
-            t1 = time.perf_counter()
-            measured = clock["measuring"]
-            if measured:
-                stats["latencies"].append(t1 - t0)
-                stats["next"].append(t1 - t0)
-            if status == 204:
-                stats["empty"] += 1
-                await asyncio.sleep(think_s)
-                continue
-            if status != 200:
-                stats["errors"].append(f"next {status} {body[:120]!r}")
-                continue
-            assignment = json.loads(body)["assignment"]
+            if assignment is None:
+                t0 = time.perf_counter()
+                status, body = await conn.post(next_path, token, {})
+                t1 = time.perf_counter()
+                if clock["measuring"]:
+                    stats["latencies"].append(t1 - t0)
+                    stats["next"].append(t1 - t0)
+                if status == 204:
+                    stats["empty"] += 1
+                    await asyncio.sleep(think_s)
+                    continue
+                if status != 200:
+                    stats["errors"].append(f"next {status} {body[:120]!r}")
+                    continue
+                assignment = json.loads(body)["assignment"]
             await asyncio.sleep(think_s)
-            verdict = {"chosen": "left", "strength": "better", "edit": None, "idempotency_key": uuid.uuid4().hex}
+            verdict = {"chosen": "left", "strength": "better", "edit": None, "idempotency_key": uuid.uuid4().hex, "next": chained}
             t2 = time.perf_counter()
             status, body = await conn.post(f"/api/v1/assignments/{assignment}/submit/", token, verdict)
             t3 = time.perf_counter()
+            stats["judgments_total"] += status == 201
             if clock["measuring"]:
                 stats["latencies"].append(t3 - t2)
                 stats["submit"].append(t3 - t2)
@@ -198,8 +207,13 @@ async def labeler(conn: Connection, token: str, slug: str, think_s: float, clock
                     stats["judgments"] += 1
             if status != 201:
                 stats["errors"].append(f"submit {status} {body[:120]!r}")
+                assignment = None
+                continue
+            following = json.loads(body).get("next") if chained else None
+            assignment = following["assignment"] if following else None
         except Exception as exc:  # counted: the benchmark's answer includes every failure
             stats["errors"].append(repr(exc))
+            assignment = None
             await asyncio.sleep(0.05)
 
 
@@ -210,12 +224,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def run_level(n: int, tokens: list[str], slug: str, args) -> dict:
+async def run_level(n: int, tokens: list[str], slug: str, args, chained: bool) -> dict:
     clock = {"stop": False, "measuring": False}
-    stats = {"latencies": [], "next": [], "submit": [], "errors": [], "judgments": 0, "empty": 0}
+    stats = {"latencies": [], "next": [], "submit": [], "errors": [], "judgments": 0, "judgments_total": 0, "empty": 0}
     conns = [Connection("127.0.0.1", args.port) for _ in range(n)]
     tasks = [
-        asyncio.create_task(labeler(conns[i], tokens[i], slug, args.think_ms / 1000, clock, stats)) for i in range(n)
+        asyncio.create_task(labeler(conns[i], tokens[i], slug, args.think_ms / 1000, clock, stats, chained)) for i in range(n)
     ]
     await asyncio.sleep(args.warmup)
     stats["errors"].clear()
@@ -230,9 +244,11 @@ async def run_level(n: int, tokens: list[str], slug: str, args) -> dict:
         await conn.close()
     ms = lambda v: round(v * 1000, 2)  # noqa: E731
     return {
+        "protocol": "submit+next" if chained else "next, submit",
         "labelers": n,
         "requests": len(stats["latencies"]),
         "judgments": stats["judgments"],
+        "judgments_total": stats["judgments_total"],
         "judgments_per_s": round(stats["judgments"] / elapsed, 1),
         "requests_per_s": round(len(stats["latencies"]) / elapsed, 1),
         "p50_ms": ms(percentile(stats["latencies"], 50)),
@@ -245,6 +261,26 @@ async def run_level(n: int, tokens: list[str], slug: str, args) -> dict:
         "errors": len(stats["errors"]),
         "error_samples": stats["errors"][:5],
     }
+
+
+def cpu_seconds() -> dict[str, float]:
+    """User + system CPU seconds so far of gunicorn's processes, PostgreSQL's and this client (Linux /proc)."""
+    groups = {"gunicorn": 0.0, "postgres": 0.0, "client": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(pid) == os.getpid():
+            groups["client"] += seconds
+        elif "gunicorn" in cmdline:
+            groups["gunicorn"] += seconds
+        elif cmdline.startswith("postgres"):
+            groups["postgres"] += seconds
+    return groups
 
 
 def wait_for_server(port: int, proc: subprocess.Popen, timeout: float = 60):
@@ -264,7 +300,7 @@ def wait_for_server(port: int, proc: subprocess.Popen, timeout: float = 60):
 
 def write_doc(result: dict) -> None:
     rows = "\n".join(
-        f"| {r['labelers']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['judgments_per_s']} | {r['requests_per_s']} | {r['errors']} |"
+        f"| {r['protocol']} | {r['labelers']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['judgments_per_s']} | {r['requests_per_s']} | {r['errors']} |"
         for r in result["levels"]
     )
     cfg = result["config"]
@@ -273,11 +309,16 @@ def write_doc(result: dict) -> None:
         f"(gthread) on PostgreSQL, token auth, k = 3, {cfg['think_ms']:.0f} ms think time per comparison, "
         f"{cfg['duration_s']:.0f} s measured per level after {cfg['warmup_s']:.0f} s warm-up; the load generator "
         "runs on the same machine.\n\n"
-        "| labelers | p50 ms | p95 ms | p99 ms | judgments/s | requests/s | errors |\n"
-        "|---|---|---|---|---|---|---|\n"
+        "Protocols: **submit+next** is what the labeling page does (`submit` with `next: true` returns the "
+        "next comparison: one request per judgment); **next, submit** is two requests per judgment.\n\n"
+        "| protocol | labelers | p50 ms | p95 ms | p99 ms | judgments/s | requests/s | errors |\n"
+        "|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
         f"Target at N = 64: p95 ≤ 50 ms and ≥ 200 judgments/s with zero errors: **{'met' if result['target_met'] else 'not met'}** "
-        f"(p95 {result['n64_p95_ms']} ms, {result['n64_judgments_per_s']} judgments/s, {result['errors']} errors in all levels)."
+        f"with the page's protocol (p95 {result['n64_p95_ms']} ms, {result['n64_judgments_per_s']} judgments/s, "
+        f"{result['errors']} errors in all levels); with two requests per judgment: p95 {result.get('n64_next_submit_p95_ms')} ms, "
+        f"{result.get('n64_next_submit_judgments_per_s')} judgments/s."
+        + (f"\n\nCPU per judgment at N = 64 ({result['cpu_note']}): {result['n64_cpu_ms_per_judgment']}." if result.get("n64_cpu_ms_per_judgment") else "")
     )
     replace_section("labeling_load", "Labeling load (`bench/labeling_load.py`)", section)
 
@@ -290,9 +331,10 @@ def main() -> int:
     env = server_env(database_url, var_dir)
     os.environ.update({k: v for k, v in env.items() if k not in os.environ or os.environ[k] != v})
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    protocols = args.protocols.split(",")
     t0 = time.perf_counter()
-    seeded = seed(levels, args.comparisons)
-    print(f"seeded {len(levels)} projects × {args.comparisons} comparisons in {time.perf_counter() - t0:.1f} s", flush=True)
+    seeded = seed(levels, args.comparisons, protocols)
+    print(f"seeded {len(seeded['projects'])} projects × {args.comparisons} comparisons in {time.perf_counter() - t0:.1f} s", flush=True)
 
     gunicorn = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
@@ -303,33 +345,46 @@ def main() -> int:
     try:
         wait_for_server(args.port, gunicorn)
         results = []
-        for n in levels:
-            level = asyncio.run(run_level(n, seeded["tokens"], seeded["projects"][n], args))
-            results.append(level)
-            print(
-                f"N={n:>4}: p50 {level['p50_ms']:>7} ms  p95 {level['p95_ms']:>7} ms  p99 {level['p99_ms']:>7} ms  "
-                f"{level['judgments_per_s']:>6} judgments/s  {level['requests_per_s']:>6} req/s  errors {level['errors']}",
-                flush=True,
-            )
+        for protocol in protocols:
+            for n in levels:
+                before = cpu_seconds() if args.cpu else None
+                level = asyncio.run(run_level(n, seeded["tokens"], seeded["projects"][n, protocol], args, protocol == "submit+next"))
+                if before is not None:
+                    after = cpu_seconds()
+                    total = level["judgments_total"] or 1
+                    level["cpu_ms_per_judgment"] = {k: round((after[k] - before[k]) * 1000 / total, 2) for k in after}
+                results.append(level)
+                print(
+                    f"{protocol:>12} N={n:>4}: p50 {level['p50_ms']:>7} ms  p95 {level['p95_ms']:>7} ms  p99 {level['p99_ms']:>7} ms  "
+                    f"{level['judgments_per_s']:>6} judgments/s  {level['requests_per_s']:>6} req/s  errors {level['errors']}"
+                    + (f"  cpu ms/judgment {level['cpu_ms_per_judgment']}" if args.cpu else ""),
+                    flush=True,
+                )
     finally:
         gunicorn.terminate()
         gunicorn.wait(timeout=30)
 
-    by_n = {r["labelers"]: r for r in results}
-    n64 = by_n.get(64, {})
+    by_key = {(r["protocol"], r["labelers"]): r for r in results}
+    n64 = by_key.get(("submit+next", 64), {})
+    paired = by_key.get(("next, submit", 64), {})
     result = {
         "benchmark": "labeling_load",
         "date": utc_now(),
         "machine": machine(),
         "config": {
             "workers": args.workers, "threads": args.threads, "think_ms": args.think_ms, "duration_s": args.duration,
-            "warmup_s": args.warmup, "comparisons_per_level": args.comparisons, "overlap_k": 3,
+            "warmup_s": args.warmup, "comparisons_per_level": args.comparisons, "overlap_k": 3, "protocols": protocols,
         },
         "levels": results,
         "n64_p95_ms": n64.get("p95_ms"),
         "n64_judgments_per_s": n64.get("judgments_per_s"),
+        "n64_next_submit_p95_ms": paired.get("p95_ms"),
+        "n64_next_submit_judgments_per_s": paired.get("judgments_per_s"),
         "errors": sum(r["errors"] for r in results),
     }
+    if n64.get("cpu_ms_per_judgment"):
+        result["n64_cpu_ms_per_judgment"] = n64["cpu_ms_per_judgment"]
+        result["cpu_note"] = "user+system CPU of each group of processes over the whole level, warm-up included, per judgment submitted"
     result["target_met"] = bool(
         n64 and n64["p95_ms"] <= 50 and n64["judgments_per_s"] >= 200 and n64["errors"] == 0
     )
