@@ -75,6 +75,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every log line of the request (and every task it sends) carries its id.
+    "config.observability.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -285,10 +287,21 @@ ARBITER_DEMO = env.boolean("ARBITER_DEMO", not PRODUCTION)
 if PRODUCTION and ARBITER_DEMO:
     raise ImproperlyConfigured("ARBITER_DEMO: demo users have published passwords; never enable it in production")
 
+# Every line carries the request id (also answered as X-Request-ID) and the Celery task id; a task
+# sent during a request carries that request's id (config.observability). JSON lines in
+# production for log shippers, readable lines in the embedded mode.
+LOG_FORMAT = env.choice("LOG_FORMAT", ("json", "plain"), "json" if PRODUCTION else "plain")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "config.observability.ContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [req=%(request_id)s task=%(task_id)s] %(message)s"},
+        "json": {"()": "config.observability.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
+    # At INFO, RequestContextMiddleware also logs one line per request (logger arbiter.request).
     "root": {"handlers": ["console"], "level": env.string("LOG_LEVEL", "INFO")},
 }
+# Workers log through the configuration above (ids included) instead of Celery's own handler.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -1,19 +1,27 @@
 """Celery tasks of the modeling app. Queues are routed in ``config.queues``."""
 
+import logging
 import os
 import socket
 import sys
 
 from celery import shared_task
 
+logger = logging.getLogger(__name__)
+
 
 def _worker_facts() -> dict:
-    return {"hostname": socket.gethostname(), "pid": os.getpid(), "torch_loaded": "torch" in sys.modules}
+    from config.observability import request_id
+
+    # request_id: the id of the request that sent this task ("-" for none): proof that tracing
+    # reaches the worker. The task's own id is in every log line of the task.
+    return {"hostname": socket.gethostname(), "pid": os.getpid(), "torch_loaded": "torch" in sys.modules, "request_id": request_id()}
 
 
 @shared_task(acks_late=True)  # no side effects: safe to redeliver
 def ping() -> dict:
     """A round trip through the broker and a real worker (health checks, tests)."""
+    logger.info("ping answered on the default queue")
     return {"queue": "default", **_worker_facts()}
 
 
