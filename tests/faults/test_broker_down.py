@@ -6,13 +6,24 @@ reporting the broker down and back up proves the web process really is wired to 
 """
 
 import time
+from datetime import timedelta
 
 import pytest
+from celery import Celery
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from annotation.models import Assignment, AssignmentState, Judgment, Response, ResponseSource, Role
-from tests.factories import ComparisonFactory, MembershipFactory, ProjectFactory, PromptFactory, UserFactory
+from tests.factories import (
+    AssignmentFactory,
+    ComparisonFactory,
+    MembershipFactory,
+    ProjectFactory,
+    PromptFactory,
+    UserFactory,
+)
 from tests.faults.support import RedisServer, WebServer, counts, http_client, wait_for
+from tests.processes import database_url_for_workers, start_worker, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -95,3 +106,40 @@ def test_labelers_keep_leasing_and_submitting_while_redis_is_down_and_nothing_is
     assert not Assignment.objects.exclude(state=AssignmentState.SUBMITTED).exists()
     slowest = {phase: round(max(t) * 1000) for phase, t in timings.items()}
     print(f"\n{len(submitted)} submits (3 up, 15 down, 12 after restart), {edits} edits; slowest submit ms {slowest}; counts {counts()}")
+
+
+def test_a_worker_reconnects_after_redis_restarts_and_runs_tasks_sent_afterwards(tmp_path, monkeypatch):
+    """The task is the lease sweep: what it did shows in the database, no result backend needed."""
+    def stale_lease():
+        past = timezone.now() - timedelta(hours=1)
+        return AssignmentFactory(leased_at=past - timedelta(minutes=30), expires_at=past)
+
+    def swept(lease) -> bool:
+        return Assignment.objects.filter(pk=lease.pk, state=AssignmentState.EXPIRED).exists()
+
+    log = tmp_path / "worker.log"
+    with RedisServer(tmp_path) as redis:
+        env = {"DATABASE_URL": database_url_for_workers(), "CELERY_BROKER_URL": redis.url, "CELERY_RESULT_BACKEND": redis.url}
+        # A Celery app of our own on the private broker (Celery reads these two from the
+        # environment before any configuration, so they are set there).
+        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+            monkeypatch.setenv(name, redis.url)
+        private = Celery("faults")
+        private.config_from_object("django.conf:settings", namespace="CELERY")
+        worker = start_worker(queues="default", name="reconnects", env=env, log_path=log)
+        try:
+            wait_for(lambda: " ready." in log.read_text(), 60, "the worker starting", lambda: log.read_text()[-3000:])
+            before = stale_lease()
+            private.send_task("annotation.tasks.assignments_expire", ignore_result=True)
+            wait_for(lambda: swept(before), 60, "the sweep before the restart", lambda: log.read_text()[-3000:])
+            redis.kill()
+            wait_for(lambda: "Connection to broker lost" in log.read_text(), 30, "the worker noticing", lambda: log.read_text()[-3000:])
+            redis.start()  # empty: whatever the broker held is gone, the worker must re-declare its queue
+            after = stale_lease()
+            started = time.perf_counter()
+            private.send_task("annotation.tasks.assignments_expire", ignore_result=True)
+            wait_for(lambda: swept(after), 60, "the sweep after the restart", lambda: log.read_text()[-3000:])
+            took = time.perf_counter() - started
+        finally:
+            stop(worker)
+    print(f"\nworker reconnected after the Redis restart; a task sent afterwards ran within {took:.1f} s")
