@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from annotation.models import (
     Assignment,
+    AuditEvent,
     Comparison,
     DatasetSnapshot,
     Judgment,
@@ -78,3 +79,22 @@ class DatasetSnapshotAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "purpose", "format", "row_count", "sha256", "created_at"]
     list_filter = ["purpose", "format", "project"]
     readonly_fields = ["sha256", "row_count", "size_bytes", "path", "created_at"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit log is written by the services and signals, never edited."""
+
+    list_display = ["at", "actor_name", "action", "project", "target", "request_id"]
+    list_filter = ["action", "project"]
+    search_fields = ["actor_name", "target", "request_id"]
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

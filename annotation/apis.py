@@ -154,7 +154,7 @@ class ExportDownloadApi(APIView):
         snapshot = DatasetSnapshot.objects.select_related("project").filter(pk=snapshot_id).first()
         if snapshot is None or not has_role(user=request.user, project=snapshot.project, minimum=Role.LEAD):
             return Response({"error": "not_found", "detail": "No such export"}, status=status.HTTP_404_NOT_FOUND)
-        return snapshot_file_response(snapshot)
+        return snapshot_file_response(snapshot, user=request.user)
 
 
 class ImportApi(APIView):

@@ -7,6 +7,8 @@ class AnnotationConfig(AppConfig):
     verbose_name = "Annotation"
 
     def ready(self):
+        from annotation import signals  # noqa: F401  (audit-log receivers)
+
         post_migrate.connect(_create_cache_table, sender=self)
 
 

@@ -397,3 +397,43 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.format} snapshot of {self.project} ({self.row_count} rows)"
+
+
+class AuditAction(models.TextChoices):
+    ROUND_STARTED = "round.started", "Round started"
+    ROUND_CANCELLED = "round.cancelled", "Round cancelled"
+    ROUND_RETRIED = "round.retried", "Round retried"
+    EXPORT_STARTED = "export.started", "Export started"
+    SNAPSHOT_DOWNLOADED = "snapshot.downloaded", "Dataset downloaded"
+    IMPORT_WRITTEN = "import.written", "File imported"
+    MEMBER_ADDED = "member.added", "Committee member added"
+    MEMBER_RETIRED = "member.retired", "Committee member retired"
+    MEMBER_REACTIVATED = "member.reactivated", "Committee member brought back"
+    MEMBER_CHANGED = "member.changed", "Committee member changed"
+    MEMBER_DELETED = "member.deleted", "Committee member deleted"
+    ROLE_GRANTED = "role.granted", "Role granted"
+    ROLE_CHANGED = "role.changed", "Role changed"
+    ROLE_REVOKED = "role.revoked", "Role revoked"
+    PROJECT_CHANGED = "project.changed", "Project settings changed"
+
+
+class AuditEvent(models.Model):
+    """Who changed data or models, when, and what. Append-only: nothing in Arbiter edits or
+    deletes these rows, and the admin shows them read-only."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The name is kept as written: the log must still say who after the account is deleted.
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_name = models.CharField(max_length=150, help_text="Username, or 'system' for the scheduler and workers.")
+    action = models.CharField(max_length=32, choices=AuditAction.choices, db_index=True)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    target = models.CharField(max_length=200, help_text="What was acted on, e.g. 'round 3', 'member smollm2'.")
+    details = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["project", "-at"], name="audit_project_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.target}"

@@ -15,4 +15,5 @@ urlpatterns = [
     path("p/<slug:slug>/quality/threshold/", views.quality_threshold, name="quality-threshold"),
     path("p/<slug:slug>/leaderboard/", views.leaderboard, name="leaderboard"),
     path("p/<slug:slug>/snapshots/<int:snapshot_id>/download/", views.snapshot_download, name="snapshot-download"),
+    path("audit/", views.audit_log, name="audit-log"),
 ]

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
@@ -14,11 +16,12 @@ from django.views.decorators.http import require_POST, require_safe
 from annotation import charts
 from annotation.access import project_page
 from annotation.importers import ImportValidationError
-from annotation.models import DatasetSnapshot, JobState, Role, Strength
+from annotation.models import AuditAction, AuditEvent, DatasetSnapshot, JobState, Project, Role, Strength
 from annotation.quality import project_leaderboard, project_quality
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
+from annotation.services.audit import audit_record
 from annotation.services.uploads import IMPORT_FORMATS, MAX_IMPORT_BYTES, import_file
 from modeling.services.sampling import pending_prompts
 
@@ -79,8 +82,9 @@ def project_overview(request: HttpRequest, project, role) -> HttpResponse:
     return render(request, "annotation/project.html", context)
 
 
-def snapshot_file_response(snapshot: DatasetSnapshot) -> FileResponse:
-    """A snapshot's finished file, byte for byte as written (its sha256 is on record)."""
+def snapshot_file_response(snapshot: DatasetSnapshot, *, user) -> FileResponse:
+    """A snapshot's finished file, byte for byte as written (its sha256 is on record); the
+    download goes in the audit log."""
     path = (Path(settings.ARTIFACTS_DIR) / snapshot.path).resolve()
     inside = path.is_relative_to(Path(settings.ARTIFACTS_DIR).resolve())
     if snapshot.state != JobState.SUCCEEDED or not snapshot.path or not inside or not path.is_file():
@@ -88,13 +92,17 @@ def snapshot_file_response(snapshot: DatasetSnapshot) -> FileResponse:
     name = f"{snapshot.project.slug}-{snapshot.format}-{snapshot.pk}.{snapshot.file_format}"
     response = FileResponse(path.open("rb"), as_attachment=True, filename=name)
     response["X-Content-SHA256"] = snapshot.sha256
+    audit_record(
+        action=AuditAction.SNAPSHOT_DOWNLOADED, project=snapshot.project, actor=user, target=name,
+        details={"snapshot": snapshot.pk, "purpose": snapshot.purpose, "format": snapshot.format, "rows": snapshot.row_count, "sha256": snapshot.sha256},
+    )
     return response
 
 
 @require_safe
 @project_page(Role.LEAD)
 def snapshot_download(request: HttpRequest, project, role, snapshot_id: int):
-    return snapshot_file_response(get_object_or_404(DatasetSnapshot, pk=snapshot_id, project=project))
+    return snapshot_file_response(get_object_or_404(DatasetSnapshot, pk=snapshot_id, project=project), user=request.user)
 
 
 @require_POST
@@ -154,3 +162,28 @@ def leaderboard(request: HttpRequest, project, role) -> HttpResponse:
     context = {"project": project, "role": role, "board": board, "chart": charts.intervals(board["members"]),
                "categories": categories, "category": category}
     return render(request, "annotation/leaderboard.html", context)
+
+
+AUDIT_PAGE_SIZE = 100
+
+
+@require_safe
+@staff_member_required
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """Who changed data or models, newest first, for admins; filter by project, action, actor."""
+    events = AuditEvent.objects.select_related("project")
+    project_slug, action, actor = request.GET.get("project", ""), request.GET.get("action", ""), request.GET.get("actor", "").strip()
+    if project_slug:
+        events = events.filter(project__slug=project_slug)
+    if action in AuditAction.values:
+        events = events.filter(action=action)
+    if actor:
+        events = events.filter(actor_name=actor)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": page, "actions": AuditAction.choices, "projects": Project.objects.order_by("name").values_list("slug", "name"),
+        "filters": {"project": project_slug, "action": action, "actor": actor}, "query": query.urlencode(),
+    }
+    return render(request, "annotation/audit.html", context)

@@ -121,7 +121,7 @@ class RoundActionApi(APIView):
     def post(self, request, round_id: int):
         round_ = _round_for(request, round_id)
         try:
-            round_ = round_retry(round_=round_) if self.action == "retry" else round_cancel(round_=round_)
+            round_ = (round_retry if self.action == "retry" else round_cancel)(round_=round_, user=request.user)
         except RoundError as exc:
             return Response({"error": "round", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(RoundSerializer(round_).data)

@@ -68,7 +68,7 @@ def round_start_view(request: HttpRequest, project, role) -> HttpResponse:
 def round_action_view(request: HttpRequest, project, role, round_id: int, action: str) -> HttpResponse:
     round_ = get_object_or_404(Round, pk=round_id, project=project)
     try:
-        (round_retry if action == "retry" else round_cancel)(round_=round_)
+        (round_retry if action == "retry" else round_cancel)(round_=round_, user=request.user)
         messages.success(request, f"Round {round_.number}: {action} done.")
     except RoundError as exc:
         messages.error(request, str(exc))

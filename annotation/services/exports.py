@@ -17,7 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, export_rows
-from annotation.models import DatasetSnapshot, JobState, Project, SnapshotPurpose
+from annotation.models import AuditAction, DatasetSnapshot, JobState, Project, SnapshotPurpose
+from annotation.services.audit import audit_record
 
 PARQUET_BATCH = 10_000
 
@@ -33,6 +34,10 @@ def export_start(*, project: Project, format: str, filters: dict | None = None, 
     snapshot = DatasetSnapshot.objects.create(
         project=project, purpose=SnapshotPurpose.EXPORT, format=format, filters=parsed.as_dict(),
         state=JobState.QUEUED, file_format="parquet" if parquet else "jsonl", created_by=user,
+    )
+    audit_record(
+        action=AuditAction.EXPORT_STARTED, project=project, actor=user, target=f"export {snapshot.pk} ({format})",
+        details={"snapshot": snapshot.pk, "format": format, "filters": snapshot.filters, "parquet": parquet},
     )
     transaction.on_commit(lambda: tasks.export_run.delay(snapshot.pk))
     return snapshot

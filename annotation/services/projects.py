@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.db import transaction
 
-from annotation.models import Membership, Project, Role
+from annotation.models import AuditAction, Membership, Project, Role
+from annotation.services.audit import audit_record
 
 
 @transaction.atomic
@@ -30,6 +31,10 @@ def project_set_round_schedule(*, project: Project, enabled: bool, min_new_judgm
     project.round_schedule_enabled = enabled
     project.round_min_new_judgments = min_new_judgments
     project.save(update_fields=["round_schedule_enabled", "round_min_new_judgments"])
+    audit_record(
+        action=AuditAction.PROJECT_CHANGED, project=project, target="round schedule",
+        details={"enabled": enabled, "min_new_judgments": min_new_judgments},
+    )
     return project
 
 
@@ -39,4 +44,5 @@ def project_set_quality_threshold(*, project: Project, threshold: float) -> Proj
         raise ValueError("threshold must be between 0 and 1")
     project.labeler_quality_threshold = threshold
     project.save(update_fields=["labeler_quality_threshold"])
+    audit_record(action=AuditAction.PROJECT_CHANGED, project=project, target="quality threshold", details={"threshold": threshold})
     return project

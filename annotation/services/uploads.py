@@ -20,7 +20,8 @@ from annotation.importers import (
     parse_prompt_csv,
     parse_prompt_jsonl,
 )
-from annotation.models import Project, Strength
+from annotation.models import AuditAction, Project, Strength
+from annotation.services.audit import audit_record
 from annotation.services.imports import preference_pairs_import
 from annotation.services.prompts import prompts_create
 
@@ -66,9 +67,18 @@ def import_file(*, project: Project, raw: bytes, name: str, format: str, strengt
             written = preference_pairs_import(project=project, pairs=pairs, source="hh-rlhf", strength=strength)
         result.prompts_created, result.comparisons_created = written.prompts_created, written.comparisons_created
         result.duplicates, result.skipped = written.duplicates, [str(s) for s in skipped]
+        _audit_import(project, name, result)
         return result
     parse = {"jsonl": parse_prompt_jsonl, "csv": parse_prompt_csv, "mt-bench": parse_mt_bench}[format]
     prompts = parse(lines)
     written = prompts_create(project=project, prompts=prompts)
     result.prompts_created, result.duplicates = written.created, written.duplicates
+    _audit_import(project, name, result)
     return result
+
+
+def _audit_import(project: Project, name: str, result: ImportResult) -> None:
+    audit_record(
+        action=AuditAction.IMPORT_WRITTEN, project=project, target=name or "(upload)",
+        details={"format": result.format, "prompts": result.prompts_created, "comparisons": result.comparisons_created, "duplicates": result.duplicates},
+    )

@@ -25,7 +25,16 @@ from django.db.models import Max
 from django.utils import timezone
 
 from annotation.exports import is_heldout, judgments_for_training, preference_rows
-from annotation.models import DatasetSnapshot, Judgment, PolicyAdmission, Project, SnapshotPurpose, Strength
+from annotation.models import (
+    AuditAction,
+    DatasetSnapshot,
+    Judgment,
+    PolicyAdmission,
+    Project,
+    SnapshotPurpose,
+    Strength,
+)
+from annotation.services.audit import audit_record
 from modeling.models import ACTIVE_ROUND_STATES, CommitteeMember, MemberKind, Round, RoundState
 from modeling.selectors import REWARD_MODEL_DIR, current_reward_model
 from modeling.services.members import member_spec
@@ -92,11 +101,16 @@ def round_start(*, project: Project, user=None, config: dict | None = None) -> R
             round_ = Round.objects.create(project=project, number=number, config=merged, created_by=user)
     except IntegrityError:
         raise RoundError("A round is already queued or running in this project") from None
+    audit_record(
+        action=AuditAction.ROUND_STARTED, project=project, target=f"round {number}", actor=user,
+        details={"round": round_.pk, "scheduled": user is None, "config": merged},
+    )
     transaction.on_commit(lambda: tasks.round_run.delay(round_.pk))
     return round_
 
 
-def round_retry(*, round_: Round) -> Round:
+@transaction.atomic
+def round_retry(*, round_: Round, user=None) -> Round:
     """Queue a failed or cancelled round again; it resumes at its first unfinished step."""
     from modeling import tasks
 
@@ -111,16 +125,20 @@ def round_retry(*, round_: Round) -> Round:
         raise RoundError("Another round is queued or running in this project") from None
     if updated:
         _log(round_.pk, "retry queued: resuming at the first unfinished step")
+        audit_record(action=AuditAction.ROUND_RETRIED, project=round_.project, target=f"round {round_.number}", actor=user, details={"round": round_.pk})
         transaction.on_commit(lambda: tasks.round_run.delay(round_.pk))
     round_.refresh_from_db()
     return round_
 
 
-def round_cancel(*, round_: Round) -> Round:
+@transaction.atomic
+def round_cancel(*, round_: Round, user=None) -> Round:
     """Stop a queued or running round; a running step finishes, the next one does not start."""
-    Round.objects.filter(pk=round_.pk, state__in=ACTIVE_ROUND_STATES).update(
+    cancelled = Round.objects.filter(pk=round_.pk, state__in=ACTIVE_ROUND_STATES).update(
         state=RoundState.CANCELLED, finished_at=timezone.now()
     )
+    if cancelled:
+        audit_record(action=AuditAction.ROUND_CANCELLED, project=round_.project, target=f"round {round_.number}", actor=user, details={"round": round_.pk})
     round_.refresh_from_db()
     return round_
 

@@ -31,7 +31,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from annotation.models import AssignmentState, DatasetSnapshot, JobState, Role, SnapshotPurpose
+from annotation.models import AssignmentState, AuditEvent, DatasetSnapshot, JobState, Role, SnapshotPurpose
 from annotation.selectors import comparison_content
 from modeling.models import Round, RoundState, SamplingRun
 from tests.factories import (
@@ -103,6 +103,8 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "round-schedule": {"POST": ADMIN_FORM},
     "round-retry": {"POST": ADMIN_FORM},
     "round-cancel": {"POST": ADMIN_FORM},
+    # Who changed what: Django staff (non-staff are sent to the admin login).
+    "audit-log": {"GET": (AL,) * 6 + (200, 200)},
     # The schema and its docs: signed-in users (the schema names no data).
     "api-schema": {"GET": SIGNED_IN_API, "OPTIONS": SIGNED_IN_API},
     "api-docs": {"GET": SIGNED_IN_PAGE},
@@ -140,7 +142,7 @@ ADMIN_MODELS = {
     "auth.user", "auth.group", "authtoken.tokenproxy",
     "annotation.project", "annotation.membership", "annotation.prompt", "annotation.response",
     "annotation.comparison", "annotation.assignment", "annotation.judgment", "annotation.datasetsnapshot",
-    "modeling.committeemember", "modeling.round",
+    "modeling.committeemember", "modeling.round", "annotation.auditevent",
 }
 NON_STAFF = (AL,) * 6
 ADMIN_MODEL_PAGE = {"GET": NON_STAFF + (403, 200), "POST": NON_STAFF + (SKIP, SKIP)}
@@ -163,6 +165,10 @@ ADMIN_ROUTES: dict[str, dict[str, tuple]] = {
         for view in ("changelist", "add", "change", "delete", "history")
     },
     "admin:auth_user_password_change": ADMIN_MODEL_PAGE,
+    # The audit log is read-only for everyone, superusers included: no add, change or delete.
+    "admin:annotation_auditevent_add": {"GET": NON_STAFF + (403, 403), "POST": NON_STAFF + (403, 403)},
+    "admin:annotation_auditevent_delete": {"GET": NON_STAFF + (403, 403), "POST": NON_STAFF + (403, 403)},
+    "admin:annotation_auditevent_change": {"GET": NON_STAFF + (403, 200), "POST": NON_STAFF + (403, 403)},
     # /admin/<app>/<model>/<id>/ redirects to the change page (which then checks permissions).
     **{
         f"admin/{model.replace('.', '/')}/<path:object_id>/": {"GET": NON_STAFF + (302, 302), "POST": NON_STAFF + (SKIP, SKIP)}
@@ -243,6 +249,7 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "annotation.comparison": labelled.pk, "annotation.assignment": assignment.pk,
         "annotation.judgment": judgment.pk, "annotation.datasetsnapshot": export.pk,
         "modeling.committeemember": alpha.pk, "modeling.round": round_.pk,
+        "annotation.auditevent": AuditEvent.objects.latest("id").pk,  # the factories' roles granted
     }
     kwargs = {
         "slug": project.slug,
