@@ -54,10 +54,14 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
-class ExportStartSerializer(serializers.Serializer):
-    format = serializers.ChoiceField(choices=["trl-preference", "trl-preference-text", "kto", "sft", "hh", "raw"])
-    filters = serializers.DictField(required=False, default=dict)
+class ExportStartSerializer(StrictJSONTypes, serializers.Serializer):
+    format = serializers.ChoiceField(choices=FORMATS)
+    filters = ExportFiltersField(required=False, default=dict)
     parquet = serializers.BooleanField(default=False)
+    file_format = serializers.ChoiceField(
+        choices=["jsonl", "parquet", "csv"], required=False,
+        help_text="jsonl (default) or parquet for training; csv for spreadsheets (formula cells quoted).",
+    )
 
 
 class ExportSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ so a download is always a finished file, byte for byte what the row's sha256 say
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -21,23 +22,38 @@ from annotation.models import AuditAction, DatasetSnapshot, JobState, Project, S
 from annotation.services.audit import audit_record
 
 PARQUET_BATCH = 10_000
+#: jsonl and parquet are for training; csv is for reading in a spreadsheet (see _write_csv).
+FILE_FORMATS = ("jsonl", "parquet", "csv")
+# A cell a spreadsheet would run as a formula (OWASP "CSV injection"): =, +, -, @, tab, CR.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @transaction.atomic
-def export_start(*, project: Project, format: str, filters: dict | None = None, parquet: bool = False, user=None) -> DatasetSnapshot:
-    """Validate and queue an export; the task is sent once the row is committed."""
+def export_start(
+    *, project: Project, format: str, filters: dict | None = None, parquet: bool = False, file_format: str | None = None, user=None
+) -> DatasetSnapshot:
+    """Validate and queue an export; the task is sent once the row is committed.
+
+    ``file_format``: jsonl (default), parquet or csv; ``parquet=True`` is the older spelling of
+    ``file_format="parquet"``.
+    """
     from annotation import tasks
 
     if format not in FORMATS:
         raise ExportError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
+    if parquet and file_format not in (None, "parquet"):
+        raise ExportError(f"parquet: true contradicts file_format {file_format!r}")
+    file_format = file_format or ("parquet" if parquet else "jsonl")
+    if file_format not in FILE_FORMATS:
+        raise ExportError(f"file_format: expected one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
     parsed = ExportFilters.from_dict(filters)
     snapshot = DatasetSnapshot.objects.create(
         project=project, purpose=SnapshotPurpose.EXPORT, format=format, filters=parsed.as_dict(),
-        state=JobState.QUEUED, file_format="parquet" if parquet else "jsonl", created_by=user,
+        state=JobState.QUEUED, file_format=file_format, created_by=user,
     )
     audit_record(
         action=AuditAction.EXPORT_STARTED, project=project, actor=user, target=f"export {snapshot.pk} ({format})",
-        details={"snapshot": snapshot.pk, "format": format, "filters": snapshot.filters, "parquet": parquet},
+        details={"snapshot": snapshot.pk, "format": format, "filters": snapshot.filters, "file_format": file_format},
     )
     transaction.on_commit(lambda: tasks.export_run.delay(snapshot.pk))
     return snapshot
@@ -47,7 +63,7 @@ def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
     """A README for the file: what it holds, where it came from, how to load it."""
     project = snapshot.project
     lines = [
-        f"# {project.name}: `{snapshot.format}` export #{snapshot.pk}",
+        f"# {_md(project.name)}: `{snapshot.format}` export #{snapshot.pk}",
         "",
         f"- rows: {stats.rows}",
         f"- file: {snapshot.file_format}, sha256 `{snapshot.sha256}`",
@@ -58,7 +74,7 @@ def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
         "",
         "## Filters",
         "",
-        *[f"- {k}: {v}" for k, v in sorted(snapshot.filters.items())],
+        *[f"- {k}: {_md(str(v))}" for k, v in sorted(snapshot.filters.items())],
     ]
     if stats.strengths:
         lines += ["", "## Rows per strength", "", "| strength | rows |", "|---|---|"]
@@ -72,14 +88,30 @@ def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
         "",
         "```python",
         "from datasets import load_dataset",
-        f'ds = load_dataset("{"parquet" if snapshot.file_format == "parquet" else "json"}", data_files="export.{snapshot.file_format}")["train"]',
+        f'ds = load_dataset("{_LOADERS.get(snapshot.file_format, "json")}", data_files="export.{snapshot.file_format}")["train"]',
         "```",
         "",
+        *(
+            ["This CSV is for reading in a spreadsheet: nested columns are JSON text, and cells that begin with"
+             " `=`, `+`, `-`, `@`, tab or carriage return carry a leading `'` so no spreadsheet runs them as formulas."
+             " Train from the JSONL or Parquet export, which hold the text exactly.", ""]
+            if snapshot.file_format == "csv" else []
+        ),
         "`trl-preference` rows load unchanged into TRL's RewardTrainer (with the `margin` column) and DPOTrainer;"
         " `kto` into KTOTrainer; `sft` into SFTTrainer. Edits appear as pairs edited > chosen > rejected (`pair_type`).",
         "",
     ]
     return "\n".join(lines)
+
+
+_LOADERS = {"parquet": "parquet", "csv": "csv"}
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]#|"})
+
+
+def _md(text: str) -> str:
+    """Text written by people (a project's name) as inert Markdown: no HTML, no markup, one line."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(escaped.translate(_MD_SPECIAL).split())
 
 
 def _write_jsonl(rows, tmp: Path, stats: CardStats) -> None:
@@ -114,6 +146,27 @@ def _write_parquet(rows, tmp: Path, stats: CardStats) -> None:
             writer.close()
 
 
+def csv_cell(value):
+    """A value as a CSV cell: nested values as JSON text, and text a spreadsheet would evaluate as
+    a formula prefixed with a quote, so it shows as text (model output and edits are untrusted)."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _write_csv(rows, tmp: Path, stats: CardStats) -> None:
+    with tmp.open("w", newline="", encoding="utf-8") as out:
+        writer = None
+        for row in rows:
+            stats.add(row)
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow({k: csv_cell(v) for k, v in row.items()})
+
+
 def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
     """Write an export's file (again, if a previous attempt died). A finished export is left alone."""
     claimed = DatasetSnapshot.objects.filter(pk=snapshot_id, state__in=[JobState.QUEUED, JobState.RUNNING]).update(
@@ -129,7 +182,8 @@ def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
     stats = CardStats()
     try:
         rows = export_rows(project=snapshot.project, format=snapshot.format, filters=ExportFilters.from_dict(snapshot.filters))
-        (_write_parquet if snapshot.file_format == "parquet" else _write_jsonl)(rows, tmp, stats)
+        writer = {"parquet": _write_parquet, "csv": _write_csv}.get(snapshot.file_format, _write_jsonl)
+        writer(rows, tmp, stats)
         digest = hashlib.sha256()
         with tmp.open("rb") as written:
             for block in iter(lambda: written.read(1 << 20), b""):

@@ -115,7 +115,7 @@
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", "X-CSRFToken": Arbiter.csrfToken() },
-      body: JSON.stringify({ format: form.get("format"), filters, parquet: Boolean(form.get("parquet")) }),
+      body: JSON.stringify({ format: form.get("format"), filters, file_format: form.get("file_format") }),
     });
     const data = await response.json().catch(() => ({}));
     status.textContent = response.status === 202 ? "Export queued." : data.detail || JSON.stringify(data);

@@ -170,3 +170,54 @@ def test_the_command_writes_the_file_where_asked(dataset, tmp_path, capsys):
     call_command("export_dataset", project.slug, "--format", "sft", "--out", str(out))
     assert len(out.read_text().splitlines()) == 4 and "4 rows, sha256" in capsys.readouterr().out
     assert all(json.loads(line)["messages"][-1]["role"] == "assistant" for line in out.read_text().splitlines())
+
+
+def csv_export(project, format):
+    import csv
+
+    snapshot = export_execute(snapshot_id=export_start(project=project, format=format, file_format="csv").pk)
+    assert snapshot.state == JobState.SUCCEEDED, snapshot.error
+    path = Path(django_settings.ARTIFACTS_DIR) / snapshot.path
+    assert path.suffix == ".csv" and hashlib.sha256(path.read_bytes()).hexdigest() == snapshot.sha256
+    with path.open(newline="", encoding="utf-8") as f:
+        return snapshot, list(csv.DictReader(f))
+
+
+def test_csv_exports_quote_formula_cells_and_keep_everything_else(dataset):
+    project, c1, c2, edit = dataset
+    Response.objects.filter(pk=c1.response_b_id).update(text='=HYPERLINK("http://evil.example","click")')
+    Response.objects.filter(pk=edit.pk).update(text="@SUM(A1:A9) and +1 -1")
+    snapshot, table = csv_export(project, "trl-preference-text")
+    expected = rows(project, "trl-preference-text")
+    assert len(table) == len(expected) == snapshot.row_count
+    cells = [cell for row in table for cell in row.values()]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]  # nothing a spreadsheet runs
+    assert "'=HYPERLINK(\"http://evil.example\",\"click\")" in cells and "'@SUM(A1:A9) and +1 -1" in cells
+    assert [r["prompt"] for r in table] == [r["prompt"] for r in expected]
+    assert "leading `'`" in snapshot.card and 'load_dataset("csv"' in snapshot.card
+    # conversational rows: nested columns are JSON text holding exactly the JSONL values
+    _, table = csv_export(project, "trl-preference")
+    expected = rows(project, "trl-preference")
+    assert [json.loads(r["chosen"]) for r in table] == [r["chosen"] for r in expected]
+
+
+def test_parquet_and_another_file_format_contradict(dataset):
+    project, *_ = dataset
+    with pytest.raises(ExportError, match="contradicts"):
+        export_start(project=project, format="raw", parquet=True, file_format="csv")
+    with pytest.raises(ExportError, match="file_format"):
+        export_start(project=project, format="raw", file_format="xlsx")
+
+
+def test_the_dataset_card_keeps_a_project_name_inert(dataset):
+    project, *_ = dataset
+    project.name = "<img src=x onerror=alert(1)> [click](javascript:alert(1)) # `x`"
+    project.save()
+    snapshot = export_execute(snapshot_id=export_start(project=project, format="raw").pk)
+    title = snapshot.card.splitlines()[0]
+    assert "<img" not in title and "&lt;img src=x onerror=alert(1)&gt;" in title
+    assert "\\[click\\]" in title and "\\`x\\`" in title
+    from annotation.rendering import render_markdown
+
+    rendered = render_markdown(snapshot.card)
+    assert "<img" not in rendered and 'href="javascript' not in rendered
