@@ -19,6 +19,8 @@ import time
 import uuid
 from contextvars import ContextVar
 
+from django.db import DatabaseError
+
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
 _task_id: ContextVar[str] = ContextVar("task_id", default="-")
 _request: ContextVar[object | None] = ContextVar("request", default=None)
@@ -57,7 +59,12 @@ class RequestContextMiddleware:
             response = self.get_response(request)
             response["X-Request-ID"] = rid
             if access_log.isEnabledFor(logging.INFO):
-                user = current_user()
+                # Loading the user may query the session. When the database is what failed this
+                # request, the log line must not fail again and turn its 503 into a 500.
+                try:
+                    user = current_user()
+                except DatabaseError:
+                    user = None
                 access_log.info(
                     "%s %s %s", request.method, request.path, response.status_code,
                     extra={
