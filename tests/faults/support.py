@@ -162,6 +162,16 @@ def terminate_other_backends() -> int:
 # --- Celery ------------------------------------------------------------------------------------
 
 
+def start_beat(tmp_path: Path, env: dict) -> subprocess.Popen:
+    """A real ``celery beat`` on CELERY_BEAT_SCHEDULE, its schedule file in ``tmp_path``."""
+    log = open(tmp_path / "beat.log", "wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+         "--schedule", str(tmp_path / "celerybeat-schedule")],
+        cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
 def broker_is_redis() -> bool:
     return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
 

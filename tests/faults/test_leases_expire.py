@@ -6,9 +6,6 @@ tested in tests/annotation/test_labeling.py and test_labeling_api.py; this is th
 schedule names a registered task, on the queue a worker listens to, and it runs unprompted.
 """
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -17,21 +14,12 @@ from rest_framework.test import APIClient
 
 from annotation.models import Assignment, AssignmentState, Comparison, Role
 from tests.factories import ComparisonFactory, MembershipFactory, ProjectFactory, PromptFactory, UserFactory
-from tests.faults.support import counts, wait_for
-from tests.processes import ROOT, database_url_for_workers, start_worker, stop
+from tests.faults.support import counts, start_beat, wait_for
+from tests.processes import database_url_for_workers, start_worker, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 EVERY_S = 5  # ARBITER_EXPIRE_LEASES_EVERY_S's minimum
-
-
-def start_beat(tmp_path, env):
-    log = open(tmp_path / "beat.log", "wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
-         "--schedule", str(tmp_path / "celerybeat-schedule")],
-        cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
 
 
 def test_beat_and_a_worker_return_abandoned_leases_to_the_pool_and_counts_stay_exact(tmp_path):
