@@ -53,6 +53,13 @@ class ExportFilters:
         unknown = set(data) - known
         if unknown:
             raise ExportError(f"unknown filter(s) {sorted(unknown)}; known: {sorted(known)}")
+        # Types first: a string where a number goes must be a 400, not a TypeError (a 500) below.
+        for name, value in data.items():
+            kinds = _FILTER_TYPES[name]
+            if value is None and name in _NULLABLE_FILTERS:
+                continue
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ExportError(f"{name}: expected {_TYPE_NAMES[kinds]}, got {value!r}")
         filters = cls(**data)
         for name in ("date_from", "date_to"):
             value = getattr(filters, name)
@@ -75,6 +82,15 @@ class ExportFilters:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+_FILTER_TYPES = {
+    "date_from": (str,), "date_to": (str,), "round_from": (int,), "round_to": (int,),
+    "exclude_gold": (bool,), "negligible": (str,), "aggregation": (str,),
+    "min_labeler_gold_accuracy": (int, float), "include_both_bad": (bool,), "include_imported": (bool,),
+}
+_NULLABLE_FILTERS = {"date_from", "date_to", "round_from", "round_to", "min_labeler_gold_accuracy"}
+_TYPE_NAMES = {(str,): "a string", (int,): "a whole number", (bool,): "true or false", (int, float): "a number"}
 
 
 def judgments_for_training(*, project: Project) -> QuerySet[Judgment]:

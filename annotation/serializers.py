@@ -1,30 +1,77 @@
 """Input shapes for the labeling API. Types and sizes here; the rules of the protocol in services."""
 
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from annotation.exports import FORMATS
 from annotation.models import Strength
+from annotation.services import ATTRIBUTES, FLAGS
+from annotation.services.labeling import MAX_RATIONALE_CHARS
+from config.api import StrictJSONTypes
 
 
-class NextSerializer(serializers.Serializer):
+def _per_side(schema: dict) -> dict:
+    return {"type": "object", "additionalProperties": False, "properties": {"left": schema, "right": schema}}
+
+
+# The services check these dicts key by key; the schema says the same (it said "any object").
+@extend_schema_field(_per_side({
+    "type": "object", "additionalProperties": False,
+    "properties": {name: {"type": "integer", "minimum": 0, "maximum": 4} for name in ATTRIBUTES},
+}))
+class AttributesField(serializers.DictField):
+    """HelpSteer2 ratings per side: {"left": {"helpfulness": 3, ...}, "right": {...}}."""
+
+
+@extend_schema_field(_per_side({"type": "array", "items": {"type": "string", "enum": list(FLAGS)}}))
+class FlagsField(serializers.DictField):
+    """Flags per side: {"left": ["unsafe"], "right": []}."""
+
+
+@extend_schema_field({
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "date_from": {"type": "string", "format": "date", "nullable": True},
+        "date_to": {"type": "string", "format": "date", "nullable": True},
+        "round_from": {"type": "integer", "minimum": 0, "nullable": True},
+        "round_to": {"type": "integer", "minimum": 0, "nullable": True},
+        "exclude_gold": {"type": "boolean"},
+        "negligible": {"type": "string", "enum": ["keep", "exclude"]},
+        "aggregation": {"type": "string", "enum": ["each", "majority"]},
+        "min_labeler_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
+        "include_both_bad": {"type": "boolean"},
+        "include_imported": {"type": "boolean"},
+    },
+})
+class ExportFiltersField(serializers.DictField):
+    """Checked by ``annotation.exports.ExportFilters.from_dict``, which names a bad key or value."""
+
+
+class NextSerializer(StrictJSONTypes, serializers.Serializer):
     exclude = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=50)
 
 
-class SubmitSerializer(serializers.Serializer):
+class SubmitSerializer(StrictJSONTypes, serializers.Serializer):
     chosen = serializers.ChoiceField(choices=["left", "right"])
     strength = serializers.ChoiceField(choices=Strength.choices)
     both_bad = serializers.BooleanField(default=False)
-    edit = serializers.CharField(allow_null=True, required=False, default=None, trim_whitespace=False, max_length=200_000)
-    attributes = serializers.DictField(child=serializers.DictField(), required=False, default=dict)
-    flags = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False, default=dict)
-    rationale = serializers.CharField(allow_blank=True, required=False, default="", max_length=20_000)
+    # null: no edit needed. Whitespace is no edit either; the project may set a lower limit.
+    edit = serializers.CharField(
+        allow_null=True, required=False, default=None, trim_whitespace=False, min_length=1, max_length=200_000,
+        validators=[RegexValidator(r"\S", "An edit cannot be empty; send null for 'no edit needed'.")],
+    )
+    attributes = AttributesField(child=serializers.DictField(), required=False, default=dict)
+    flags = FlagsField(child=serializers.ListField(child=serializers.CharField()), required=False, default=dict)
+    rationale = serializers.CharField(allow_blank=True, required=False, default="", max_length=MAX_RATIONALE_CHARS)
     idempotency_key = serializers.CharField(allow_blank=True, required=False, default="", max_length=64)
     next = serializers.BooleanField(
         default=False, help_text="Also lease the next comparison and return it as `next` (saves a round trip)."
     )
 
 
-class SkipSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=200)
+class SkipSerializer(StrictJSONTypes, serializers.Serializer):
+    reason = serializers.CharField(min_length=1, max_length=200)
 
 
 class AssignmentSerializer(serializers.Serializer):
@@ -50,7 +97,8 @@ class JudgmentResultSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
+    # A stable code on the errors our services raise; DRF's own errors (403, 404) carry only detail.
+    error = serializers.CharField(required=False)
     detail = serializers.CharField()
 
 

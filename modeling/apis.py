@@ -8,6 +8,7 @@ from rest_framework.views import APIView
 
 from annotation.access import ProjectRolePermission
 from annotation.models import Role
+from annotation.serializers import ErrorSerializer
 from modeling.models import CommitteeMember, Round
 from modeling.serializers import (
     CommitteeMemberSerializer,
@@ -21,6 +22,7 @@ from modeling.services import (
     SamplingError,
     member_register,
     member_set_active,
+    member_update,
     round_cancel,
     round_retry,
     round_start,
@@ -37,7 +39,7 @@ class SamplingApi(APIView):
         runs = self.project.sampling_runs.all()[:20]
         return Response(SamplingRunSerializer(runs, many=True).data)
 
-    @extend_schema(request=SamplingStartSerializer, responses={202: SamplingRunSerializer}, summary="Start sampling")
+    @extend_schema(request=SamplingStartSerializer, responses={202: SamplingRunSerializer, 409: ErrorSerializer}, summary="Start sampling")
     def post(self, request, slug: str):
         body = SamplingStartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -66,10 +68,17 @@ class CommitteeMemberViewSet(
             raise ValidationError(exc.message_dict) from None
 
     def perform_update(self, serializer):
-        active = serializer.validated_data.pop("is_active", None)
-        member = serializer.save()
+        fields = dict(serializer.validated_data)
+        active = fields.pop("is_active", None)
+        try:
+            member = member_update(member=serializer.instance, **fields)
+        except DjangoValidationError as exc:
+            from rest_framework.exceptions import ValidationError
+
+            raise ValidationError(exc.message_dict) from None
         if active is not None and active != member.is_active:
             member_set_active(member=member, active=active)
+        serializer.instance = member
 
 
 def _round_for(request, round_id: int):
@@ -93,7 +102,7 @@ class RoundsApi(APIView):
         rounds = self.project.rounds.select_related("policy_member").prefetch_related("snapshots")
         return Response(RoundSerializer(rounds, many=True).data)
 
-    @extend_schema(request=RoundStartSerializer, responses={202: RoundSerializer}, summary="Start a retraining round")
+    @extend_schema(request=RoundStartSerializer, responses={202: RoundSerializer, 400: ErrorSerializer, 409: ErrorSerializer}, summary="Start a retraining round")
     def post(self, request, slug: str):
         body = RoundStartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -117,7 +126,7 @@ class RoundActionApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
     action = ""
 
-    @extend_schema(request=None, responses=RoundSerializer, summary="Retry or cancel a round")
+    @extend_schema(request=None, responses={200: RoundSerializer, 409: ErrorSerializer}, summary="Retry or cancel a round")
     def post(self, request, round_id: int):
         round_ = _round_for(request, round_id)
         try:

@@ -1,9 +1,59 @@
+from dataclasses import fields
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from annotation.models import Strength
+from config.api import StrictJSONTypes
 from modeling.models import CommitteeMember, SamplingRun
 
+GENERATION_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "temperature": {"type": "number", "minimum": 0},
+        "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+        "max_new_tokens": {"type": "integer", "minimum": 1},
+    },
+}
 
-class SamplingStartSerializer(serializers.Serializer):
+
+@extend_schema_field(GENERATION_SCHEMA)
+class GenerationField(serializers.JSONField):
+    """A member's generation overrides; checked in ``CommitteeMemberSerializer.validate_generation``."""
+
+
+def _train_settings_schema() -> dict:
+    from modeling.ml.training import TrainConfig
+
+    json_types = {"int": "integer", "float": "number", "bool": "boolean"}
+    properties = {}
+    for f in fields(TrainConfig):
+        parts = [part.strip() for part in str(f.type).split("|")]
+        properties[f.name] = {"type": json_types[parts[0]], **({"nullable": True} if "None" in parts else {})}
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+# The settings a round takes (modeling/services/rounds.py checks the same, with names in its errors).
+@extend_schema_field({
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+        "dpo_strengths": {"type": "array", "items": {"type": "string", "enum": list(Strength.values)}},
+        "eval_prompts": {"type": "integer", "minimum": 0},
+        "eval_max_new_tokens": {"type": "integer", "minimum": 1},
+        "rm": _train_settings_schema(),
+        "dpo": _train_settings_schema(),
+        "accelerate": {
+            "type": "object", "nullable": True, "additionalProperties": False,
+            "properties": {"num_processes": {"type": "integer", "minimum": 1}, "args": {"type": "array", "items": {"type": "string"}}},
+        },
+    },
+})
+class RoundConfigField(serializers.DictField):
+    """Overrides of a round's default settings."""
+
+
+class SamplingStartSerializer(StrictJSONTypes, serializers.Serializer):
     mode = serializers.ChoiceField(choices=SamplingRun.Mode.choices, default=SamplingRun.Mode.COMMITTEE)
     limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     max_new_tokens = serializers.IntegerField(min_value=1, max_value=4096, required=False, allow_null=True, default=None)
@@ -21,7 +71,7 @@ class SamplingRunSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CommitteeMemberSerializer(serializers.ModelSerializer):
+class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
     class Meta:
         model = CommitteeMember
         fields = [
@@ -31,10 +81,20 @@ class CommitteeMemberSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "created_at", "retired_at"]
 
+    generation = GenerationField(required=False)
+
     def validate_generation(self, value):
         allowed = {"temperature", "top_p", "max_new_tokens"}
         if not isinstance(value, dict) or set(value) - allowed:
             raise serializers.ValidationError(f"only {sorted(allowed)} may be set")
+        # Their types and ranges too, or a bad value waits for the worker to fail on it.
+        for name, rule in GENERATION_SCHEMA["properties"].items():
+            setting = value.get(name)
+            if setting is None and name not in value:
+                continue
+            kinds = (int,) if rule["type"] == "integer" else (int, float)
+            if isinstance(setting, bool) or not isinstance(setting, kinds) or setting < rule["minimum"] or setting > rule.get("maximum", setting):
+                raise serializers.ValidationError(f"{name}: expected {rule}")
         return value
 
 
@@ -63,5 +123,5 @@ class RoundSerializer(serializers.ModelSerializer):
         ]
 
 
-class RoundStartSerializer(serializers.Serializer):
-    config = serializers.DictField(required=False, default=dict)
+class RoundStartSerializer(StrictJSONTypes, serializers.Serializer):
+    config = RoundConfigField(required=False, default=dict)

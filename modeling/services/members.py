@@ -51,6 +51,16 @@ def member_register_smollm2() -> list[CommitteeMember]:
     return members
 
 
+def member_update(*, member: CommitteeMember, **fields) -> CommitteeMember:
+    """Change a member's settings. The model's rules are checked before the write, so a weight of
+    0 or an endpoint without a URL is a ValidationError (a 400), not an IntegrityError (a 500)."""
+    for name, value in fields.items():
+        setattr(member, name, value)
+    member.full_clean()
+    member.save()
+    return member
+
+
 def member_set_active(*, member: CommitteeMember, active: bool) -> CommitteeMember:
     """Retire a member (it stops answering; its past responses stay) or bring it back."""
     member.is_active = active

@@ -64,14 +64,58 @@ class RoundError(Exception):
     pass
 
 
+def _is(value, kinds: tuple) -> bool:
+    """``value`` is a JSON value of one of ``kinds`` (a bool is no int in JSON)."""
+    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+
+
+#: JSON types of the training settings, from TrainConfig's annotations ("float | None", ...).
+_TRAIN_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _check_types(overrides: dict) -> None:
+    """Wrong types are refused here, with the setting's name, not in the worker hours later
+    (and ``accelerate.num_processes: "x"`` was a 500 here). Schema: modeling/serializers.py."""
+    from dataclasses import fields
+
+    from modeling.ml.training import TrainConfig
+
+    train_types = {}
+    for f in fields(TrainConfig):
+        kinds = tuple(k for part in str(f.type).split("|") for k in _TRAIN_TYPES.get(part.strip(), ()))
+        train_types[f.name] = (kinds, "None" in str(f.type))
+    for key, value in overrides.items():
+        if key in ("heldout_percent", "eval_prompts", "eval_max_new_tokens"):
+            low, high = {"heldout_percent": (0, 100), "eval_prompts": (0, None), "eval_max_new_tokens": (1, None)}[key]
+            if not _is(value, (int,)) or value < low or (high is not None and value > high):
+                raise RoundError(f"{key}: expected a whole number from {low}" + (f" to {high}" if high else " up"))
+        elif key == "dpo_strengths":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v in Strength.values for v in value):
+                raise RoundError(f"dpo_strengths: expected a list of {', '.join(Strength.values)}")
+        elif key == "accelerate" and value is not None:
+            if (
+                not isinstance(value, dict)
+                or set(value) - {"num_processes", "args"}
+                or not _is(value.get("num_processes", 1), (int,))
+                or value.get("num_processes", 1) < 1
+                or not isinstance(value.get("args", []), list)
+                or not all(isinstance(a, str) for a in value.get("args", []))
+            ):
+                raise RoundError('accelerate: expected null or {"num_processes": N, "args": ["--flag", ...]}')
+        elif key in ("rm", "dpo") and isinstance(value, dict):
+            for name, setting in value.items():
+                kinds, nullable = train_types.get(name, ((), False))
+                if kinds and not (setting is None and nullable) and not _is(setting, kinds):
+                    raise RoundError(f"{key}.{name}: expected {'/'.join(k.__name__ for k in kinds)}, got {setting!r}")
+
+
 def _merged_config(overrides: dict | None) -> dict:
     config = json.loads(json.dumps(DEFAULT_CONFIG))
+    _check_types({key: value for key, value in (overrides or {}).items() if key in config})
     for key, value in (overrides or {}).items():
         if key not in config:
             raise RoundError(f"unknown round setting {key!r}; known: {', '.join(sorted(config))}")
         if key == "accelerate":
-            if value is not None and (not isinstance(value, dict) or int(value.get("num_processes", 1)) < 1):
-                raise RoundError('accelerate: expected null or {"num_processes": N, "args": [...]}')
             config[key] = value
         elif isinstance(config[key], dict):
             if not isinstance(value, dict):
