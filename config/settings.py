@@ -246,6 +246,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
     }
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Redis hands an unacknowledged message (acks_late) to another worker after this long: it must
+    # outlast the longest task, or a 2-hour round would be started again beside itself after 1 h.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.integer("CELERY_TASK_TIME_LIMIT", 6 * 3600, minimum=1) + 3600}
 if CELERY_RESULT_BACKEND.startswith("file://"):
     Path(CELERY_RESULT_BACKEND[len("file://"):]).mkdir(parents=True, exist_ok=True)
 
@@ -316,5 +320,5 @@ LOGGING = {
     # At INFO, RequestContextMiddleware also logs one line per request (logger arbiter.request).
     "root": {"handlers": ["console"], "level": env.string("LOG_LEVEL", "INFO")},
 }
-# Workers log through the configuration above (ids included) instead of Celery's own handler.
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Workers log through the configuration above (ids included): CELERY_WORKER_HIJACK_ROOT_LOGGER is
+# False (Celery section).

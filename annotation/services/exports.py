@@ -10,16 +10,19 @@ import csv
 import hashlib
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, export_rows
 from annotation.models import AuditAction, DatasetSnapshot, JobState, Project, SnapshotPurpose
 from annotation.services.audit import audit_record
+from config.jobs import send_after_commit
 
 PARQUET_BATCH = 10_000
 #: jsonl and parquet are for training; csv is for reading in a spreadsheet (see _write_csv).
@@ -55,7 +58,7 @@ def export_start(
         action=AuditAction.EXPORT_STARTED, project=project, actor=user, target=f"export {snapshot.pk} ({format})",
         details={"snapshot": snapshot.pk, "format": format, "filters": snapshot.filters, "file_format": file_format},
     )
-    transaction.on_commit(lambda: tasks.export_run.delay(snapshot.pk))
+    send_after_commit(tasks.export_run, snapshot.pk)
     return snapshot
 
 
@@ -202,3 +205,21 @@ def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
         )
         snapshot.refresh_from_db()
     return snapshot
+
+
+def exports_resend_lost(*, now=None, after: timedelta = timedelta(minutes=10)) -> list[int]:
+    """Re-send the message of exports still queued ``after`` their creation (or their last
+    re-send): it was lost with a broker that was down or restarted empty. A duplicate is harmless:
+    the export task leaves a finished export alone."""
+    from annotation import tasks
+
+    now = now or timezone.now()
+    lost = list(
+        DatasetSnapshot.objects.filter(state=JobState.QUEUED, created_at__lt=now - after)
+        .filter(Q(resent_at__isnull=True) | Q(resent_at__lt=now - after))
+        .values_list("id", flat=True)
+    )
+    for snapshot_id in lost:
+        DatasetSnapshot.objects.filter(pk=snapshot_id).update(resent_at=now)
+        send_after_commit(tasks.export_run, snapshot_id)
+    return lost

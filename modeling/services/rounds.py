@@ -21,7 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from annotation.exports import is_heldout, judgments_for_training, preference_rows
@@ -35,6 +35,7 @@ from annotation.models import (
     Strength,
 )
 from annotation.services.audit import audit_record
+from config.jobs import send_after_commit
 from modeling.models import ACTIVE_ROUND_STATES, CommitteeMember, MemberKind, Round, RoundState
 from modeling.selectors import REWARD_MODEL_DIR, current_reward_model
 from modeling.services.members import member_spec
@@ -149,7 +150,7 @@ def round_start(*, project: Project, user=None, config: dict | None = None) -> R
         action=AuditAction.ROUND_STARTED, project=project, target=f"round {number}", actor=user,
         details={"round": round_.pk, "scheduled": user is None, "config": merged},
     )
-    transaction.on_commit(lambda: tasks.round_run.delay(round_.pk))
+    send_after_commit(tasks.round_run, round_.pk)
     return round_
 
 
@@ -170,7 +171,7 @@ def round_retry(*, round_: Round, user=None) -> Round:
     if updated:
         _log(round_.pk, "retry queued: resuming at the first unfinished step")
         audit_record(action=AuditAction.ROUND_RETRIED, project=round_.project, target=f"round {round_.number}", actor=user, details={"round": round_.pk})
-        transaction.on_commit(lambda: tasks.round_run.delay(round_.pk))
+        send_after_commit(tasks.round_run, round_.pk)
     round_.refresh_from_db()
     return round_
 
@@ -530,12 +531,13 @@ def rounds_watchdog(*, now=None) -> dict:
         ):
             _log(round_id, "failed: worker lost (stale heartbeat)")
     lost = list(
-        Round.objects.filter(state=RoundState.QUEUED, created_at__lt=now - LOST_MESSAGE_AFTER, heartbeat_at__isnull=True)
+        Round.objects.filter(state=RoundState.QUEUED, created_at__lt=now - LOST_MESSAGE_AFTER)
+        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - LOST_MESSAGE_AFTER))
         .values_list("id", flat=True)
     )
     for round_id in lost:
         Round.objects.filter(pk=round_id).update(heartbeat_at=now)  # re-send once per period, not every tick
-        tasks.round_run.delay(round_id)
+        send_after_commit(tasks.round_run, round_id)
     return {"failed_stale": stale, "resent": lost}
 
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 from rapidfuzz import fuzz
 
 from annotation.models import Comparison, ComparisonSource, Project, Prompt, Response, ResponseSource
+from config.jobs import send_after_commit
 from modeling.models import CommitteeMember, JobState, SamplingRun
 from modeling.services.members import member_spec
 
@@ -67,7 +68,7 @@ def sampling_start(*, project: Project, user=None, mode: str = SamplingRun.Mode.
             run = SamplingRun.objects.create(project=project, mode=mode, config=config, created_by=user)
     except IntegrityError:
         raise SamplingError("A sampling pass is already queued or running in this project") from None
-    transaction.on_commit(lambda: tasks.sample_run.delay(run.pk))
+    send_after_commit(tasks.sample_run, run.pk)
     return run
 
 
@@ -300,3 +301,21 @@ def sampling_fail_stale(*, now=None) -> list[int]:
         error=f"worker lost: no progress for over {int(SAMPLING_STALE_AFTER.total_seconds() // 60)} minutes; start a new pass to resume",
     )
     return stale
+
+
+def sampling_resend_lost(*, now=None) -> list[int]:
+    """Re-send the message of sampling runs still queued ``SAMPLING_STALE_AFTER`` after their
+    creation (or their last re-send): the first was lost with the broker. While one stays queued no
+    other pass can start in its project, so a lost message must not stay lost."""
+    from modeling import tasks
+
+    now = now or timezone.now()
+    lost = list(
+        SamplingRun.objects.filter(state=JobState.QUEUED, created_at__lt=now - SAMPLING_STALE_AFTER)
+        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - SAMPLING_STALE_AFTER))
+        .values_list("id", flat=True)
+    )
+    for run_id in lost:
+        SamplingRun.objects.filter(pk=run_id, state=JobState.QUEUED).update(heartbeat_at=now)  # once per period
+        send_after_commit(tasks.sample_run, run_id)
+    return lost

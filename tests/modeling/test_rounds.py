@@ -189,7 +189,7 @@ def test_only_one_round_per_project_runs_and_cancel_stops_it(tiny_model_dir, art
 
 
 @pytest.mark.django_db
-def test_the_watchdog_fails_rounds_whose_heartbeat_stopped_and_resends_lost_ones(monkeypatch):
+def test_the_watchdog_fails_rounds_whose_heartbeat_stopped_and_resends_lost_ones(monkeypatch, django_capture_on_commit_callbacks):
     from modeling import tasks
 
     sent = []
@@ -199,7 +199,8 @@ def test_the_watchdog_fails_rounds_whose_heartbeat_stopped_and_resends_lost_ones
     alive = Round.objects.create(project=ProjectFactory(), number=1, state=RoundState.TRAINING_DPO, heartbeat_at=now)
     lost = Round.objects.create(project=ProjectFactory(), number=1, state=RoundState.QUEUED)
     Round.objects.filter(pk=lost.pk).update(created_at=now - timedelta(minutes=30))
-    result = rounds_watchdog(now=now)
+    with django_capture_on_commit_callbacks(execute=True):  # sent once committed (config.jobs)
+        result = rounds_watchdog(now=now)
     assert result == {"failed_stale": [stale.pk], "resent": [lost.pk]} and sent == [lost.pk]
     stale.refresh_from_db(), alive.refresh_from_db()
     assert stale.state == RoundState.FAILED and "worker lost" in stale.error
