@@ -1,5 +1,5 @@
 """API-wide conventions, each one missing until schemathesis found it (tests/annotation/
-test_schemathesis.py, docs/reliability-fuzz.md):
+test_schemathesis.py, docs/reliability.md (Fuzzing)):
 
 - request bodies are JSON, and their types are checked, not coerced (``StrictJSONTypes``);
 - a page number is a number (``StrictPageNumberPagination``);

@@ -97,3 +97,28 @@ def test_the_project_page_upload_form(client, member_of):
         follow=True,
     )
     assert "Nothing was imported: 1 problem(s)" in response.content.decode() and Prompt.objects.count() == 1
+
+
+def test_an_oversized_file_or_line_is_refused_whole(member_of, monkeypatch):
+    import annotation.apis
+    import annotation.importers
+    import annotation.services.uploads
+
+    project = ProjectFactory()
+    url = reverse("api-imports", kwargs={"slug": project.slug})
+    lead = APIClient()
+    lead.force_authenticate(member_of(project, Role.LEAD))
+    # A 1 KiB limit stands in for the 200 MiB one: the same code paths, without writing 200 MiB.
+    for module in (annotation.apis, annotation.services.uploads):
+        monkeypatch.setattr(module, "MAX_IMPORT_BYTES", 1024)
+    big = b"prompt\n" + b"hello there\n" * 200
+    answer = lead.post(url, {"format": "csv", "file": SimpleUploadedFile("p.csv", big)}, format="multipart")
+    assert answer.status_code == 400 and answer.json()["error"] == "too_large"
+    with pytest.raises(ImportValidationError, match="larger than"):
+        import_file(project=project, raw=big, name="p.csv", format="csv")  # the service checks too (command path)
+    monkeypatch.setattr(annotation.importers, "MAX_LINE_CHARS", 50)
+    long_line = b'{"prompt": "fine"}\n{"prompt": "' + b"x" * 60 + b'"}\n'
+    with pytest.raises(ImportValidationError) as refused:
+        import_file(project=project, raw=long_line, name="p.jsonl", format="jsonl")
+    assert [(e.line, e.field) for e in refused.value.errors] == [(2, "(line)")]
+    assert Prompt.objects.count() == 0

@@ -7,7 +7,7 @@ and of missing credentials), and every answer must be no 5xx, a status code the 
 a body that matches the documented schema, and a 4xx for invalid input. Path parameters are the
 real project, assignment, export, round and member, so requests reach the code behind the door,
 not just a 404. Bounded for CI: deterministic, ``MAX_EXAMPLES`` per operation; marked slow.
-What was found and fixed: docs/reliability-fuzz.md.
+What was found and fixed: docs/reliability.md (Fuzzing).
 """
 
 from __future__ import annotations
