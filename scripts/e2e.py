@@ -385,9 +385,11 @@ def run_e2e(
     stage_timeout_s: float = 1800,
     out: Callable[[str], None] = print,
 ) -> dict:
-    """Run the loop in ``workdir`` (created if needed; left in place). Returns the stage table as a
+    """Run the loop in ``workdir`` (created if needed, must hold no earlier run; left in place). Returns the stage table as a
     dict; raises ``E2EError`` (after stopping every process) when a stage fails."""
     workdir = Path(workdir).resolve()
+    if (workdir / "var").exists() or (workdir / "artifacts").exists():
+        raise E2EError(f"{workdir} holds a previous run: the loop starts from an empty stack")
     workdir.mkdir(parents=True, exist_ok=True)
     second_prompts = prompts if second_prompts is None else second_prompts
     data_dir = Path(shared_data) if shared_data else ROOT.parent / "shared" / "data"
@@ -424,9 +426,6 @@ def run_e2e(
             out(f"   {entry['seconds']} s  " + ", ".join(f"{k} {v}" for k, v in entry["counts"].items())
                 + ("  | " + ", ".join(f"{k}={v}" for k, v in self.details.items()) if self.details else ""))
             return False
-
-    def timeout() -> float:
-        return stage_timeout_s
 
     try:
         with Stage("stack") as st:
@@ -479,7 +478,7 @@ def run_e2e(
                 f"sampling run {run['id']}",
                 lambda: next((r for r in lead.get(f"/api/v1/projects/{SLUG}/sampling/")
                               if r["id"] == run["id"] and r["state"] in ("succeeded", "failed")), None),
-                timeout(), 2.0, stack,
+                stage_timeout_s, 2.0, stack,
             )
             if finished["state"] != "succeeded" or finished["member_errors"]:
                 raise E2EError(f"sampling run failed: {finished['error']} {finished['member_errors']}")
@@ -495,7 +494,7 @@ def run_e2e(
 
         with Stage("labeling") as st:
             comparisons = lead.get(f"/api/v1/projects/{SLUG}/comparisons/")["count"]
-            deadline = time.monotonic() + timeout()
+            deadline = time.monotonic() + stage_timeout_s
             results: dict[str, dict] = {}
             errors: list[BaseException] = []
 
@@ -537,7 +536,7 @@ def run_e2e(
                     out(f"   round {now['number']}: {now['state']}")
                 return now if now["state"] in ("succeeded", "failed", "cancelled") else None
 
-            round_ = wait_for(f"round {round_['id']}", round_done, timeout(), 2.0, stack)
+            round_ = wait_for(f"round {round_['id']}", round_done, stage_timeout_s, 2.0, stack)
             if round_["state"] != "succeeded":
                 raise E2EError(f"round {round_['state']}: {round_['error']}\n{round_['log'][-3000:]}")
             metrics, files = round_["metrics"], round_["metrics"]["snapshot"]["files"]
@@ -575,7 +574,7 @@ def run_e2e(
                 f"export {snapshot['id']}",
                 lambda: next((e for e in lead.get(f"/api/v1/projects/{SLUG}/exports/")
                               if e["id"] == snapshot["id"] and e["state"] in ("succeeded", "failed")), None),
-                timeout(), 1.0, stack,
+                stage_timeout_s, 1.0, stack,
             )
             if snapshot["state"] != "succeeded":
                 raise E2EError(f"export failed: {snapshot['error']}")
