@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 from django.db import connection
@@ -104,7 +105,11 @@ def comparison_content(comparison_id: int) -> dict:
     what was shown. The first request anywhere renders and stores it in ``Comparison.rendered``;
     later ones (in any process) read one column instead of a five-table join plus Markdown.
     """
-    stored = Comparison.objects.filter(pk=comparison_id).values_list("rendered", flat=True).get()
+    with connection.cursor() as cursor:  # raw: this runs on every "next" a process has not seen
+        cursor.execute("SELECT rendered FROM annotation_comparison WHERE id = %s", [comparison_id])
+        (stored,) = cursor.fetchone()
+    if isinstance(stored, str):  # SQLite hands JSON back as text; PostgreSQL's jsonb arrives decoded
+        stored = json.loads(stored)
     if stored is None:
         stored = _comparison_render(comparison_id)
         # Concurrent first readers render the same thing; whichever writes first wins.

@@ -19,8 +19,10 @@ Concurrency (the races this module is written around):
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -161,11 +163,55 @@ def _slot_ranges(*, project: Project, gold: bool) -> list[tuple[int, int]]:
     return [(1, project.overlap_k), (0, 1)]
 
 
-def _try_lease(*, project: Project, labeler, gold: bool, now) -> Assignment | None:
-    """Lease one comparison of the kind asked for, or None when that pool is empty for this labeler.
+# PostgreSQL: the slot and the assignment in one statement, atomic by itself (no BEGIN/COMMIT
+# round trips): the UPDATE above as a data-modifying CTE feeding the INSERT. A unique violation
+# (the same labeler leasing in two tabs) fails the whole statement, slot included.
+_LEASE_INSERT_SQL = """
+WITH picked AS ({lease})
+INSERT INTO annotation_assignment (comparison_id, labeler_id, left_response_id, state, leased_at, expires_at, skip_reason)
+SELECT id, %(labeler)s, CASE WHEN %(left_is_a)s THEN response_a_id ELSE response_b_id END, 'leased', %(now)s, %(expires)s, ''
+FROM picked
+RETURNING id, comparison_id, left_response_id
+"""
 
-    One transaction for all the slot ranges: an empty range costs a statement, not a commit.
-    """
+
+def _try_lease(*, project: Project, labeler, gold: bool, now) -> Assignment | None:
+    """Lease one comparison of the kind asked for, or None when that pool is empty for this labeler."""
+    if connection.vendor == "postgresql":
+        return _try_lease_postgresql(project=project, labeler=labeler, gold=gold, now=now)
+    return _try_lease_serialised(project=project, labeler=labeler, gold=gold, now=now)
+
+
+def _try_lease_postgresql(*, project: Project, labeler, gold: bool, now) -> Assignment | None:
+    sql = _LEASE_INSERT_SQL.format(lease=_LEASE_SQL.format(lock=" FOR UPDATE SKIP LOCKED"))
+    expires = now + timedelta(minutes=project.lease_minutes)
+    for low, high in _slot_ranges(project=project, gold=gold):
+        params = {
+            "project": project.pk, "gold": gold, "imported": ComparisonSource.IMPORT, "low": low, "high": high,
+            "labeler": labeler.pk, "left_is_a": random.random() < 0.5, "now": now, "expires": expires,
+        }
+        try:
+            # In autocommit (a request) the statement is its own transaction; inside an atomic
+            # block (a caller's transaction, the tests') a savepoint keeps a unique violation local.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+        except IntegrityError:
+            return _try_lease_postgresql(project=project, labeler=labeler, gold=gold, now=now)  # look again
+        if row is None:
+            continue  # nothing of this kind for this labeler: on to the next range
+        assignment = Assignment(
+            id=row[0], comparison_id=row[1], labeler_id=labeler.pk, left_response_id=row[2],
+            state=AssignmentState.LEASED, leased_at=now, expires_at=expires, skip_reason="",
+        )
+        assignment._state.adding, assignment._state.db = False, connection.alias
+        return assignment
+    return None
+
+
+def _try_lease_serialised(*, project: Project, labeler, gold: bool, now) -> Assignment | None:
+    """SQLite (writers serialised by BEGIN IMMEDIATE): the slot, then the assignment, in one
+    transaction for all the slot ranges."""
     lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
     sql = _LEASE_SQL.format(lock=lock)
     try:
@@ -193,7 +239,7 @@ def _try_lease(*, project: Project, labeler, gold: bool, now) -> Assignment | No
     except IntegrityError:
         # The same labeler leasing in two tabs at once: the unique (comparison, labeler)
         # constraint let one through and rolled this one back, slot and all; look again.
-        return _try_lease(project=project, labeler=labeler, gold=gold, now=now)
+        return _try_lease_serialised(project=project, labeler=labeler, gold=gold, now=now)
     return None
 
 
@@ -321,13 +367,89 @@ def _locked_assignment(*, assignment_id: int, labeler) -> Assignment:
     return assignment
 
 
-@transaction.atomic
+# PostgreSQL, a verdict without an edit (most submits): end the lease and write the judgment in
+# one statement, atomic by itself. It matches only the caller's own live lease in a project they
+# belong to; anything else (replay, expired, foreign, unknown) matches nothing and takes the
+# locked path below, which says exactly why.
+_SUBMIT_SQL = """
+WITH ended AS (
+    UPDATE annotation_assignment AS a SET state = 'submitted', ended_at = %(now)s
+    FROM annotation_comparison c
+    WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s AND a.state = 'leased' AND a.expires_at > %(now)s
+      AND c.id = a.comparison_id
+      AND (%(superuser)s OR EXISTS (
+          SELECT 1 FROM annotation_membership m WHERE m.project_id = c.project_id AND m.user_id = %(labeler)s
+      ))
+    RETURNING a.id, a.comparison_id, a.left_response_id, a.leased_at, c.project_id,
+              CASE WHEN a.left_response_id = c.response_a_id THEN c.response_b_id ELSE c.response_a_id END AS right_id
+)
+INSERT INTO annotation_judgment (
+    assignment_id, comparison_id, labeler_id, chosen_response_id, rejected_response_id, strength,
+    left_response_id, both_bad, edited_response_id, attributes, flags, rationale, leased_at,
+    submitted_at, time_on_task_ms, idempotency_key
+)
+SELECT id, comparison_id, %(labeler)s,
+       CASE WHEN %(chosen_left)s THEN left_response_id ELSE right_id END,
+       CASE WHEN %(chosen_left)s THEN right_id ELSE left_response_id END,
+       %(strength)s, left_response_id, %(both_bad)s, NULL,
+       jsonb_strip_nulls(jsonb_build_object(left_response_id::text, %(attributes_left)s::jsonb, right_id::text, %(attributes_right)s::jsonb)),
+       jsonb_strip_nulls(jsonb_build_object(left_response_id::text, %(flags_left)s::jsonb, right_id::text, %(flags_right)s::jsonb)),
+       %(rationale)s, leased_at, %(now)s, floor(extract(epoch FROM (%(now)s - leased_at)) * 1000)::int, %(key)s
+FROM ended
+RETURNING id, assignment_id, comparison_id, chosen_response_id, rejected_response_id, left_response_id,
+          attributes, flags, leased_at, time_on_task_ms, (SELECT project_id FROM ended)
+"""
+
+
+def _submit_postgresql(*, assignment_id: int, labeler, verdict: Verdict, now) -> Judgment | None:
+    def side(values: dict, name: str):
+        value = values.get(name)
+        return json.dumps(sorted(set(value)) if isinstance(value, list) else value) if value else None
+
+    params = {
+        "now": now, "assignment": assignment_id, "labeler": labeler.pk, "superuser": labeler.is_superuser,
+        "chosen_left": verdict.chosen == "left", "strength": verdict.strength, "both_bad": verdict.both_bad,
+        "attributes_left": side(verdict.attributes, "left"), "attributes_right": side(verdict.attributes, "right"),
+        "flags_left": side(verdict.flags, "left"), "flags_right": side(verdict.flags, "right"),
+        "rationale": verdict.rationale, "key": verdict.idempotency_key,
+    }
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        cursor.execute(_SUBMIT_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, assignment_pk, comparison_id, chosen_id, rejected_id, left_id, attributes, flags, leased_at, ms, project_id = row
+    # Django has psycopg hand jsonb back as text (JSONField decodes it); so do we.
+    attributes, flags = (json.loads(v) if isinstance(v, str) else v for v in (attributes, flags))
+    judgment = Judgment(
+        id=pk, assignment_id=assignment_pk, comparison_id=comparison_id, labeler_id=labeler.pk,
+        chosen_response_id=chosen_id, rejected_response_id=rejected_id, strength=verdict.strength,
+        left_response_id=left_id, both_bad=verdict.both_bad, edited_response_id=None, attributes=attributes,
+        flags=flags, rationale=verdict.rationale, leased_at=leased_at, submitted_at=now, time_on_task_ms=ms,
+        idempotency_key=verdict.idempotency_key,
+    )
+    judgment._state.adding, judgment._state.db = False, connection.alias
+    judgment.comparison = Comparison(id=comparison_id, project_id=project_id)
+    return judgment
+
+
 def judgment_submit(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[Judgment, bool]:
     """Record the verdict, the edit and the end of the lease together, or nothing.
 
     Returns ``(judgment, created)``; a retry with the same idempotency key returns the first
     judgment with ``created=False``. A different second verdict is refused.
     """
+    if connection.vendor == "postgresql" and verdict.edit is None:
+        _validate(verdict, None)
+        judgment = _submit_postgresql(assignment_id=assignment_id, labeler=labeler, verdict=verdict, now=timezone.now())
+        if judgment is not None:
+            return judgment, True
+    return _judgment_submit_locked(assignment_id=assignment_id, labeler=labeler, verdict=verdict)
+
+
+@transaction.atomic
+def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[Judgment, bool]:
+    """The general path: lock the assignment, say why a submit cannot be taken, write an edit."""
     assignment = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
     if assignment.state == AssignmentState.SUBMITTED:
         existing = Judgment.objects.get(assignment=assignment)
