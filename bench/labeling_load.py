@@ -49,6 +49,10 @@ def parse_args():
         "--protocols", default="submit+next,next-submit",
         help="submit+next: submit with next:true, as the labeling page does; next-submit: two requests per judgment",
     )
+    parser.add_argument(
+        "--repeats", type=int, default=3,
+        help="runs per protocol and level, each on a fresh pool; the figures reported are their medians",
+    )
     parser.add_argument("--cpu", action="store_true", help="also report CPU seconds per judgment of gunicorn, PostgreSQL and this client")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results files alone")
     return parser.parse_args()
@@ -70,8 +74,8 @@ def server_env(database_url: str, var_dir: str) -> dict:
     }
 
 
-def seed(levels: list[int], comparisons: int, protocols: list[str]) -> dict:
-    """One project per level and protocol (each run starts from a full pool), labelers with tokens."""
+def seed(levels: list[int], comparisons: int, protocols: list[str], repeats: int = 1) -> dict:
+    """One project per level, protocol and repeat (each run starts from a full pool), labelers with tokens."""
     import django
 
     django.setup()
@@ -91,8 +95,9 @@ def seed(levels: list[int], comparisons: int, protocols: list[str]) -> dict:
     text_a = "Use `xs.reverse()` to reverse in place.\n\n```python\nxs = [1, 2, 3]\nxs.reverse()\n```\n" * 2
     text_b = "You can write `xs[::-1]`, which returns a reversed copy and leaves `xs` alone. " * 3
     projects = {}
-    for level, protocol in ((level, protocol) for protocol in protocols for level in levels):
-        project = Project.objects.create(name=f"bench {level} {protocol}", slug=f"bench-{level}-{protocol.replace('+', '-')}", overlap_k=3, gold_rate=0)
+    for level, protocol, repeat in ((level, protocol, r) for protocol in protocols for level in levels for r in range(repeats)):
+        slug = f"bench-{level}-{protocol.replace('+', '-')}-{repeat}"
+        project = Project.objects.create(name=f"bench {level} {protocol} #{repeat}", slug=slug, overlap_k=3, gold_rate=0)
         Membership.objects.bulk_create([Membership(project=project, user=u, role=Role.LABELER) for u in users[:level]])
         prompts = Prompt.objects.bulk_create(
             [
@@ -116,7 +121,7 @@ def seed(levels: list[int], comparisons: int, protocols: list[str]) -> dict:
             ],
             batch_size=2000,
         )
-        projects[level, protocol] = project.slug
+        projects[level, protocol, repeat] = project.slug
     return {"tokens": [t.key for t in tokens], "projects": projects}
 
 
@@ -263,6 +268,22 @@ async def run_level(n: int, tokens: list[str], slug: str, args, chained: bool) -
     }
 
 
+def median_of(runs: list[dict]) -> dict:
+    """One level's figures: the median of each over its runs (errors: the sum), runs kept."""
+    keys = ("p50_ms", "p95_ms", "p99_ms", "judgments_per_s", "requests_per_s", "next_p95_ms", "submit_p95_ms")
+    level = {"protocol": runs[0]["protocol"], "labelers": runs[0]["labelers"]}
+    for key in keys:
+        values = [r[key] for r in runs if r[key] == r[key]]  # NaN (no next requests) left out
+        level[key] = round(statistics.median(values), 2) if values else None
+    level["errors"] = sum(r["errors"] for r in runs)
+    if runs[0].get("cpu_ms_per_judgment"):
+        level["cpu_ms_per_judgment"] = {
+            k: round(statistics.median(r["cpu_ms_per_judgment"][k] for r in runs), 2) for k in runs[0]["cpu_ms_per_judgment"]
+        }
+    level["runs"] = runs
+    return level
+
+
 def cpu_seconds() -> dict[str, float]:
     """User + system CPU seconds so far of gunicorn's processes, PostgreSQL's and this client (Linux /proc)."""
     groups = {"gunicorn": 0.0, "postgres": 0.0, "client": 0.0}
@@ -300,19 +321,21 @@ def wait_for_server(port: int, proc: subprocess.Popen, timeout: float = 60):
 
 def write_doc(result: dict) -> None:
     rows = "\n".join(
-        f"| {r['protocol']} | {r['labelers']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['judgments_per_s']} | {r['requests_per_s']} | {r['errors']} |"
+        f"| {r['protocol']} | {r['labelers']} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['judgments_per_s']} | {r['requests_per_s']} | {r['errors']} "
+        f"| {' / '.join(str(x['p95_ms']) for x in r.get('runs', []))} | {' / '.join(str(x['judgments_per_s']) for x in r.get('runs', []))} |"
         for r in result["levels"]
     )
     cfg = result["config"]
     section = (
         f"Run {result['date']} on {result['machine']}: gunicorn {cfg['workers']} workers × {cfg['threads']} threads "
         f"(gthread) on PostgreSQL, token auth, k = 3, {cfg['think_ms']:.0f} ms think time per comparison, "
-        f"{cfg['duration_s']:.0f} s measured per level after {cfg['warmup_s']:.0f} s warm-up; the load generator "
-        "runs on the same machine.\n\n"
+        f"{cfg['duration_s']:.0f} s measured per run after {cfg['warmup_s']:.0f} s warm-up; the load generator "
+        f"runs on the same machine. Each figure is the median of {cfg.get('repeats', 1)} runs, each on a fresh pool "
+        "of comparisons (all runs are in `bench/results/labeling_load.json`).\n\n"
         "Protocols: **submit+next** is what the labeling page does (`submit` with `next: true` returns the "
         "next comparison: one request per judgment); **next, submit** is two requests per judgment.\n\n"
-        "| protocol | labelers | p50 ms | p95 ms | p99 ms | judgments/s | requests/s | errors |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| protocol | labelers | p50 ms | p95 ms | p99 ms | judgments/s | requests/s | errors | p95 ms of each run | judgments/s of each run |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
         f"Target at N = 64: p95 ≤ 50 ms and ≥ 200 judgments/s with zero errors: **{'met' if result['target_met'] else 'not met'}** "
         f"with the page's protocol (p95 {result['n64_p95_ms']} ms, {result['n64_judgments_per_s']} judgments/s, "
@@ -333,7 +356,7 @@ def main() -> int:
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     protocols = args.protocols.split(",")
     t0 = time.perf_counter()
-    seeded = seed(levels, args.comparisons, protocols)
+    seeded = seed(levels, args.comparisons, protocols, args.repeats)
     print(f"seeded {len(seeded['projects'])} projects × {args.comparisons} comparisons in {time.perf_counter() - t0:.1f} s", flush=True)
 
     gunicorn = subprocess.Popen(
@@ -347,17 +370,26 @@ def main() -> int:
         results = []
         for protocol in protocols:
             for n in levels:
-                before = cpu_seconds() if args.cpu else None
-                level = asyncio.run(run_level(n, seeded["tokens"], seeded["projects"][n, protocol], args, protocol == "submit+next"))
-                if before is not None:
-                    after = cpu_seconds()
-                    total = level["judgments_total"] or 1
-                    level["cpu_ms_per_judgment"] = {k: round((after[k] - before[k]) * 1000 / total, 2) for k in after}
+                runs = []
+                for repeat in range(args.repeats):
+                    before = cpu_seconds() if args.cpu else None
+                    run = asyncio.run(run_level(n, seeded["tokens"], seeded["projects"][n, protocol, repeat], args, protocol == "submit+next"))
+                    if before is not None:
+                        after = cpu_seconds()
+                        total = run["judgments_total"] or 1
+                        run["cpu_ms_per_judgment"] = {k: round((after[k] - before[k]) * 1000 / total, 2) for k in after}
+                    runs.append(run)
+                    print(
+                        f"{protocol:>12} N={n:>4} #{repeat}: p50 {run['p50_ms']:>7} ms  p95 {run['p95_ms']:>7} ms  p99 {run['p99_ms']:>7} ms  "
+                        f"{run['judgments_per_s']:>6} judgments/s  {run['requests_per_s']:>6} req/s  errors {run['errors']}"
+                        + (f"  cpu ms/judgment {run['cpu_ms_per_judgment']}" if args.cpu else ""),
+                        flush=True,
+                    )
+                level = median_of(runs)
                 results.append(level)
                 print(
-                    f"{protocol:>12} N={n:>4}: p50 {level['p50_ms']:>7} ms  p95 {level['p95_ms']:>7} ms  p99 {level['p99_ms']:>7} ms  "
-                    f"{level['judgments_per_s']:>6} judgments/s  {level['requests_per_s']:>6} req/s  errors {level['errors']}"
-                    + (f"  cpu ms/judgment {level['cpu_ms_per_judgment']}" if args.cpu else ""),
+                    f"{protocol:>12} N={n:>4} median of {len(runs)}: p95 {level['p95_ms']} ms, {level['judgments_per_s']} judgments/s, "
+                    f"errors {level['errors']}",
                     flush=True,
                 )
     finally:
@@ -374,6 +406,7 @@ def main() -> int:
         "config": {
             "workers": args.workers, "threads": args.threads, "think_ms": args.think_ms, "duration_s": args.duration,
             "warmup_s": args.warmup, "comparisons_per_level": args.comparisons, "overlap_k": 3, "protocols": protocols,
+            "repeats": args.repeats,
         },
         "levels": results,
         "n64_p95_ms": n64.get("p95_ms"),

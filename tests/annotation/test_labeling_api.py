@@ -198,3 +198,14 @@ def test_submit_with_next_returns_the_next_comparison_in_the_same_round_trip(set
     assert last["created"] is True and last["next"] is None
     assert Judgment.objects.count() == 2
 
+
+
+def test_remaining_is_reused_for_a_few_seconds_and_done_today_is_exact(setup, monkeypatch):
+    from annotation import selectors
+
+    project, comparison, labeler, client = setup
+    first = selectors.labeler_progress(project=project, labeler=labeler)
+    ComparisonFactory(prompt=PromptFactory(project=project))
+    assert selectors.labeler_progress(project=project, labeler=labeler) == first  # within REMAINING_TTL_S
+    monkeypatch.setattr(selectors, "REMAINING_TTL_S", 0.0)
+    assert selectors.labeler_progress(project=project, labeler=labeler) == {"done_today": 0, "remaining": first["remaining"] + 1}
