@@ -223,7 +223,7 @@ def test_a_scheduled_round_starts_once_enough_new_judgments_arrived(tiny_model_d
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_step_leaves_the_round_failed_and_a_retry_finishes_it(tiny_model_dir, tmp_path):
+def test_a_worker_killed_mid_step_leaves_the_round_failed_and_a_retry_finishes_it(tiny_model_dir, tmp_path, settings):
     project, _ = labelled_project(tiny_model_dir)
     slow = {**SMALL, "rm": {**SMALL["rm"], "max_steps": 20000}}
     worker = start_worker(
@@ -248,11 +248,10 @@ def test_a_worker_killed_mid_step_leaves_the_round_failed_and_a_retry_finishes_i
 
     Round.objects.filter(pk=round_.pk).update(config={**round_.config, "rm": SMALL["rm"]})
     round_retry(round_=Round.objects.get(pk=round_.pk))
+    # pytest-django's `settings` puts the value back afterwards; `del` on django.conf.settings
+    # would remove ARTIFACTS_DIR for every test after this one.
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    try:
-        round_ = round_execute(round_id=round_.pk)
-    finally:
-        del settings.ARTIFACTS_DIR
+    round_ = round_execute(round_id=round_.pk)
     assert round_.state == RoundState.SUCCEEDED, round_.error
     assert set(round_.step_timings) == {"snapshot", "training_rm", "training_dpo", "evaluating"}  # jsonb: no order
 
