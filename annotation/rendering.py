@@ -48,3 +48,18 @@ def render_markdown(text: str) -> str:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
     )
+
+
+def comparison_rendering(*, messages: list[dict], responses: list[tuple[int, str]]) -> dict:
+    """What ``Comparison.rendered`` stores: the conversation and both responses, as text and HTML.
+
+    ``responses`` is ``[(response_id, text), ...]``. The sampler calls this when it creates a
+    comparison, so the labeling request only reads the column; the web renders lazily (and
+    stores the result) only for rows made before that, or by code that did not render.
+    """
+    return {
+        "conversation": [
+            {"role": m["role"], "content": m["content"], "html": render_markdown(m["content"])} for m in messages
+        ],
+        "responses": {str(pk): {"text": text, "html": render_markdown(text)} for pk, text in responses},
+    }

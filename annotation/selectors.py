@@ -117,8 +117,9 @@ def comparison_content(comparison_id: int) -> dict:
 
     Safe to cache without invalidation: a comparison's prompt and responses never change once
     labelers may see them (the admin shows them read-only), since judgments refer to exactly
-    what was shown. The first request anywhere renders and stores it in ``Comparison.rendered``;
-    later ones (in any process) read one column instead of a five-table join plus Markdown.
+    what was shown. The sampler stores the rendering in ``Comparison.rendered`` when it creates
+    the pair, so a request reads one column instead of a five-table join plus Markdown (about
+    6 ms of CPU per comparison); a row without it is rendered by the first request and stored.
     """
     with connection.cursor() as cursor:  # raw: this runs on every "next" a process has not seen
         cursor.execute("SELECT rendered FROM annotation_comparison WHERE id = %s", [comparison_id])
@@ -134,15 +135,10 @@ def comparison_content(comparison_id: int) -> dict:
 
 
 def _comparison_render(comparison_id: int) -> dict:
-    from annotation.rendering import render_markdown
+    from annotation.rendering import comparison_rendering
 
     comparison = Comparison.objects.select_related("prompt", "response_a", "response_b").get(pk=comparison_id)
-    return {
-        "conversation": [
-            {"role": m["role"], "content": m["content"], "html": render_markdown(m["content"])}
-            for m in comparison.prompt.messages
-        ],
-        "responses": {
-            str(r.pk): {"text": r.text, "html": render_markdown(r.text)} for r in (comparison.response_a, comparison.response_b)
-        },
-    }
+    return comparison_rendering(
+        messages=comparison.prompt.messages,
+        responses=[(r.pk, r.text) for r in (comparison.response_a, comparison.response_b)],
+    )

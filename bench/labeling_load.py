@@ -83,6 +83,7 @@ def seed(levels: list[int], comparisons: int, protocols: list[str], repeats: int
     from rest_framework.authtoken.models import Token
 
     from annotation.models import Comparison, Membership, Project, Prompt, Response, ResponseSource, Role
+    from annotation.rendering import comparison_rendering
     from annotation.services import prompt_content_hash
     from modeling.models import CommitteeMember, MemberKind
 
@@ -114,9 +115,15 @@ def seed(levels: list[int], comparisons: int, protocols: list[str], repeats: int
             ],
             batch_size=4000,
         )
+        # Rendered up front, as the sampler does when it creates a pair (modeling/services/sampling.py).
         Comparison.objects.bulk_create(
             [
-                Comparison(project=project, prompt=p, response_a=responses[2 * i], response_b=responses[2 * i + 1])
+                Comparison(
+                    project=project, prompt=p, response_a=responses[2 * i], response_b=responses[2 * i + 1],
+                    rendered=comparison_rendering(
+                        messages=p.messages, responses=[(r.pk, r.text) for r in responses[2 * i : 2 * i + 2]]
+                    ),
+                )
                 for i, p in enumerate(prompts)
             ],
             batch_size=2000,

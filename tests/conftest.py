@@ -19,6 +19,17 @@ def pytest_configure(config):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+def pytest_runtest_setup(item):
+    """Empty the per-process caches keyed by database ids before every test.
+
+    In production an id is never reused; across tests it is (each test's rows are rolled back),
+    so a comparison cached by one test would show its text in the next one's comparison.
+    """
+    from annotation.selectors import comparison_content
+
+    comparison_content.cache_clear()
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip postgres/browser tests where those are missing, unless CI says they must run."""
     on_postgres = connection.vendor == "postgresql"

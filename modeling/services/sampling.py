@@ -25,6 +25,7 @@ from django.utils import timezone
 from rapidfuzz import fuzz
 
 from annotation.models import Comparison, ComparisonSource, Project, Prompt, Response, ResponseSource
+from annotation.rendering import comparison_rendering
 from config.jobs import send_after_commit
 from modeling.models import CommitteeMember, JobState, SamplingRun
 from modeling.services.members import member_spec
@@ -171,8 +172,12 @@ def _create_comparison(run, prompt, a: Response, b: Response, source: str) -> bo
         _heartbeat(run, pairs_near_duplicate=F("pairs_near_duplicate") + 1)
         return False
     first, second = sorted((a, b), key=lambda r: r.pk)  # one canonical order: the pair is unique
+    # Rendered here, on the worker: the labeling request then reads one column instead of
+    # spending ~6 ms of the web's CPU on Markdown and sanitizing for the pair's first labeler.
+    rendered = comparison_rendering(messages=prompt.messages, responses=[(r.pk, r.text) for r in (first, second)])
     _, created = Comparison.objects.get_or_create(
-        response_a=first, response_b=second, defaults={"project": run.project, "prompt": prompt, "source": source}
+        response_a=first, response_b=second,
+        defaults={"project": run.project, "prompt": prompt, "source": source, "rendered": rendered},
     )
     if created:
         _heartbeat(run, pairs_created=F("pairs_created") + 1)

@@ -32,7 +32,6 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from annotation.models import AssignmentState, AuditEvent, DatasetSnapshot, JobState, Role, SnapshotPurpose
-from annotation.selectors import comparison_content
 from modeling.models import Round, RoundState, SamplingRun
 from tests.factories import (
     AssignmentFactory,
@@ -199,7 +198,6 @@ def world(settings, tmp_path, monkeypatch) -> World:
     settings.ARTIFACTS_DIR = tmp_path
     # /healthz waits a second for workers to answer a ping; who may ask does not depend on it.
     monkeypatch.setattr("config.health._workers", lambda: [])
-    comparison_content.cache_clear()  # per-process cache keyed by id; ids repeat across tests
     project, elsewhere = ProjectFactory(slug="matrix"), ProjectFactory(slug="elsewhere")
     users = {
         "labeler_elsewhere": _member(elsewhere, Role.LABELER, "m-labeler-elsewhere"),

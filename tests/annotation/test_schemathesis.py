@@ -23,7 +23,6 @@ from hypothesis import settings as hypothesis_settings
 from rest_framework.authtoken.models import Token
 
 from annotation.models import DatasetSnapshot, JobState, Role, SnapshotPurpose
-from annotation.selectors import comparison_content
 from modeling.models import Round, RoundState
 from tests.factories import (
     AssignmentFactory,
@@ -63,7 +62,6 @@ def wsgi_in_test_transaction():
 @pytest.fixture
 def fuzz_world(settings, tmp_path):
     settings.ARTIFACTS_DIR = tmp_path
-    comparison_content.cache_clear()
     # The schema's limit on an edit is the API's; a project can set a lower one, which no static
     # schema can state: this project takes the API's.
     project = ProjectFactory(slug="fuzz", gold_rate=0, ask_attributes=True, ask_rationale=True, max_edit_chars=200_000)

@@ -6,6 +6,7 @@ import pytest
 from django.core.management import call_command
 
 from annotation.models import Comparison, ComparisonSource, Response, ResponseSource
+from annotation.selectors import _comparison_render
 from modeling.ml.generation import Generation
 from modeling.models import JobState, MemberKind, SamplingRun
 from modeling.services import near_duplicates, sampling_execute, sampling_start
@@ -47,6 +48,8 @@ def test_committee_sampling_pairs_two_different_members_per_prompt(project_with_
     comparisons = Comparison.objects.filter(project=project_with_prompts)
     assert comparisons.count() + first["pairs_near_duplicate"] + (first["responses_empty"] > 0) >= 5
     for comparison in comparisons:
+        # Rendered on the worker, exactly as a labeler's request would have rendered it.
+        assert comparison.rendered is not None and comparison.rendered == _comparison_render(comparison.pk)
         assert comparison.response_a.member_id != comparison.response_b.member_id
         assert comparison.response_a.prompt_id == comparison.prompt_id
         assert comparison.source == ComparisonSource.COMMITTEE
