@@ -19,6 +19,7 @@ from annotation.models import (
     Project,
     Role,
 )
+from config import db
 
 
 def project_list_for(*, user) -> list[tuple[Project, Role]]:
@@ -47,6 +48,7 @@ _REMAINING_SQL = """
 SELECT COUNT(*) FROM annotation_comparison c
 WHERE c.project_id = %(project)s AND c.is_gold = %(false)s AND c.slots_taken < %(k)s AND c.source <> %(imported)s
 """
+_PROGRESS_SQL = f"SELECT ({_DONE_TODAY_SQL}), ({_REMAINING_SQL})"
 #: How long a process reuses a project's "remaining" count (a display figure).
 REMAINING_TTL_S = 5.0
 _remaining: dict[tuple, tuple[float, int]] = {}
@@ -71,10 +73,10 @@ def labeler_progress(*, project: Project, labeler) -> dict[str, int]:
     cached = _remaining.get(key)
     with connection.cursor() as cursor:
         if cached is not None and now - cached[0] < REMAINING_TTL_S:
-            cursor.execute(_DONE_TODAY_SQL, params)
+            db.execute(cursor, "arbiter_done_today", _DONE_TODAY_SQL, params)
             (done_today,), remaining = cursor.fetchone(), cached[1]
         else:
-            cursor.execute(f"SELECT ({_DONE_TODAY_SQL}), ({_REMAINING_SQL})", params)
+            db.execute(cursor, "arbiter_progress", _PROGRESS_SQL, params)
             done_today, remaining = cursor.fetchone()
             _remaining[key] = (now, remaining)
     return {"done_today": done_today, "remaining": remaining}
@@ -122,7 +124,7 @@ def comparison_content(comparison_id: int) -> dict:
     6 ms of CPU per comparison); a row without it is rendered by the first request and stored.
     """
     with connection.cursor() as cursor:  # raw: this runs on every "next" a process has not seen
-        cursor.execute("SELECT rendered FROM annotation_comparison WHERE id = %s", [comparison_id])
+        db.execute(cursor, "arbiter_rendered", "SELECT rendered FROM annotation_comparison WHERE id = %s", [comparison_id])
         (stored,) = cursor.fetchone()
     if isinstance(stored, str):  # SQLite hands JSON back as text; PostgreSQL's jsonb arrives decoded
         stored = json.loads(stored)

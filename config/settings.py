@@ -115,6 +115,9 @@ DATABASES = {
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.integer("DATABASE_CONN_MAX_AGE", 60 if PRODUCTION else 0, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL: the labeling statements are PREPAREd once per connection (config/db.py). Set false
+# behind a PgBouncer in transaction mode, which hands each transaction another server connection.
+DATABASE_PREPARED_STATEMENTS = env.boolean("DATABASE_PREPARED_STATEMENTS", True)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The web process and the workers share one SQLite file: WAL lets readers run beside the

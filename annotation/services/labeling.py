@@ -43,6 +43,7 @@ from annotation.models import (
     ResponseSource,
     Strength,
 )
+from config import db
 
 ATTRIBUTES = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")  # HelpSteer2, 0-4
 FLAGS = ("unsafe", "factually_wrong", "private_data", "refuses_needlessly")
@@ -194,7 +195,7 @@ def _try_lease_postgresql(*, project: Project, labeler, gold: bool, now) -> Assi
             # In autocommit (a request) the statement is its own transaction; inside an atomic
             # block (a caller's transaction, the tests') a savepoint keeps a unique violation local.
             with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-                cursor.execute(sql, params)
+                db.execute(cursor, "arbiter_lease", sql, params)
                 row = cursor.fetchone()
         except IntegrityError:
             return _try_lease_postgresql(project=project, labeler=labeler, gold=gold, now=now)  # look again
@@ -243,6 +244,21 @@ def _try_lease_serialised(*, project: Project, labeler, gold: bool, now) -> Assi
     return None
 
 
+def _live_leases(*, labeler, project: Project, now) -> list[Assignment]:
+    with connection.cursor() as cursor:
+        db.execute(cursor, "arbiter_live_leases", _LIVE_LEASES_SQL, [labeler.pk, db_time(now), project.pk])
+        rows = cursor.fetchall()
+    leases = []
+    for pk, comparison_id, left_id, leased_at, expires_at in rows:
+        assignment = Assignment(
+            id=pk, comparison_id=comparison_id, labeler_id=labeler.pk, left_response_id=left_id,
+            state=AssignmentState.LEASED, leased_at=_aware(leased_at), expires_at=_aware(expires_at), skip_reason="",
+        )
+        assignment._state.adding, assignment._state.db = False, connection.alias
+        leases.append(assignment)
+    return leases
+
+
 def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...] = ()) -> Assignment | None:
     """The labeler's next assignment in ``project``, or None when there is nothing to label.
 
@@ -251,10 +267,9 @@ def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...]
     labeler already holds ``max_live_leases`` live leases (a client prefetching too far ahead).
     """
     now = timezone.now()
-    live = list(Assignment.objects.raw(_LIVE_LEASES_SQL, [labeler.pk, db_time(now), project.pk]))
+    live = _live_leases(labeler=labeler, project=project, now=now)
     own = next((a for a in live if a.pk not in exclude), None)
     if own is not None:
-        own.labeler_id, own.state = labeler.pk, AssignmentState.LEASED
         return own
     if len(live) >= project.max_live_leases:
         raise LeaseCapReached(f"You already hold {project.max_live_leases} open comparisons in this project")
@@ -414,7 +429,7 @@ def _submit_postgresql(*, assignment_id: int, labeler, verdict: Verdict, now) ->
         "rationale": verdict.rationale, "key": verdict.idempotency_key,
     }
     with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-        cursor.execute(_SUBMIT_SQL, params)
+        db.execute(cursor, "arbiter_submit", _SUBMIT_SQL, params)
         row = cursor.fetchone()
     if row is None:
         return None
