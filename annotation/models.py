@@ -350,6 +350,27 @@ class Judgment(models.Model):
         return f"Judgment #{self.pk} by {self.labeler}"
 
 
+class LabelerDay(models.Model):
+    """Judgments one labeler submitted in one project on one day (``TIME_ZONE``'s calendar).
+
+    "Done today" on every labeling request is one row read here instead of counting the
+    labeler's judgments of the day, which grew with each one (2.6 ms at 340 judgments). The
+    submit keeps it, in the same statement or transaction as the judgment, so it is exact.
+    Imported judgments are not submissions and are not counted.
+    """
+
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    judgments = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["labeler", "project", "day"], name="labeler_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.labeler_id} in {self.project_id} on {self.day}: {self.judgments}"
+
+
 class SnapshotPurpose(models.TextChoices):
     EXPORT = "export", "Export"
     REWARD_MODEL = "reward_model", "Reward model training"

@@ -41,8 +41,9 @@ def project_counts(*, project: Project) -> dict[str, int]:
 
 
 _DONE_TODAY_SQL = """
-SELECT COUNT(*) FROM annotation_judgment j JOIN annotation_comparison c ON c.id = j.comparison_id
-WHERE j.labeler_id = %(labeler)s AND j.submitted_at >= %(since)s AND c.project_id = %(project)s
+SELECT COALESCE((
+    SELECT judgments FROM annotation_labelerday WHERE labeler_id = %(labeler)s AND project_id = %(project)s AND day = %(day)s
+), 0)
 """
 _REMAINING_SQL = """
 SELECT COUNT(*) FROM annotation_comparison c
@@ -57,15 +58,14 @@ _remaining: dict[tuple, tuple[float, int]] = {}
 def labeler_progress(*, project: Project, labeler) -> dict[str, int]:
     """Done today by this labeler, and comparisons still short of their k labels in the project.
 
-    The labeling API asks for this on every ``next``. "Done today" is one index range
-    (``judgment_labeler_recent``), exact. "Remaining" counts the project's open comparisons,
+    The labeling API asks for this on every ``next``. "Done today" is one row of
+    ``LabelerDay``, which the submit keeps, exact. "Remaining" counts the project's open comparisons,
     which grows with the project (6,000 index entries per request cost PostgreSQL more than
     the lease did), so each process reuses it for ``REMAINING_TTL_S`` seconds.
     Raw SQL because the ORM's version cost more to compile than to run.
     """
-    start_of_day = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
     params = {
-        "labeler": labeler.pk, "since": connection.ops.adapt_datetimefield_value(start_of_day), "project": project.pk,
+        "labeler": labeler.pk, "day": connection.ops.adapt_datefield_value(timezone.localdate()), "project": project.pk,
         "false": False, "k": project.overlap_k, "imported": ComparisonSource.IMPORT,
     }
     # created_at: a project id reused by another database (tests roll back) is another project.

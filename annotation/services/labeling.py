@@ -397,6 +397,10 @@ WITH ended AS (
       ))
     RETURNING a.id, a.comparison_id, a.left_response_id, a.leased_at, c.project_id,
               CASE WHEN a.left_response_id = c.response_a_id THEN c.response_b_id ELSE c.response_a_id END AS right_id
+), counted AS (  -- "done today" (LabelerDay), in the same statement as the judgment
+    INSERT INTO annotation_labelerday (labeler_id, project_id, day, judgments)
+    SELECT %(labeler)s, project_id, %(day)s, 1 FROM ended
+    ON CONFLICT (labeler_id, project_id, day) DO UPDATE SET judgments = annotation_labelerday.judgments + 1
 )
 INSERT INTO annotation_judgment (
     assignment_id, comparison_id, labeler_id, chosen_response_id, rejected_response_id, strength,
@@ -416,13 +420,22 @@ RETURNING id, assignment_id, comparison_id, chosen_response_id, rejected_respons
 """
 
 
+# The locked path's "done today" (LabelerDay), in the submit's transaction; SQLite and
+# PostgreSQL both take ON CONFLICT ... DO UPDATE.
+_COUNT_SQL = """
+INSERT INTO annotation_labelerday (labeler_id, project_id, day, judgments) VALUES (%s, %s, %s, 1)
+ON CONFLICT (labeler_id, project_id, day) DO UPDATE SET judgments = annotation_labelerday.judgments + 1
+"""
+
+
 def _submit_postgresql(*, assignment_id: int, labeler, verdict: Verdict, now) -> Judgment | None:
     def side(values: dict, name: str):
         value = values.get(name)
         return json.dumps(sorted(set(value)) if isinstance(value, list) else value) if value else None
 
     params = {
-        "now": now, "assignment": assignment_id, "labeler": labeler.pk, "superuser": labeler.is_superuser,
+        "now": now, "day": timezone.localdate(now), "assignment": assignment_id, "labeler": labeler.pk,
+        "superuser": labeler.is_superuser,
         "chosen_left": verdict.chosen == "left", "strength": verdict.strength, "both_bad": verdict.both_bad,
         "attributes_left": side(verdict.attributes, "left"), "attributes_right": side(verdict.attributes, "right"),
         "flags_left": side(verdict.flags, "left"), "flags_right": side(verdict.flags, "right"),
@@ -528,6 +541,7 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
             "UPDATE annotation_assignment SET state = %s, ended_at = %s WHERE id = %s",
             [assignment.state, db_time(now), assignment.pk],
         )
+        cursor.execute(_COUNT_SQL, [labeler.pk, comparison.project_id, connection.ops.adapt_datefield_value(timezone.localdate(now))])
     return judgment, True
 
 

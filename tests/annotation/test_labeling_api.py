@@ -10,8 +10,16 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation.models import Assignment, AssignmentState, Judgment, Response, ResponseSource, Role
-from tests.factories import ComparisonFactory, MemberFactory, ProjectFactory, PromptFactory, ResponseFactory
+from annotation import selectors
+from annotation.models import Assignment, AssignmentState, Judgment, LabelerDay, Response, ResponseSource, Role
+from tests.factories import (
+    ComparisonFactory,
+    MemberFactory,
+    MembershipFactory,
+    ProjectFactory,
+    PromptFactory,
+    ResponseFactory,
+)
 from tests.html_checks import live_markup
 
 pytestmark = pytest.mark.django_db
@@ -177,6 +185,35 @@ def test_next_reports_progress_done_today_and_open_in_project(setup):
     second = client.post(next_url(project), {}, format="json").json()
     # k=3 by default: the judged comparison is still open for two more labelers
     assert second["progress"] == {"done_today": 1, "remaining": 2}
+
+
+def test_done_today_counts_each_submitted_judgment_once_whichever_path_wrote_it(setup):
+    project, comparison, labeler, client = setup
+    for i in range(3):
+        ComparisonFactory(prompt=PromptFactory(project=project, messages=[{"role": "user", "content": f"q{i}"}]))
+    elsewhere = ProjectFactory(gold_rate=0)
+    ComparisonFactory(prompt=PromptFactory(project=elsewhere))
+    MembershipFactory(project=elsewhere, user=labeler, role=Role.LABELER)
+
+    def lease(p=project):
+        return client.post(next_url(p), {}, format="json").json()["assignment"]
+
+    plain = {"chosen": "left", "strength": "better", "idempotency_key": "a"}
+    first = lease()
+    assert client.post(submit_url(first), plain, format="json").status_code == 201  # one statement on PostgreSQL
+    assert client.post(submit_url(first), plain, format="json").status_code == 200  # a retry: not counted again
+    refused = client.post(submit_url(first), {**plain, "idempotency_key": "b", "strength": "slightly_better"}, format="json")
+    assert refused.status_code == 409  # a different second verdict: refused, not counted
+    edited = {"chosen": "right", "strength": "significantly_better", "edit": "A better answer.", "idempotency_key": "c"}
+    assert client.post(submit_url(lease()), edited, format="json").status_code == 201  # the locked path, with an edit
+    skip = reverse("api-skip", kwargs={"assignment_id": lease()})
+    assert client.post(skip, {"reason": "unsure"}, format="json").status_code == 200  # a skip is no judgment
+    assert client.post(submit_url(lease(elsewhere)), {**plain, "idempotency_key": "d"}, format="json").status_code == 201
+
+    progress = selectors.labeler_progress(project=project, labeler=labeler)
+    assert progress["done_today"] == 2 == Judgment.objects.filter(labeler=labeler, comparison__project=project).count()
+    assert selectors.labeler_progress(project=elsewhere, labeler=labeler)["done_today"] == 1
+    assert LabelerDay.objects.get(labeler=labeler, project=project).day == timezone.localdate()
 
 
 def test_submit_with_next_returns_the_next_comparison_in_the_same_round_trip(setup):

@@ -1,0 +1,57 @@
+"""Data migrations: what they write from the rows that were there before."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+BEFORE, AFTER = ("annotation", "0009_snapshot_resent_at"), ("annotation", "0010_labeler_day")
+
+
+def migrate(target):
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate([target])
+    return executor.loader.project_state([target]).apps
+
+
+@pytest.mark.django_db(transaction=True)
+def test_labeler_days_are_backfilled_from_the_judgments_already_submitted():
+    apps = migrate(BEFORE)
+    User = apps.get_model("auth", "User")
+    models = {name: apps.get_model("annotation", name) for name in ("Project", "Prompt", "Response", "Comparison", "Assignment", "Judgment")}
+    ada, importer = User.objects.create(username="ada"), User.objects.create(username="import:hh", is_active=False)
+    now = timezone.now()
+    yesterday = now - timedelta(days=1)
+
+    def judged(project, n, by, at):
+        for i in range(n):
+            prompt = models["Prompt"].objects.create(project=project, messages=[], content_hash=f"{project.slug}-{by.pk}-{at:%j}-{i}")
+            a, b = (models["Response"].objects.create(prompt=prompt, source="import", text=t) for t in ("a", "b"))
+            comparison = models["Comparison"].objects.create(project=project, prompt=prompt, response_a=a, response_b=b)
+            assignment = models["Assignment"].objects.create(
+                comparison=comparison, labeler=by, left_response=a, state="submitted",
+                leased_at=at - timedelta(minutes=1), expires_at=at + timedelta(minutes=9), ended_at=at,
+            )
+            models["Judgment"].objects.create(
+                assignment=assignment, comparison=comparison, labeler=by, chosen_response=a, rejected_response=b,
+                left_response=a, strength="better", leased_at=assignment.leased_at, submitted_at=at, time_on_task_ms=60_000,
+            )
+
+    one, two = (models["Project"].objects.create(name=s, slug=s) for s in ("one", "two"))
+    judged(one, 3, ada, now), judged(one, 2, ada, yesterday), judged(two, 1, ada, now), judged(one, 4, importer, now)
+    try:
+        apps = migrate(AFTER)
+        days = {
+            (d.project.slug, d.day): d.judgments
+            for d in apps.get_model("annotation", "LabelerDay").objects.select_related("project")
+        }
+        # The import account's judgments were imported, not submitted: no rows for it.
+        assert days == {
+            ("one", timezone.localdate(now)): 3, ("one", timezone.localdate(yesterday)): 2, ("two", timezone.localdate(now)): 1,
+        }
+    finally:
+        # Back to the newest schema for the tests after this one (the rows go with the flush).
+        migrate(next(key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] == "annotation"))
