@@ -39,7 +39,7 @@ def parse_args():
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per level")
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--think-ms", type=float, default=200.0, help="time a simulated labeler reads before submitting")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (2 measured best on 2 cores)")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes (3 measured best on 2 cores: docs/benchmarks.md)")
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (gthread: keep-alive)")
     parser.add_argument("--comparisons", type=int, default=6000, help="comparisons per level (k=3 each)")
     parser.add_argument("--database-admin", default="postgres://postgres@127.0.0.1:5432/postgres")
