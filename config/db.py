@@ -62,7 +62,6 @@ def execute(cursor, name: str, sql: str, params=()) -> None:
         cursor.execute(sql, params)
         return
     text, order = _positional(sql)
-    connection.ensure_connection()
     names = _prepared_names()
     if name not in names:
         cursor.execute(f"PREPARE {name} AS {text}")

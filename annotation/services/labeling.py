@@ -201,13 +201,18 @@ def _try_lease_postgresql(*, project: Project, labeler, gold: bool, now) -> Assi
             return _try_lease_postgresql(project=project, labeler=labeler, gold=gold, now=now)  # look again
         if row is None:
             continue  # nothing of this kind for this labeler: on to the next range
-        assignment = Assignment(
-            id=row[0], comparison_id=row[1], labeler_id=labeler.pk, left_response_id=row[2],
-            state=AssignmentState.LEASED, leased_at=now, expires_at=expires, skip_reason="",
-        )
-        assignment._state.adding, assignment._state.db = False, connection.alias
-        return assignment
+        return _leased(pk=row[0], comparison_id=row[1], labeler=labeler, left_id=row[2], leased_at=now, expires_at=expires)
     return None
+
+
+def _leased(*, pk, comparison_id, labeler, left_id, leased_at, expires_at) -> Assignment:
+    """A live lease read by raw SQL, as the ORM would hand it back."""
+    assignment = Assignment(
+        id=pk, comparison_id=comparison_id, labeler_id=labeler.pk, left_response_id=left_id,
+        state=AssignmentState.LEASED, leased_at=leased_at, expires_at=expires_at, skip_reason="",
+    )
+    assignment._state.adding, assignment._state.db = False, connection.alias
+    return assignment
 
 
 def _try_lease_serialised(*, project: Project, labeler, gold: bool, now) -> Assignment | None:
@@ -248,15 +253,10 @@ def _live_leases(*, labeler, project: Project, now) -> list[Assignment]:
     with connection.cursor() as cursor:
         db.execute(cursor, "arbiter_live_leases", _LIVE_LEASES_SQL, [labeler.pk, db_time(now), project.pk])
         rows = cursor.fetchall()
-    leases = []
-    for pk, comparison_id, left_id, leased_at, expires_at in rows:
-        assignment = Assignment(
-            id=pk, comparison_id=comparison_id, labeler_id=labeler.pk, left_response_id=left_id,
-            state=AssignmentState.LEASED, leased_at=_aware(leased_at), expires_at=_aware(expires_at), skip_reason="",
-        )
-        assignment._state.adding, assignment._state.db = False, connection.alias
-        leases.append(assignment)
-    return leases
+    return [
+        _leased(pk=pk, comparison_id=c, labeler=labeler, left_id=left, leased_at=_aware(leased), expires_at=_aware(expires))
+        for pk, c, left, leased, expires in rows
+    ]
 
 
 def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...] = ()) -> Assignment | None:
