@@ -32,7 +32,7 @@ from annotation.serializers import (
     SubmitSerializer,
 )
 from annotation.services.exports import export_start
-from annotation.services.uploads import IMPORT_FORMATS, MAX_IMPORT_BYTES, import_file
+from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from annotation.views import snapshot_file_response
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 403, 404, 409)}
@@ -174,10 +174,11 @@ class ImportApi(APIView):
         upload, format = request.FILES.get("file"), request.data.get("format", "")
         if upload is None:
             return Response({"error": "invalid", "detail": "send the file as multipart field 'file'"}, status=status.HTTP_400_BAD_REQUEST)
-        if upload.size > MAX_IMPORT_BYTES:
-            return Response({"error": "too_large", "detail": f"larger than {MAX_IMPORT_BYTES // 2**20} MiB"}, status=status.HTTP_400_BAD_REQUEST)
+        too_large = upload_too_large(size=upload.size)
+        if too_large:
+            return Response({"error": "too_large", "detail": too_large}, status=status.HTTP_400_BAD_REQUEST)
         try:
-            result = import_file(project=self.project, raw=upload.read(), name=upload.name, format=format)
+            result = import_file(project=self.project, file=upload, name=upload.name, format=format)
         except ImportValidationError as exc:
             return Response(
                 {"error": "invalid_file", "detail": str(exc), "total": exc.total,

@@ -22,7 +22,7 @@ from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
 from annotation.services.audit import audit_record
-from annotation.services.uploads import IMPORT_FORMATS, MAX_IMPORT_BYTES, import_file
+from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from modeling.services.sampling import pending_prompts
 
 
@@ -112,19 +112,24 @@ def import_upload(request: HttpRequest, project, role) -> HttpResponse:
     upload = request.FILES.get("file")
     if upload is None:
         messages.error(request, "Choose a file to import.")
-    elif upload.size > MAX_IMPORT_BYTES:
-        messages.error(request, f"The file is larger than {MAX_IMPORT_BYTES // 2**20} MiB; nothing was imported.")
+    elif too_large := upload_too_large(size=upload.size):
+        messages.error(request, too_large)
     else:
         try:
-            result = import_file(project=project, raw=upload.read(), name=upload.name, format=request.POST.get("format", ""))
+            result = import_file(project=project, file=upload, name=upload.name, format=request.POST.get("format", ""))
         except ImportValidationError as exc:
             listed = "; ".join(str(e) for e in exc.errors[:10])
-            messages.error(request, f"Nothing was imported: {exc.total} problem(s). {listed}")
+            more = f" (and {exc.total - 10} more)" if exc.total > 10 else ""
+            messages.error(request, f"Nothing was imported: {exc.total} problem(s). {listed}{more}")
         else:
+            skipped = ""
+            if result.skipped:
+                more = f" (and {result.skipped_count - 10} more)" if result.skipped_count > 10 else ""
+                skipped = " Skipped: " + "; ".join(result.skipped[:10]) + more + "."
             messages.success(
                 request,
                 f"Imported {result.prompts_created} prompts and {result.comparisons_created} comparisons; "
-                f"{result.duplicates} duplicates and {len(result.skipped)} unusable rows skipped.",
+                f"{result.duplicates} duplicates and {result.skipped_count} unusable rows skipped.{skipped}",
             )
     return redirect("project", slug=project.slug)
 

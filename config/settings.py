@@ -153,6 +153,18 @@ LOGIN_FAILURE_WINDOW_S = env.integer("ARBITER_LOGIN_WINDOW_S", 15 * 60, minimum=
 # Behind a proxy, leaving this at 0 makes every client the proxy's address for the throttle.
 NUM_PROXIES = env.integer("NUM_PROXIES", 0, minimum=0)
 
+# What one imported file may hold (annotation/importers.py reads it as a stream against these; each
+# error names the variable it hit). Memory per import is bounded by them, not by the file: a gzip
+# bomb stops at the decompressed limit, a giant line at the line limit, while they are read.
+IMPORT_LIMITS = {
+    "max_bytes": env.integer("ARBITER_IMPORT_MAX_BYTES", 200 * 2**20, minimum=1),
+    "max_decompressed_bytes": env.integer("ARBITER_IMPORT_MAX_DECOMPRESSED_BYTES", 200 * 2**20, minimum=1),
+    "max_line_bytes": env.integer("ARBITER_IMPORT_MAX_LINE_BYTES", 2**20, minimum=64),
+    "max_field_chars": env.integer("ARBITER_IMPORT_MAX_FIELD_CHARS", 200_000, minimum=1),
+    "max_depth": env.integer("ARBITER_IMPORT_MAX_DEPTH", 32, minimum=4),
+    "max_lines": env.integer("ARBITER_IMPORT_MAX_LINES", 1_000_000, minimum=1),
+}
+
 # The cache holds the login throttle's counters, so it is the database: shared by every gunicorn
 # worker and web host (locmem is per process: 4 workers would allow 4x the guesses, and a
 # restart would forget them), atomic where it matters (cache.add is an INSERT on the key), and no

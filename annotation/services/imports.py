@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -35,6 +36,9 @@ class PairImportResult:
     comparisons_created: int
     duplicates: int
 
+    def __add__(self, other: PairImportResult) -> PairImportResult:
+        return PairImportResult(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
 
 def import_user(*, source: str):
     """The account imported judgments are recorded under: inactive, no password, no project role."""
@@ -46,26 +50,50 @@ def import_user(*, source: str):
     return user
 
 
+def _pair_key(content_hash: str, chosen: str, rejected: str) -> bytes:
+    """A pair's identity in 32 bytes: the texts themselves may be 200,000 characters each."""
+    return hashlib.sha256("\x00".join((content_hash, chosen, rejected)).encode()).digest()
+
+
 @transaction.atomic
-def preference_pairs_import(*, project: Project, pairs: list[PreferencePair], source: str, strength: str = Strength.BETTER) -> PairImportResult:
+def preference_pairs_import(
+    *, project: Project, pairs: Iterable[PreferencePair], source: str, strength: str = Strength.BETTER, batch_size: int = 1000
+) -> PairImportResult:
     """Prompts plus pre-labelled comparisons (chosen > rejected), one judgment each by the import
     account. A pair already imported into the project (same conversation, same endings) is
-    skipped as a duplicate.
+    skipped as a duplicate. ``pairs`` is consumed ``batch_size`` at a time: an import's memory is
+    one batch plus 32 bytes per pair, whatever the file's length.
     Imported comparisons are training data, not labeling tasks: the queue never offers them."""
     if strength not in Strength.values:
         raise ValueError(f"strength must be one of {', '.join(Strength.values)}")
+    user, now = import_user(source=source), timezone.now()
+    seen: set[bytes] = set()  # pairs of this file and the project's earlier imports, as _pair_key
+    totals = PairImportResult(prompts_created=0, comparisons_created=0, duplicates=0)
+    batch: list[PreferencePair] = []
+    for pair in pairs:
+        batch.append(pair)
+        if len(batch) >= batch_size:
+            totals = totals + _pairs_write(project=project, pairs=batch, source=source, strength=strength, user=user, now=now, seen=seen)
+            batch = []
+    if batch:
+        totals = totals + _pairs_write(project=project, pairs=batch, source=source, strength=strength, user=user, now=now, seen=seen)
+    return totals
+
+
+def _pairs_write(*, project, pairs, source, strength, user, now, seen: set[bytes]) -> PairImportResult:
     hashes = [prompt_content_hash(messages=p.messages) for p in pairs]
     existing = dict(Prompt.objects.filter(project=project, content_hash__in=set(hashes)).values_list("content_hash", "id"))
     # The same conversation may come with several pairs of endings (HH-RLHF has such rows): the
     # prompt is stored once, and a pair is a duplicate only if its two endings were seen already.
-    seen = set(
-        Comparison.objects.filter(prompt_id__in=existing.values(), source=ComparisonSource.IMPORT).values_list(
+    seen.update(
+        _pair_key(*row)
+        for row in Comparison.objects.filter(prompt_id__in=existing.values(), source=ComparisonSource.IMPORT).values_list(
             "prompt__content_hash", "response_a__text", "response_b__text"
         )
     )
     new_prompts, keep = {}, []
     for pair, content_hash in zip(pairs, hashes):
-        key = (content_hash, pair.chosen, pair.rejected)
+        key = _pair_key(content_hash, pair.chosen, pair.rejected)
         if key in seen:
             continue
         seen.add(key)
@@ -94,7 +122,6 @@ def preference_pairs_import(*, project: Project, pairs: list[PreferencePair], so
         ],
         batch_size=1000,
     )
-    user, now = import_user(source=source), timezone.now()
     assignments = Assignment.objects.bulk_create(
         [
             Assignment(

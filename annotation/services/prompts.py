@@ -65,32 +65,37 @@ class PromptImportResult:
 
 @transaction.atomic
 def prompts_create(*, project: Project, prompts: Iterable[PromptData], batch_size: int = 2000) -> PromptImportResult:
-    """Write already-validated prompts; the same conversation already in the project is skipped.
+    """Write already-validated prompts; the same conversation already in the project (or earlier
+    in ``prompts``) is skipped as a duplicate.
 
-    Duplicates are detected by the database's unique (project, content_hash) constraint, via
-    ``ignore_conflicts``, so two imports running at once cannot both insert the same prompt.
+    ``prompts`` is consumed in batches, so an import's memory is one batch, whatever the file's
+    length. Duplicates are detected by the database's unique (project, content_hash) constraint,
+    via ``ignore_conflicts``, so two imports running at once cannot both insert the same prompt.
     """
-    rows = []
-    seen: set[str] = set()
-    duplicates = 0
-    for data in prompts:
-        content_hash = prompt_content_hash(messages=data.messages)
-        if content_hash in seen:
-            duplicates += 1
-            continue
-        seen.add(content_hash)
-        rows.append(
-            Prompt(
-                project=project,
-                messages=data.messages,
-                category=data.category,
-                tags=data.tags,
-                source=data.source,
-                metadata=data.metadata,
-                content_hash=content_hash,
-            )
-        )
     before = Prompt.objects.filter(project=project).count()
-    Prompt.objects.bulk_create(rows, batch_size=batch_size, ignore_conflicts=True)
+    total = 0
+    batch: dict[str, Prompt] = {}  # by hash: one INSERT never holds the same row twice
+
+    def flush():
+        Prompt.objects.bulk_create(batch.values(), batch_size=batch_size, ignore_conflicts=True)
+        batch.clear()
+
+    for data in prompts:
+        total += 1
+        content_hash = prompt_content_hash(messages=data.messages)
+        if content_hash in batch:
+            continue  # a model instance costs more than the rest of a row's work
+        batch[content_hash] = Prompt(
+            project=project,
+            messages=data.messages,
+            category=data.category,
+            tags=data.tags,
+            source=data.source,
+            metadata=data.metadata,
+            content_hash=content_hash,
+        )
+        if len(batch) >= batch_size:
+            flush()
+    flush()
     created = Prompt.objects.filter(project=project).count() - before
-    return PromptImportResult(created=created, duplicates=duplicates + len(rows) - created)
+    return PromptImportResult(created=created, duplicates=total - created)

@@ -45,7 +45,7 @@ def test_csv_keeps_formula_like_text_as_text():
 def test_bad_lines_are_listed_and_nothing_is_written(format, content, expected):
     project = ProjectFactory()
     with pytest.raises(ImportValidationError) as caught:
-        import_file(project=project, raw=content.encode(), name=f"f.{format}", format=format)
+        import_file(project=project, file=content.encode(), name=f"f.{format}", format=format)
     assert [(e.line, e.field) for e in caught.value.errors] == expected
     assert not Prompt.objects.exists()
 
@@ -53,16 +53,16 @@ def test_bad_lines_are_listed_and_nothing_is_written(format, content, expected):
 def test_gzip_and_non_utf8_files():
     project = ProjectFactory()
     raw = gzip.compress(b'{"prompt": "compressed"}\n')
-    assert import_file(project=project, raw=raw, name="p.jsonl.gz", format="jsonl").prompts_created == 1
+    assert import_file(project=project, file=raw, name="p.jsonl.gz", format="jsonl").prompts_created == 1
     with pytest.raises(ImportValidationError, match="not UTF-8"):
-        import_file(project=project, raw='{"prompt": "caf\xe9"}'.encode("latin-1"), name="p.jsonl", format="jsonl")
+        import_file(project=project, file='{"prompt": "caf\xe9"}'.encode("latin-1"), name="p.jsonl", format="jsonl")
 
 
 def test_duplicates_within_the_file_and_the_project_are_counted():
     project = ProjectFactory()
     raw = b'{"prompt": "a"}\n{"prompt": "a"}\n{"prompt": "b"}\n'
-    first = import_file(project=project, raw=raw, name="p.jsonl", format="jsonl")
-    second = import_file(project=project, raw=raw, name="p.jsonl", format="jsonl")
+    first = import_file(project=project, file=raw, name="p.jsonl", format="jsonl")
+    second = import_file(project=project, file=raw, name="p.jsonl", format="jsonl")
     assert (first.prompts_created, first.duplicates, second.prompts_created, second.duplicates) == (2, 1, 0, 3)
 
 
@@ -99,26 +99,23 @@ def test_the_project_page_upload_form(client, member_of):
     assert "Nothing was imported: 1 problem(s)" in response.content.decode() and Prompt.objects.count() == 1
 
 
-def test_an_oversized_file_or_line_is_refused_whole(member_of, monkeypatch):
-    import annotation.apis
-    import annotation.importers
-    import annotation.services.uploads
-
+def test_an_oversized_file_or_line_is_refused_whole(member_of, settings):
     project = ProjectFactory()
     url = reverse("api-imports", kwargs={"slug": project.slug})
     lead = APIClient()
     lead.force_authenticate(member_of(project, Role.LEAD))
     # A 1 KiB limit stands in for the 200 MiB one: the same code paths, without writing 200 MiB.
-    for module in (annotation.apis, annotation.services.uploads):
-        monkeypatch.setattr(module, "MAX_IMPORT_BYTES", 1024)
+    settings.IMPORT_LIMITS = {"max_bytes": 1024}
     big = b"prompt\n" + b"hello there\n" * 200
     answer = lead.post(url, {"format": "csv", "file": SimpleUploadedFile("p.csv", big)}, format="multipart")
     assert answer.status_code == 400 and answer.json()["error"] == "too_large"
-    with pytest.raises(ImportValidationError, match="larger than"):
-        import_file(project=project, raw=big, name="p.csv", format="csv")  # the service checks too (command path)
-    monkeypatch.setattr(annotation.importers, "MAX_LINE_CHARS", 50)
-    long_line = b'{"prompt": "fine"}\n{"prompt": "' + b"x" * 60 + b'"}\n'
+    assert "ARBITER_IMPORT_MAX_BYTES" in answer.json()["detail"]
+    with pytest.raises(ImportValidationError, match="larger than 1,024 bytes"):
+        import_file(project=project, file=big, name="p.csv", format="csv")  # the reader counts too (command path)
+    settings.IMPORT_LIMITS = {"max_line_bytes": 64}
+    long_line = b'{"prompt": "fine"}\n{"prompt": "' + b"x" * 60 + b'"}\n{"prompt": "also fine"}\n'
     with pytest.raises(ImportValidationError) as refused:
-        import_file(project=project, raw=long_line, name="p.jsonl", format="jsonl")
+        import_file(project=project, file=long_line, name="p.jsonl", format="jsonl")
     assert [(e.line, e.field) for e in refused.value.errors] == [(2, "(line)")]
+    assert "ARBITER_IMPORT_MAX_LINE_BYTES" in refused.value.errors[0].message
     assert Prompt.objects.count() == 0

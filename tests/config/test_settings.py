@@ -13,7 +13,8 @@ PROD_SECRET = "x7Qp-" * 12  # 60 characters, not a django-insecure key
 # Variables the settings read; each test starts from none of them.
 SETTINGS_VARS = (
     "ARBITER_MODE DATABASE_URL CELERY_BROKER_URL CELERY_RESULT_BACKEND SECRET_KEY DEBUG ALLOWED_HOSTS "
-    "ARBITER_DEMO ARTIFACTS_DIR ARBITER_VAR_DIR STATIC_ROOT CELERY_TASK_TIME_LIMIT DATABASE_CONN_MAX_AGE"
+    "ARBITER_DEMO ARTIFACTS_DIR ARBITER_VAR_DIR STATIC_ROOT CELERY_TASK_TIME_LIMIT DATABASE_CONN_MAX_AGE "
+    "ARBITER_IMPORT_MAX_BYTES ARBITER_IMPORT_MAX_LINE_BYTES ARBITER_IMPORT_MAX_LINES"
 ).split()
 
 
@@ -78,12 +79,24 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
         ("CELERY_TASK_TIME_LIMIT", "ten", "CELERY_TASK_TIME_LIMIT: expected an integer, got 'ten'"),
         ("DATABASE_CONN_MAX_AGE", "-5", "DATABASE_CONN_MAX_AGE: must be at least 0"),
         ("DEBUG", "maybe", "DEBUG: expected a boolean, got 'maybe'"),
+        ("ARBITER_IMPORT_MAX_LINES", "many", "ARBITER_IMPORT_MAX_LINES: expected an integer, got 'many'"),
+        ("ARBITER_IMPORT_MAX_DEPTH", "1", "ARBITER_IMPORT_MAX_DEPTH: must be at least 4"),
     ],
 )
 def test_a_bad_value_stops_start_up_naming_the_variable(tmp_path, variable, value, message):
     result = run_django(tmp_path, "pass", **production_env(**{variable: value}))
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr and message in result.stderr, result.stderr[-2000:]
+
+
+def test_import_limits_come_from_the_environment(tmp_path):
+    result = run_django(
+        tmp_path,
+        "from annotation.importers import ImportLimits; l = ImportLimits.from_settings(); print(l.max_lines, l.max_line_bytes, l.max_bytes)",
+        ARBITER_IMPORT_MAX_LINES="500", ARBITER_IMPORT_MAX_LINE_BYTES="4096",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["500", "4096", str(200 * 2**20)]
 
 
 @pytest.mark.parametrize("missing", ["DATABASE_URL", "CELERY_BROKER_URL", "ALLOWED_HOSTS"])

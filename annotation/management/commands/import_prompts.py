@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.importers import ImportValidationError
 from annotation.models import Project, Strength
-from annotation.services.uploads import IMPORT_FORMATS, MAX_IMPORT_BYTES, import_file
+from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 
 
 class Command(BaseCommand):
@@ -24,10 +24,12 @@ class Command(BaseCommand):
         path = Path(file)
         if not path.is_file():
             raise CommandError(f"No such file: {path}")
-        if path.stat().st_size > MAX_IMPORT_BYTES:
-            raise CommandError(f"{path} is larger than {MAX_IMPORT_BYTES // 2**20} MiB; nothing was imported")
+        too_large = upload_too_large(size=path.stat().st_size)
+        if too_large:
+            raise CommandError(f"{path}: {too_large}")
         try:
-            result = import_file(project=target, raw=path.read_bytes(), name=path.name, format=format, strength=strength)
+            with path.open("rb") as stream:
+                result = import_file(project=target, file=stream, name=path.name, format=format, strength=strength)
         except ImportValidationError as exc:
             for error in exc.errors:
                 self.stderr.write(str(error))
@@ -35,7 +37,7 @@ class Command(BaseCommand):
         if format == "hh":
             self.stdout.write(
                 f"{result.comparisons_created} pre-labelled comparisons imported ({result.prompts_created} new prompts), "
-                f"{result.duplicates} duplicates and {len(result.skipped)} unusable rows skipped."
+                f"{result.duplicates} duplicates and {result.skipped_count} unusable rows skipped."
             )
         else:
             self.stdout.write(f"{result.prompts_created} prompts imported, {result.duplicates} duplicates skipped.")
