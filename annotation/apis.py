@@ -36,6 +36,7 @@ from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_
 from annotation.views import snapshot_file_response
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 403, 404, 409)}
+SUBMIT_ERRORS = {**ERRORS, 422: OpenApiResponse(ErrorSerializer, description="The Idempotency-Key was used for a different verdict")}
 
 
 def _error(exc: services.LabelingError) -> Response:
@@ -70,7 +71,7 @@ class NextApi(APIView):
 class SubmitApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=SubmitSerializer, responses={201: JudgmentResultSerializer, 200: JudgmentResultSerializer, **ERRORS}, summary="Submit a judgment")
+    @extend_schema(request=SubmitSerializer, responses={201: JudgmentResultSerializer, 200: JudgmentResultSerializer, **SUBMIT_ERRORS}, summary="Submit a judgment")
     def post(self, request, assignment_id: int):
         body = SubmitSerializer(data=request.data)
         body.is_valid(raise_exception=True)

@@ -7,6 +7,7 @@ from annotation.services.labeling import (
     FLAGS,
     AlreadyEnded,
     AssignmentNotFound,
+    IdempotencyKeyReused,
     InvalidVerdict,
     LabelingError,
     LeaseCapReached,
@@ -34,7 +35,7 @@ from annotation.services.prompts import (
 
 __all__ = [
     "PairImportResult", "import_user", "preference_pairs_import",
-    "ATTRIBUTES", "FLAGS", "AlreadyEnded", "AssignmentNotFound", "InvalidVerdict", "LabelingError",
+    "ATTRIBUTES", "FLAGS", "AlreadyEnded", "AssignmentNotFound", "IdempotencyKeyReused", "InvalidVerdict", "LabelingError",
     "LeaseCapReached", "LeaseExpired", "PromptData", "PromptImportResult", "Verdict", "assignment_skip",
     "assignments_expire", "comparison_lease_next", "comparison_slots_recount", "judgment_submit", "membership_set", "messages_validate",
     "project_create", "project_set_quality_threshold", "project_set_round_schedule", "prompt_content_hash", "prompts_create",

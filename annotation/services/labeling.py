@@ -79,6 +79,12 @@ class LeaseCapReached(LabelingError):
     code, status = "lease_cap", 429
 
 
+class IdempotencyKeyReused(LabelingError):
+    """The key was already used for a different verdict (the IETF Idempotency-Key draft's 422)."""
+
+    code, status = "idempotency_key_reused", 422
+
+
 class InvalidVerdict(LabelingError):
     code, status = "invalid_verdict", 400
 
@@ -475,13 +481,43 @@ def judgment_submit(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[J
     return _judgment_submit_locked(assignment_id=assignment_id, labeler=labeler, verdict=verdict)
 
 
+def _same_verdict(judgment: Judgment, verdict: Verdict, assignment: Assignment) -> bool:
+    """Whether ``verdict`` is the request that recorded ``judgment``, as the submit would store it."""
+    comparison = assignment.comparison
+    left_id = assignment.left_response_id
+    right_id = comparison.response_b_id if left_id == comparison.response_a_id else comparison.response_a_id
+    by_side = {"left": left_id, "right": right_id}
+    if verdict.edit is None:
+        same_edit = judgment.edited_response_id is None
+    elif judgment.edited_response_id is not None:
+        same_edit = judgment.edited_response.text == verdict.edit
+    else:  # the first edit changed only whitespace, so none was stored
+        same_edit = _normalise_whitespace(verdict.edit) == _normalise_whitespace(judgment.chosen_response.text)
+    return (
+        same_edit
+        and judgment.chosen_response_id == by_side.get(verdict.chosen)
+        and judgment.strength == verdict.strength
+        and judgment.both_bad == verdict.both_bad
+        and judgment.rationale == verdict.rationale
+        and judgment.attributes == {str(by_side[s]): r for s, r in verdict.attributes.items() if r and s in by_side}
+        and judgment.flags == {str(by_side[s]): sorted(set(f)) for s, f in verdict.flags.items() if f and s in by_side}
+    )
+
+
 @transaction.atomic
 def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[Judgment, bool]:
     """The general path: lock the assignment, say why a submit cannot be taken, write an edit."""
     assignment = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
     if assignment.state == AssignmentState.SUBMITTED:
-        existing = Judgment.objects.get(assignment=assignment)
+        existing = Judgment.objects.select_related("edited_response", "chosen_response").get(assignment=assignment)
         if verdict.idempotency_key and verdict.idempotency_key == existing.idempotency_key:
+            # A retry is the same request sent again; the same key on another verdict is a client
+            # bug, and answering 200 with the first judgment would drop the second one silently.
+            if not _same_verdict(existing, verdict, assignment):
+                raise IdempotencyKeyReused(
+                    "This Idempotency-Key was already used for a different verdict on this comparison; "
+                    "the first verdict stands. Use a new key for a new request."
+                )
             return existing, False
         raise AlreadyEnded("This comparison is already judged; a judgment cannot be changed by resubmitting")
     now = timezone.now()

@@ -8,6 +8,7 @@ from django.utils import timezone
 from annotation.models import Assignment, AssignmentState, Judgment, Response, ResponseSource, Role, Strength
 from annotation.services import (
     AlreadyEnded,
+    IdempotencyKeyReused,
     AssignmentNotFound,
     InvalidVerdict,
     LeaseCapReached,
@@ -201,6 +202,38 @@ def test_a_retried_submit_returns_the_same_judgment_and_a_different_one_is_refus
         submit(assignment, labeler, chosen="right", idempotency_key="k-2")
     assert Judgment.objects.count() == 1
     assert Response.objects.filter(source=ResponseSource.HUMAN_EDIT).count() == 1
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"chosen": "right"}, {"strength": "slightly_better"}, {"edit": "Another answer."}, {"edit": None},
+        {"rationale": "because"}, {"both_bad": True}, {"flags": {"left": ["unsafe"]}},
+    ],
+)
+def test_an_idempotency_key_reused_for_a_different_verdict_is_refused_and_the_first_stands(member_of, changed):
+    project = ProjectFactory(gold_rate=0)
+    make_comparisons(project, 1)
+    labeler = member_of(project, Role.LABELER)
+    assignment = lease(project, labeler)
+    first, _ = submit(assignment, labeler, idempotency_key="k-1", edit="A better answer.")
+    with pytest.raises(IdempotencyKeyReused) as refused:
+        submit(assignment, labeler, idempotency_key="k-1", **{"edit": "A better answer.", **changed})
+    assert refused.value.status == 422 and refused.value.code == "idempotency_key_reused"
+    assert list(Judgment.objects.values_list("pk", "strength")) == [(first.pk, first.strength)]
+    assert Response.objects.filter(source=ResponseSource.HUMAN_EDIT).count() == 1
+
+
+def test_a_retry_of_a_whitespace_only_edit_is_the_same_request(member_of):
+    project = ProjectFactory(gold_rate=0)
+    make_comparisons(project, 1)
+    labeler = member_of(project, Role.LABELER)
+    assignment = lease(project, labeler)
+    chosen = Response.objects.get(pk=assignment.left_response_id)
+    edit = chosen.text + "\n"
+    first, _ = submit(assignment, labeler, idempotency_key="k-1", edit=edit, flags={"left": ["unsafe", "unsafe"]})
+    again, created = submit(assignment, labeler, idempotency_key="k-1", edit=edit, flags={"left": ["unsafe"]})
+    assert again == first and not created and first.edited_response is None
 
 
 @pytest.mark.parametrize(

@@ -204,6 +204,9 @@ def test_done_today_counts_each_submitted_judgment_once_whichever_path_wrote_it(
     assert client.post(submit_url(first), plain, format="json").status_code == 200  # a retry: not counted again
     refused = client.post(submit_url(first), {**plain, "idempotency_key": "b", "strength": "slightly_better"}, format="json")
     assert refused.status_code == 409  # a different second verdict: refused, not counted
+    reused = client.post(submit_url(first), {**plain, "strength": "slightly_better"}, format="json")
+    assert reused.status_code == 422 and reused.json()["error"] == "idempotency_key_reused"  # same key, other verdict
+    assert Judgment.objects.get(assignment_id=first).strength == "better"
     edited = {"chosen": "right", "strength": "significantly_better", "edit": "A better answer.", "idempotency_key": "c"}
     assert client.post(submit_url(lease()), edited, format="json").status_code == 201  # the locked path, with an edit
     skip = reverse("api-skip", kwargs={"assignment_id": lease()})
