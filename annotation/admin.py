@@ -11,6 +11,7 @@ from annotation.models import (
     Prompt,
     Response,
 )
+from config.admin import ArbiterModelAdmin
 
 
 class MembershipInline(admin.TabularInline):
@@ -20,7 +21,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ArbiterModelAdmin):
     list_display = ["name", "slug", "overlap_k", "gold_rate", "pairing", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
@@ -28,7 +29,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(ArbiterModelAdmin):
     list_display = ["user", "project", "role", "created_at"]
     list_filter = ["role", "project"]
     search_fields = ["user__username", "project__name"]
@@ -36,7 +37,7 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(Prompt)
-class PromptAdmin(admin.ModelAdmin):
+class PromptAdmin(ArbiterModelAdmin):
     list_display = ["id", "project", "category", "source", "__str__", "created_at"]
     list_filter = ["project", "category"]
     search_fields = ["source", "content_hash"]
@@ -45,7 +46,7 @@ class PromptAdmin(admin.ModelAdmin):
 
 
 @admin.register(Response)
-class ResponseAdmin(admin.ModelAdmin):
+class ResponseAdmin(ArbiterModelAdmin):
     list_display = ["id", "prompt", "source", "member", "sample_index", "completion_tokens", "latency_ms", "created_at"]
     list_filter = ["source", "member"]
     raw_id_fields = ["prompt", "parent"]
@@ -54,35 +55,35 @@ class ResponseAdmin(admin.ModelAdmin):
 
 
 @admin.register(Comparison)
-class ComparisonAdmin(admin.ModelAdmin):
+class ComparisonAdmin(ArbiterModelAdmin):
     list_display = ["id", "project", "prompt", "source", "is_gold", "created_at"]
     list_filter = ["project", "source", "is_gold"]
     raw_id_fields = ["prompt", "response_a", "response_b", "gold_winner"]
 
 
 @admin.register(Assignment)
-class AssignmentAdmin(admin.ModelAdmin):
+class AssignmentAdmin(ArbiterModelAdmin):
     list_display = ["id", "comparison", "labeler", "state", "leased_at", "expires_at", "ended_at"]
     list_filter = ["state"]
     raw_id_fields = ["comparison", "left_response"]
 
 
 @admin.register(Judgment)
-class JudgmentAdmin(admin.ModelAdmin):
+class JudgmentAdmin(ArbiterModelAdmin):
     list_display = ["id", "comparison", "labeler", "strength", "both_bad", "time_on_task_ms", "submitted_at"]
     list_filter = ["strength", "both_bad"]
     raw_id_fields = ["assignment", "comparison", "chosen_response", "rejected_response", "left_response", "edited_response"]
 
 
 @admin.register(DatasetSnapshot)
-class DatasetSnapshotAdmin(admin.ModelAdmin):
+class DatasetSnapshotAdmin(ArbiterModelAdmin):
     list_display = ["id", "project", "purpose", "format", "row_count", "sha256", "created_at"]
     list_filter = ["purpose", "format", "project"]
     readonly_fields = ["sha256", "row_count", "size_bytes", "path", "created_at"]
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ArbiterModelAdmin):
     """Read-only: the audit log is written by the services and signals, never edited."""
 
     list_display = ["at", "actor_name", "action", "project", "target", "request_id"]

@@ -2,6 +2,8 @@
 test_schemathesis.py, docs/reliability.md (Fuzzing)):
 
 - request bodies are JSON, and their types are checked, not coerced (``StrictJSONTypes``);
+- a JSON body is refused whole when it nests too deep or holds text the database cannot store
+  (``StoredTextJSONParser``), whatever field it is in;
 - a page number is a number (``StrictPageNumberPagination``);
 - the errors every operation can answer, and rules a serializer cannot state, are in the
   schema (``document_common_errors``).
@@ -12,7 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+
+from config.untrusted import MAX_JSON_DEPTH, json_refusal
 
 # JSON type expected by each kind of field; subclasses before their bases (a ChoiceField of ours
 # always has string choices). Fields not listed (JSONField, ...) take any JSON value.
@@ -64,6 +70,23 @@ class StrictJSONTypes:
             if errors:
                 raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
+
+
+class StoredTextJSONParser(JSONParser):
+    """JSON bodies that can be stored as they are: nesting of at most ``MAX_JSON_DEPTH`` levels,
+    no NUL and no lone surrogate in any string or key (``config/untrusted.py``). CharFields refused
+    both already; JSON-valued fields (a member's generation settings, a round's config, export
+    filters) did not, and PostgreSQL answered them with a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(f"JSON parse error - nested deeper than {MAX_JSON_DEPTH} levels") from None
+        refusal = json_refusal(data)
+        if refusal:
+            raise ParseError(f"JSON parse error - {refusal}")
+        return data
 
 
 class StrictPageNumberPagination(PageNumberPagination):

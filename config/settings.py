@@ -220,7 +220,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # JSON bodies only (imports opt into multipart): form encodings read "" as a missing field and
     # "0" as false, so the same request meant different things by content type (schemathesis).
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # StoredTextJSONParser: JSON that PostgreSQL can store and Python can decode (config/api.py).
+    "DEFAULT_PARSER_CLASSES": ["config.api.StoredTextJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "config.api.StrictPageNumberPagination",
     "PAGE_SIZE": 50,

@@ -1,10 +1,11 @@
 from django.contrib import admin
 
+from config.admin import ArbiterModelAdmin
 from modeling.models import CommitteeMember, Round
 
 
 @admin.register(CommitteeMember)
-class CommitteeMemberAdmin(admin.ModelAdmin):
+class CommitteeMemberAdmin(ArbiterModelAdmin):
     list_display = ["name", "kind", "weight", "is_active", "created_at", "retired_at"]
     list_filter = ["kind", "is_active"]
     search_fields = ["name"]
@@ -17,7 +18,7 @@ class CommitteeMemberAdmin(admin.ModelAdmin):
 
 
 @admin.register(Round)
-class RoundAdmin(admin.ModelAdmin):
+class RoundAdmin(ArbiterModelAdmin):
     list_display = ["project", "number", "state", "heartbeat_at", "created_at", "finished_at"]
     list_filter = ["state", "project"]
     readonly_fields = ["log", "error", "metrics", "step_timings", "heartbeat_at", "started_at", "finished_at"]

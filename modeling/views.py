@@ -85,5 +85,5 @@ def round_schedule_view(request: HttpRequest, project, role) -> HttpResponse:
         )
         messages.success(request, "Schedule saved.")
     except (ValueError, TypeError):
-        messages.error(request, "The number of new judgments must be a whole number of at least 1.")
+        messages.error(request, "The number of new judgments must be a whole number from 1 to 10,000,000.")
     return redirect("rounds", slug=project.slug)

@@ -26,8 +26,9 @@ def membership_set(*, project: Project, user, role: Role) -> Membership:
 
 def project_set_round_schedule(*, project: Project, enabled: bool, min_new_judgments: int) -> Project:
     """Turn scheduled retraining on or off and set how many new judgments start a round."""
-    if min_new_judgments < 1:
-        raise ValueError("min_new_judgments must be at least 1")
+    # The column is a 32-bit integer: a bigger number would be a database error (a 500), not a 400.
+    if not 1 <= min_new_judgments <= 10_000_000:
+        raise ValueError("min_new_judgments must be between 1 and 10,000,000")
     project.round_schedule_enabled = enabled
     project.round_min_new_judgments = min_new_judgments
     project.save(update_fields=["round_schedule_enabled", "round_min_new_judgments"])
