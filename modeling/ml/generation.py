@@ -57,10 +57,22 @@ class Generation:
     completion_tokens: int
     finish_reason: str  # "stop" | "length" | "error"
     latency_ms: int
+    # Set when this one answer is unusable (an endpoint's malformed or oversized reply); the
+    # caller records it and goes on with the member's other answers.
+    error: str = ""
 
 
 class GenerationError(Exception):
     """A member could not answer (endpoint down, model missing); the message says why."""
+
+
+class _BadAnswer(Exception):
+    """One reply that cannot be used; asking the same endpoint again is not expected to help."""
+
+
+#: An endpoint's reply is read up to this size: a chat answer of max_new_tokens is far smaller,
+#: and a server that sends more is not one to trust with the worker's memory.
+MAX_ANSWER_BYTES = 8 * 2**20
 
 
 class Backend(Protocol):
@@ -193,6 +205,11 @@ class LocalBackend:
 # --- OpenAI-compatible endpoints ------------------------------------------------------------
 
 
+def _count(value) -> int:
+    """A token count from a server: a whole number the database column can hold, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 else 0
+
+
 class EndpointBackend:
     """POST {base_url}/chat/completions (vLLM, TGI, llama.cpp server, Ollama), one conversation
     per request, with a timeout and retries on connection errors, 429 and 5xx."""
@@ -210,14 +227,21 @@ class EndpointBackend:
         for attempt in range(self.spec.max_retries + 1):
             try:
                 with urllib.request.urlopen(request, timeout=self.spec.timeout_s) as response:
-                    return json.loads(response.read())
+                    raw = response.read(MAX_ANSWER_BYTES + 1)
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode(errors="replace")
                 last = f"HTTP {exc.code} from {self.url}: {detail}"
                 if exc.code != 429 and exc.code < 500:
                     break  # a 4xx other than 429 will not get better by asking again
-            except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last = f"{self.url} unreachable: {getattr(exc, 'reason', exc)}"
+            else:
+                if len(raw) > MAX_ANSWER_BYTES:
+                    raise _BadAnswer(f"the reply is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
+                try:
+                    return json.loads(raw)
+                except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested past the stack
+                    raise _BadAnswer(f"the reply is not JSON ({type(exc).__name__})") from None
             if attempt < self.spec.max_retries:
                 time.sleep(min(8.0, 0.5 * 2**attempt))
         raise GenerationError(last)
@@ -235,19 +259,28 @@ class EndpointBackend:
             if params.seed is not None:
                 body["seed"] = params.seed
             started = time.perf_counter()
-            data = self._post(body)
             try:
+                data = self._post(body)
                 choice = data["choices"][0]
                 text = choice["message"]["content"] or ""
-            except (KeyError, IndexError, TypeError) as exc:
-                raise GenerationError(f"unexpected answer from {self.url}: {str(data)[:200]}") from exc
-            usage = data.get("usage") or {}
+                if not isinstance(text, str):
+                    raise _BadAnswer(f"the answer's content is {type(text).__name__}, not text")
+                usage = data.get("usage") or {}
+                prompt_tokens, completion_tokens = (_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens"))
+                finish_reason = str(choice.get("finish_reason") or "stop")[:20]
+            except _BadAnswer as exc:
+                results.append(Generation("", 0, 0, "error", int((time.perf_counter() - started) * 1000), error=f"{self.url}: {exc}"))
+                continue
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+                error = f"{self.url}: unexpected answer ({type(exc).__name__}): {str(data)[:200]}"
+                results.append(Generation("", 0, 0, "error", int((time.perf_counter() - started) * 1000), error=error))
+                continue
             results.append(
                 Generation(
                     text=text.strip(),
-                    prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                    completion_tokens=int(usage.get("completion_tokens") or 0),
-                    finish_reason=choice.get("finish_reason") or "stop",
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    finish_reason=finish_reason,
                     latency_ms=int((time.perf_counter() - started) * 1000),
                 )
             )

@@ -27,6 +27,7 @@ from rapidfuzz import fuzz
 from annotation.models import Comparison, ComparisonSource, Project, Prompt, Response, ResponseSource
 from annotation.rendering import comparison_rendering
 from config.jobs import send_after_commit
+from config.untrusted import text_problem
 from modeling.models import CommitteeMember, JobState, SamplingRun
 from modeling.services.members import member_spec
 
@@ -126,6 +127,7 @@ def _generate_for_member(run, member, wanted, params_override, batch_size, backe
         temperature=float(settings_["temperature"]),
         top_p=float(settings_["top_p"]),
     )
+    failed: set[tuple[int, int]] = set()
     try:
         backend = backend_loader(member)
         for start in range(0, len(todo), batch_size):
@@ -135,6 +137,13 @@ def _generate_for_member(run, member, wanted, params_override, batch_size, backe
             seed = (chunk[0][0].pk * 1000 + chunk[0][1]) * 1009 + member.pk
             generations = backend.generate([p.messages for p, _ in chunk], replace(params, seed=seed))
             for (prompt, index), gen in zip(chunk, generations):
+                # A model's answer is outside text like any upload: one the database cannot store
+                # (NUL, a lone surrogate) or that the backend could not read fails alone.
+                problem = gen.error or text_problem(gen.text)
+                if problem:
+                    failed.add((prompt.pk, index))
+                    _answer_failed(run, member, f"prompt {prompt.pk}: {problem}")
+                    continue
                 try:
                     response, created = Response.objects.get_or_create(
                         prompt=prompt,
@@ -159,9 +168,16 @@ def _generate_for_member(run, member, wanted, params_override, batch_size, backe
         logger.warning("sampling: member %s failed: %s", member.name, exc)
         errors = dict(SamplingRun.objects.get(pk=run.pk).member_errors)
         errors[member.name] = f"{type(exc).__name__}: {exc}"[:500]
-        missing = sum(1 for p, i in todo if (p.pk, i) not in existing)
+        missing = sum(1 for p, i in todo if (p.pk, i) not in existing and (p.pk, i) not in failed)
         _heartbeat(run, member_errors=errors, responses_failed=F("responses_failed") + missing)
     return existing
+
+
+def _answer_failed(run: SamplingRun, member: CommitteeMember, error: str) -> None:
+    logger.warning("sampling: member %s gave an unusable answer: %s", member.name, error)
+    errors = dict(SamplingRun.objects.get(pk=run.pk).member_errors)
+    errors[member.name] = error[:500]
+    _heartbeat(run, member_errors=errors, responses_failed=F("responses_failed") + 1)
 
 
 def _create_comparison(run, prompt, a: Response, b: Response, source: str) -> bool:

@@ -9,11 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class ChatServer:
     """Answers POST /v1/chat/completions. ``fail_first`` answers 503 that many times first;
-    ``status`` forces every answer's status (e.g. 401)."""
+    ``status`` forces every answer's status (e.g. 401); ``answer(last_user_message)`` replaces the
+    echo: its value is the message content (any JSON value), or bytes sent as the whole body."""
 
-    def __init__(self, *, fail_first: int = 0, status: int = 200, api_key: str = ""):
+    def __init__(self, *, fail_first: int = 0, status: int = 200, api_key: str = "", answer=None):
         self.requests: list[dict] = []
-        self.fail_first, self.status, self.api_key = fail_first, status, api_key
+        self.fail_first, self.status, self.api_key, self.answer = fail_first, status, api_key, answer
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,13 +33,17 @@ class ChatServer:
                     return self._send(server.status if server.status != 200 else 404, {"error": "no"})
                 last = body["messages"][-1]["content"]
                 text = f"echo ({len(body['messages'])} messages): {last}"
+                if server.answer is not None:
+                    text = server.answer(last)
+                    if isinstance(text, bytes):
+                        return self._send(200, text)
                 self._send(200, {
                     "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 11, "completion_tokens": len(text.split())},
+                    "usage": {"prompt_tokens": 11, "completion_tokens": len(text.split()) if isinstance(text, str) else 1},
                 })
 
             def _send(self, status, payload):
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

@@ -98,6 +98,42 @@ def test_an_endpoint_member_answers_through_a_real_http_server(project_with_prom
     assert {r["body"]["model"] for r in server.requests} == {"served"}
 
 
+def test_an_endpoint_answer_the_database_cannot_store_fails_alone(project_with_prompts, tiny_model_dir):
+    """NUL, a lone surrogate, non-text content, a reply that is not JSON or too large: each fails
+    that one answer with its reason recorded; the member's other answers and the run go on."""
+    from modeling.ml import generation
+
+    hostile = {
+        "hello 0": "before\u0000after", "hello 1": "half a pair \ud800", "hello 2": {"text": "an object"},
+        "hello 3": b"{not json", "hello 4": b"x" * (generation.MAX_ANSWER_BYTES + 10),
+    }
+    tiny_members(tiny_model_dir, n=1)
+    with ChatServer(answer=lambda last: hostile.get(last, f"fine: {last}")) as server:
+        MemberFactory(name="remote", kind=MemberKind.ENDPOINT, model_path="", base_url=server.url, endpoint_model="m", weight=100)
+        for i in range(5, 7):
+            PromptFactory(project=project_with_prompts, messages=[{"role": "user", "content": f"hello {i}"}])
+        run = sampling_execute(run_id=run_for(project_with_prompts).pk)
+    assert run.state == JobState.SUCCEEDED and run.responses_failed == 5
+    assert set(Response.objects.filter(member__name="remote").values_list("text", flat=True)) == {"fine: hello 5", "fine: hello 6"}
+    assert run.member_errors["remote"].startswith("prompt ")  # the last failure, with its prompt
+    assert Comparison.objects.filter(project=project_with_prompts).count() == 2
+
+
+def test_each_kind_of_unusable_endpoint_answer_names_its_reason():
+    from modeling.ml.generation import EndpointBackend, ModelSpec, SamplingParams
+
+    cases = {
+        "nul": ("a\u0000b", ""), "object": ({"x": 1}, "not text"), "broken": (b"{", "not JSON"),
+        "deep": (b"[" * 100_000, "not JSON"), "shape": (b'{"choices": []}', "unexpected answer"),
+    }
+    with ChatServer(answer=lambda last: cases[last][0]) as server:
+        backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m", max_retries=0))
+        results = backend.generate([[{"role": "user", "content": name}] for name in cases], SamplingParams())
+    for (name, (_, reason)), result in zip(cases.items(), results):
+        assert reason in result.error, (name, result)
+    assert results[0].text == "a\x00b" and results[0].error == ""  # the service, not the backend, refuses NUL
+
+
 def test_committee_pairing_needs_two_active_members(project_with_prompts, tiny_model_dir):
     tiny_members(tiny_model_dir, n=1)
     run = sampling_execute(run_id=run_for(project_with_prompts).pk)
