@@ -245,8 +245,7 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
             run.config = {**run.config, "through_prompt_id": prompts[-1].pk if prompts else 0}
         _heartbeat(run, config=run.config, prompts_total=F("prompts_done") + len(prompts))
         batch_size = int(run.config.get("batch_size") or DEFAULT_BATCH_SIZE)
-        for start in range(0, len(prompts), batch_size * 4):
-            chunk = prompts[start : start + batch_size * 4]
+        for chunk in _release_batches(prompts, batch_size):
             plan = {p.pk: (_draw_pair(p, members) if committee else _draw_k(p, members, project.rejection_k)) for p in chunk}
             wanted: dict[int, list] = defaultdict(list)
             by_id = {m.pk: m for m in members}
@@ -281,6 +280,17 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
         )
     run.refresh_from_db()
     return run
+
+
+def _release_batches(prompts: list, batch_size: int):
+    """The prompts in the order their comparisons are released to labelers: a small first batch
+    (a quarter of ``batch_size``) so that labelers get work within a minute of a pass starting,
+    then ``batch_size`` at a time. Each batch's comparisons commit before the next batch is
+    generated; taking 4 x batch_size at once made a 24-prompt pass release nothing until its end."""
+    first = max(1, batch_size // 4)
+    yield prompts[:first]
+    for start in range(first, len(prompts), batch_size):
+        yield prompts[start : start + batch_size]
 
 
 def _score(prompt, candidates: list[Response], scorer) -> None:

@@ -148,6 +148,30 @@ class FixedBackend:
         return [Generation(text=self.texts, prompt_tokens=3, completion_tokens=len(self.texts.split()), finish_reason="stop", latency_ms=1) for _ in conversations]
 
 
+class CountingBackend:
+    """Answers distinctly, and records how many comparisons labelers could already see at each call."""
+
+    def __init__(self, name, seen):
+        self.name, self.seen = name, seen
+
+    def generate(self, conversations, params):
+        self.seen.append(Comparison.objects.count())
+        return [Generation(text=f"{self.name} says {i}: {m[-1]['content']}", prompt_tokens=3, completion_tokens=4, finish_reason="stop", latency_ms=1)
+                for i, m in enumerate(conversations)]
+
+
+def test_comparisons_are_released_batch_by_batch_not_at_the_end_of_the_pass(project_with_prompts):
+    for i in range(5, 12):
+        PromptFactory(project=project_with_prompts, messages=[{"role": "user", "content": f"hello {i}"}])
+    MemberFactory(name="a"), MemberFactory(name="b")
+    seen = []
+    run = sampling_execute(run_id=run_for(project_with_prompts, batch_size=4).pk, backend_loader=lambda m: CountingBackend(m.name, seen))
+    assert run.state == JobState.SUCCEEDED and run.pairs_created == 12
+    # A first batch of 1 prompt, then batches of 4: each batch's pairs are in the queue before
+    # the next batch is generated (two members, so two calls per batch).
+    assert seen == [0, 0, 1, 1, 5, 5, 9, 9]
+
+
 def test_near_identical_and_empty_answers_are_never_paired(project_with_prompts):
     MemberFactory(name="a"), MemberFactory(name="b")
     same = sampling_execute(run_id=run_for(project_with_prompts, limit=2).pk, backend_loader=lambda m: FixedBackend("Same answer."))
