@@ -8,6 +8,7 @@ urlpatterns = [
     path("projects/<slug:slug>/comparisons/", apis.ComparisonListApi.as_view(), name="api-comparisons"),
     path("projects/<slug:slug>/judgments/", apis.JudgmentListApi.as_view(), name="api-judgments"),
     path("projects/<slug:slug>/next/", apis.NextApi.as_view(), name="api-next"),
+    path("projects/<slug:slug>/queue/", apis.QueueStatusApi.as_view(), name="api-queue"),
     path("assignments/<int:assignment_id>/submit/", apis.SubmitApi.as_view(), name="api-submit"),
     path("assignments/<int:assignment_id>/skip/", apis.SkipApi.as_view(), name="api-skip"),
     path("projects/<slug:slug>/imports/", apis.ImportApi.as_view(), name="api-imports"),

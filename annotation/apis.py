@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.parsers import MultiPartParser
@@ -28,6 +29,7 @@ from annotation.serializers import (
     NextSerializer,
     ProjectSerializer,
     PromptSerializer,
+    QueueStatusSerializer,
     SkipSerializer,
     SubmitSerializer,
 )
@@ -66,6 +68,28 @@ class NextApi(APIView):
             return Response(status=status.HTTP_204_NO_CONTENT, headers={"X-Progress-Done-Today": progress["done_today"]})
         payload = selectors.assignment_payload(assignment=assignment, project=self.project)
         return Response({**payload, "progress": progress})
+
+
+class QueueStatusApi(APIView):
+    """Why the queue is empty for the caller: the labeling page asks when ``next`` answers 204."""
+
+    permission_classes = [IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LABELER
+
+    @extend_schema(responses={200: QueueStatusSerializer}, summary="Why there is nothing to label")
+    def get(self, request, slug: str):
+        from modeling.selectors import sampling_active, sampling_progress
+        from modeling.services.sampling import pending_prompts
+
+        run = sampling_active(project=self.project)
+        status_ = selectors.labeling_queue_status(
+            project=self.project, labeler=request.user,
+            sampling=sampling_progress(run=run) if run else None,
+            pending_prompts=pending_prompts(project=self.project).count(),
+        )
+        is_lead = has_role(user=request.user, project=self.project, minimum=Role.LEAD)
+        status_["project_url"] = reverse("project", kwargs={"slug": self.project.slug}) if is_lead else None
+        return Response(QueueStatusSerializer(status_).data)
 
 
 class SubmitApi(APIView):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from annotation.models import (
     Assignment,
+    AssignmentState,
     Comparison,
     ComparisonSource,
     Judgment,
@@ -87,6 +88,56 @@ def comparisons_open(*, project: Project) -> QuerySet[Comparison]:
     return project.comparisons.filter(is_gold=False, slots_taken__lt=project.overlap_k).exclude(
         source=ComparisonSource.IMPORT
     )
+
+
+# Why the queue has nothing for a labeler; the page polls again while work may still come.
+QUEUE_REASONS = ("sampling", "no_comparisons", "leased_to_others", "all_done")
+
+
+def labeling_queue_status(*, project: Project, labeler, sampling: dict | None, pending_prompts: int) -> dict:
+    """Why ``labeler`` has nothing to lease in ``project`` right now, counted and said in words a
+    labeler reads (the labeling page shows ``message`` when ``next`` answers 204).
+
+    ``sampling`` is the project's queued or running sampling pass (its progress), if any;
+    ``pending_prompts`` the prompts that no comparison covers yet. Read only when the queue is
+    empty, so plain counts are fine here.
+    """
+    now = timezone.now()
+    pool = Comparison.objects.filter(project=project, is_gold=False).exclude(source=ComparisonSource.IMPORT)
+    comparisons = pool.count()
+    yours = pool.filter(assignments__labeler=labeler).distinct().count()
+    held = (
+        pool.exclude(assignments__labeler=labeler)
+        .filter(assignments__state=AssignmentState.LEASED, assignments__expires_at__gt=now)
+        .distinct()
+        .count()
+    )
+    if sampling is not None:
+        reason = "sampling"
+        if sampling["state"] == "queued":
+            message = ("The committee is about to answer prompts: a sampling pass is queued for the gpu worker "
+                       "(it waits while a round trains). Comparisons appear as each batch of answers finishes.")
+        else:
+            message = (f"The committee is answering prompts: {sampling['prompts_done']} of {sampling['prompts_total']} done, "
+                       f"{sampling['pairs_created']} comparisons made so far. New ones appear as each batch finishes.")
+    elif comparisons == 0:
+        reason = "no_comparisons"
+        message = (f"This project has no comparisons yet: the committee has not answered its prompts "
+                   f"({pending_prompts} waiting). A lead starts sampling on the project page.")
+    elif held:
+        reason = "leased_to_others"
+        message = (f"The {held} comparisons still open to you are being labeled by others right now. A lease left "
+                   f"unanswered ends after {project.lease_minutes} minutes and comes back to the queue.")
+    else:
+        reason = "all_done"
+        message = f"You have labeled everything open to you ({yours} of the project's {comparisons} comparisons)."
+        if pending_prompts:
+            message += f" {pending_prompts} prompts still wait for the committee's answers; a lead can start sampling."
+    return {
+        "reason": reason, "message": message, "poll": reason in ("sampling", "leased_to_others"),
+        "comparisons": comparisons, "yours": yours, "leased_to_others": held, "pending_prompts": pending_prompts,
+        "sampling": sampling,
+    }
 
 
 def assignment_payload(*, assignment: Assignment, project: Project) -> dict:

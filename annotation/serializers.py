@@ -96,6 +96,20 @@ class JudgmentResultSerializer(serializers.Serializer):
     )
 
 
+class QueueStatusSerializer(serializers.Serializer):
+    """Why ``next`` has nothing for the caller (documentation of the queue-status answer)."""
+
+    reason = serializers.ChoiceField(choices=["sampling", "no_comparisons", "leased_to_others", "all_done"])
+    message = serializers.CharField(help_text="The reason in a sentence, for the labeling page.")
+    poll = serializers.BooleanField(help_text="Whether work may arrive soon (sampling, or leases held by others).")
+    comparisons = serializers.IntegerField()
+    yours = serializers.IntegerField(help_text="Comparisons you labeled, skipped or hold.")
+    leased_to_others = serializers.IntegerField()
+    pending_prompts = serializers.IntegerField()
+    sampling = serializers.DictField(allow_null=True, help_text="The queued or running sampling pass's progress, if any.")
+    project_url = serializers.CharField(allow_null=True, help_text="The project page, for leads and admins.")
+
+
 class ErrorSerializer(serializers.Serializer):
     # A stable code on the errors our services raise; DRF's own errors (403, 404) carry only detail.
     error = serializers.CharField(required=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from modeling.models import Round, RoundState
+from modeling.models import JobState, Round, RoundState, SamplingRun
 
 REWARD_MODEL_DIR = "reward_model"
 
@@ -23,6 +23,11 @@ def current_reward_model(*, project) -> Path | None:
         if (candidate / "config.json").exists():
             return candidate
     return None
+
+
+def sampling_active(*, project) -> SamplingRun | None:
+    """The project's sampling pass that is queued or running (at most one: a partial unique index)."""
+    return SamplingRun.objects.filter(project=project, state__in=(JobState.QUEUED, JobState.RUNNING)).order_by("-id").first()
 
 
 def sampling_progress(*, run) -> dict:

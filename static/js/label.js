@@ -8,10 +8,12 @@
   if (!root) return;
   const $ = (id) => document.getElementById(id);
   const nextUrl = root.dataset.nextUrl;
+  const queueUrl = root.dataset.queueUrl;
+  const POLL_MS = 10000;
   const apiRoot = root.dataset.apiRoot;
 
   // phase: loading | verdict | skip | edit | submitting | empty
-  const state = { phase: "loading", task: null, choice: null, key: null };
+  const state = { phase: "loading", task: null, choice: null, key: null, pollTimer: null };
 
   async function api(url, body) {
     // Retries network failures and 5xx a few times with the same body (and so the same
@@ -48,8 +50,30 @@
     $("remaining").textContent = progress.remaining;
   }
 
+  // Why the queue is empty (sampling in flight, nothing sampled yet, leased to others, all done),
+  // in the server's words; while work may still arrive, look again every POLL_MS.
+  async function explainEmpty() {
+    clearTimeout(state.pollTimer);
+    $("empty-reason").textContent = "Looking for the reason…";
+    try {
+      const response = await fetch(queueUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error("status " + response.status);
+      const data = await response.json();
+      if (state.phase !== "empty") return;
+      $("empty-reason").textContent = data.message;
+      $("empty-lead").hidden = !data.project_url;
+      if (data.project_url) $("empty-lead").href = data.project_url;
+      $("empty-poll").hidden = !data.poll;
+      if (data.poll) state.pollTimer = setTimeout(() => { if (state.phase === "empty") loadNext(); }, POLL_MS);
+    } catch (err) {
+      $("empty-reason").textContent = "Every open comparison has its labels or is leased to someone else (the reason could not be read: " + err.message + ").";
+    }
+  }
+
   function setPhase(phase) {
+    const wasEmpty = state.phase === "empty";
     state.phase = phase;
+    if (phase === "empty" && !wasEmpty) explainEmpty();
     $("task").hidden = phase === "empty" || phase === "loading";
     $("empty").hidden = phase !== "empty";
     $("verdict").hidden = !(phase === "verdict" || phase === "skip");
@@ -104,6 +128,7 @@
   }
 
   async function loadNext() {
+    clearTimeout(state.pollTimer);
     setPhase("loading");
     say("Loading the next comparison…");
     try {

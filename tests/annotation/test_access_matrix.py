@@ -113,6 +113,7 @@ ROUTES: dict[str, dict[str, tuple]] = {
     # Labeling: anyone who labels in the project; an assignment answers only its own labeler
     # (404 to everyone else, leads and superusers included: nobody submits in someone's name).
     "api-next": {"POST": (403, 404, 404, 200, 200, 200, 404, 200), "OPTIONS": (403, 404, 404, 200, 200, 200, 404, 200)},
+    "api-queue": {"GET": (403, 404, 404, 200, 200, 200, 404, 200), "OPTIONS": (403, 404, 404, 200, 200, 200, 404, 200)},
     "api-submit": {"POST": (403, 404, 404, 201, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
     "api-skip": {"POST": (403, 404, 404, 200, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
     # Leads' reads and jobs.

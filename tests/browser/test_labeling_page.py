@@ -137,3 +137,25 @@ def test_script_and_event_handlers_in_responses_and_prompts_render_inert(live_se
     assert handlers == []
     assert "<script>window.__pwned = 1</script>" in page.text_content("#response-left")  # shown as text
     assert page.js_errors == []
+
+
+def test_an_empty_queue_says_sampling_is_running_and_the_page_picks_up_the_first_comparison(live_server, browser_page, output_dir):
+    from modeling.models import JobState, SamplingRun
+
+    project = ProjectFactory(gold_rate=0, overlap_k=1)
+    prompts = [PromptFactory(project=project, messages=[{"role": "user", "content": f"Question {i}?"}]) for i in range(3)]
+    run = SamplingRun.objects.create(project=project, state=JobState.RUNNING, prompts_total=3, prompts_done=0)
+    labeler = UserFactory(username="ada")
+    MembershipFactory(project=project, user=labeler, role=Role.LABELER)
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/")
+    page.wait_for_function("document.querySelector('#empty-reason').textContent.includes('0 of 3 done')")
+    assert page.is_visible("#empty-poll") and not page.is_visible("#empty-lead")
+    page.screenshot(path=str(output_dir / "labeling-empty-sampling.png"), full_page=True)
+
+    # The sampler releases the first batch: the page shows it on its next look, without a click.
+    ComparisonFactory(prompt=prompts[0])
+    SamplingRun.objects.filter(pk=run.pk).update(prompts_done=1, pairs_created=1)
+    wait_for_task(page, 0)
+    assert not page.js_errors
