@@ -15,7 +15,8 @@ from django.db import transaction
 from annotation.importers import parse_mt_bench
 from annotation.models import Project, Role
 from annotation.services import membership_set, project_create, prompts_create
-from modeling.services import member_register_smollm2
+from modeling.models import SamplingRun
+from modeling.services import member_register_smollm2, sampling_start
 
 DEMO_SLUG = "mt-bench-demo"
 DEMO_PASSWORD = "arbiter-demo"
@@ -47,6 +48,7 @@ class DemoResult:
     project: Project
     prompts_created: int
     users_created: list[str]
+    first_pass: SamplingRun | None = None
 
 
 def mt_bench_path() -> Path:
@@ -83,4 +85,15 @@ def demo_load() -> DemoResult:
             created.append(username)
         membership_set(project=project, user=user, role=role)
     member_register_smollm2()
-    return DemoResult(project=project, prompts_created=result.created, users_created=created)
+    return DemoResult(project=project, prompts_created=result.created, users_created=created, first_pass=_first_pass(project))
+
+
+def _first_pass(project: Project) -> SamplingRun | None:
+    """A first sampling pass on a fresh demo, so a labeler has work within a minute of the first
+    start instead of an empty queue until a lead finds the sampling form. Its first batch is small
+    (a quarter of a batch) and released as soon as it is answered. Never twice: not once the
+    project has had any pass or comparison."""
+    prompts = settings.ARBITER_DEMO_FIRST_PASS
+    if not prompts or SamplingRun.objects.filter(project=project).exists() or project.comparisons.exists():
+        return None
+    return sampling_start(project=project, limit=prompts)

