@@ -118,6 +118,10 @@ class Round(models.Model):
     config = models.JSONField(default=dict, blank=True)
     step_timings = models.JSONField(default=dict, blank=True, help_text="Seconds per finished step.")
     metrics = models.JSONField(default=dict, blank=True)
+    progress = models.JSONField(
+        default=dict, blank=True,
+        help_text="The running step's latest report: step, phase, done/total and unit, loss, accuracy, elapsed_s, eta_s.",
+    )
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
     artifacts_path = models.CharField(max_length=500, blank=True, help_text="Relative to ARTIFACTS_DIR.")

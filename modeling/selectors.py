@@ -30,8 +30,22 @@ def sampling_active(*, project) -> SamplingRun | None:
     return SamplingRun.objects.filter(project=project, state__in=(JobState.QUEUED, JobState.RUNNING)).order_by("-id").first()
 
 
+def sampling_timing(*, run) -> dict:
+    """Seconds a pass has run and, while it runs, an ETA from its pace so far (prompts are
+    counted as each batch's comparisons commit)."""
+    from django.utils import timezone
+
+    elapsed = eta = None
+    if run.started_at:
+        elapsed = ((run.finished_at or timezone.now()) - run.started_at).total_seconds()
+        if run.state == JobState.RUNNING and run.prompts_done:
+            eta = elapsed / run.prompts_done * max(0, run.prompts_total - run.prompts_done)
+    return {"elapsed_s": None if elapsed is None else round(elapsed, 1), "eta_s": None if eta is None else round(eta, 1)}
+
+
 def sampling_progress(*, run) -> dict:
     return {
+        **sampling_timing(run=run),
         "id": run.pk,
         "mode": run.mode,
         "state": run.state,

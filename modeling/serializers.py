@@ -6,6 +6,7 @@ from rest_framework import serializers
 from annotation.models import Strength
 from config.api import StrictJSONTypes
 from modeling.models import CommitteeMember, SamplingRun
+from modeling.selectors import sampling_timing
 
 GENERATION_SCHEMA = {
     "type": "object", "additionalProperties": False,
@@ -61,14 +62,23 @@ class SamplingStartSerializer(StrictJSONTypes, serializers.Serializer):
 
 
 class SamplingRunSerializer(serializers.ModelSerializer):
+    elapsed_s = serializers.SerializerMethodField(help_text="Seconds the pass has run (to its end, once finished).")
+    eta_s = serializers.SerializerMethodField(help_text="While it runs: seconds left at its pace so far.")
+
     class Meta:
         model = SamplingRun
         fields = [
             "id", "mode", "state", "prompts_done", "prompts_total", "responses_created", "responses_failed",
             "responses_empty", "pairs_created", "pairs_near_duplicate", "member_errors", "error", "created_at",
-            "finished_at",
+            "finished_at", "elapsed_s", "eta_s",
         ]
         read_only_fields = fields
+
+    def get_elapsed_s(self, run) -> float | None:
+        return sampling_timing(run=run)["elapsed_s"]
+
+    def get_eta_s(self, run) -> float | None:
+        return sampling_timing(run=run)["eta_s"]
 
 
 class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
@@ -99,6 +109,7 @@ class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
 
 
 class RoundSerializer(serializers.ModelSerializer):
+    state_display = serializers.CharField(source="get_state_display", read_only=True)
     policy_member = serializers.SerializerMethodField()
     snapshots = serializers.SerializerMethodField()
 
@@ -107,7 +118,7 @@ class RoundSerializer(serializers.ModelSerializer):
 
         model = Round
         fields = [
-            "id", "number", "state", "config", "step_timings", "metrics", "log", "error", "artifacts_path",
+            "id", "number", "state", "state_display", "config", "step_timings", "metrics", "progress", "log", "error", "artifacts_path",
             "heartbeat_at", "created_at", "started_at", "finished_at", "policy_member", "snapshots",
         ]
         read_only_fields = fields

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,17 +21,33 @@ def _read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+def _report_to(path: Path):
+    """Progress reports as JSON lines in ``path``, from the main process only; the round's worker
+    relays them to the database while this runs."""
+
+    def report(fields: dict) -> None:
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        with path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(fields) + "\n")
+
+    return report
+
+
 def main(argv: list[str]) -> int:
     from modeling.ml.training import TrainConfig, train_dpo, train_reward_model
 
     kind, job_path = argv
     job = json.loads(Path(job_path).read_text())
+    progress = _report_to(Path(job_path).with_name("progress.jsonl"))
     config = TrainConfig(**job["config"])
     rows, heldout = _read_jsonl(job["rows"]), _read_jsonl(job["heldout"])
     if kind == "rm":
-        result = train_reward_model(base_dir=job["model_dir"], rows=rows, heldout=heldout, output_dir=job["output_dir"], config=config)
+        result = train_reward_model(base_dir=job["model_dir"], rows=rows, heldout=heldout, output_dir=job["output_dir"], config=config,
+                                    progress=progress)
     elif kind == "dpo":
-        result = train_dpo(policy_dir=job["model_dir"], rows=rows, heldout=heldout, output_dir=job["output_dir"], config=config)
+        result = train_dpo(policy_dir=job["model_dir"], rows=rows, heldout=heldout, output_dir=job["output_dir"], config=config,
+                           progress=progress)
     else:
         raise SystemExit(f"unknown job kind {kind!r}: use rm or dpo")
     if result is not None:  # only the main process returns a result

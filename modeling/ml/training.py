@@ -14,6 +14,17 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
+
+#: Receives progress reports while a step runs: ``{"phase", "done", "total", "unit", "elapsed_s",
+#: "eta_s", "loss"?, "accuracy"?, "log"?}``. ``log`` is a line for the round's log (the trainer's
+#: metrics), present only on the reports that carry one. Called in the training process's main
+#: thread; the caller decides where it goes (a database row, a file).
+Progress = Callable[[dict], None]
+#: Seconds between two step reports (log lines are always reported).
+REPORT_EVERY_S = 2.0
+#: Trainer log lines per training run: about this many, whatever max_steps is.
+LOG_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -81,12 +92,65 @@ def _trainer_args(config: TrainConfig, output_dir: str) -> dict:
         "bf16": _device_bf16(config),
         "use_cpu": not torch.cuda.is_available(),  # transformers refuses bf16 on CPU without it
         "gradient_checkpointing": config.gradient_checkpointing,
-        "logging_steps": max(1, config.max_steps // 10),
+        "logging_steps": max(1, config.max_steps // LOG_LINES),
         "save_strategy": "no",
         "report_to": "none",
         "seed": config.seed,
         "disable_tqdm": True,
     }
+
+
+def _report(progress: Progress | None, **fields) -> None:
+    if progress is not None:
+        progress(fields)
+
+
+def _progress_callback(progress: Progress, *, phase: str):
+    """A TrainerCallback that reports the step, the latest loss and accuracy, the time spent and
+    an ETA (from the mean step time so far) at most every ``REPORT_EVERY_S`` seconds, and every
+    trainer log entry as a log line. Only the main process reports (under accelerate launch)."""
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        def __init__(self):
+            self.started = time.perf_counter()
+            self.sent = 0.0
+            self.latest: dict = {}
+
+        def _send(self, state, log: str | None = None) -> None:
+            if not state.is_world_process_zero:
+                return
+            elapsed = time.perf_counter() - self.started
+            done, total = state.global_step, state.max_steps
+            eta = elapsed / done * (total - done) if done else None
+            report = {"phase": phase, "done": done, "total": total, "unit": "steps", "elapsed_s": round(elapsed, 1),
+                      "eta_s": None if eta is None else round(eta, 1), **self.latest}
+            if log:
+                report["log"] = log
+            progress(report)
+            self.sent = time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            self._send(state)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.perf_counter() - self.sent >= REPORT_EVERY_S or state.global_step == state.max_steps:
+                self._send(state)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" not in logs:
+                return  # the end-of-training summary and eval logs; their numbers land in the metrics
+            accuracy = logs.get("accuracy", logs.get("rewards/accuracies"))
+            self.latest = {"loss": round(float(logs["loss"]), 4)}
+            if accuracy is not None:
+                self.latest["accuracy"] = round(float(accuracy), 4)
+            shown = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and k not in ("epoch", "step")}
+            line = f"step {state.global_step}/{state.max_steps}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            self._send(state, log=line)
+
+    return _Progress()
 
 
 def _conversation(row: dict, side: str) -> list[dict]:
@@ -114,12 +178,21 @@ def _too_long(tokenizer, row: dict, max_length: int) -> bool:
     return False
 
 
+def _quiet_datasets() -> None:
+    """datasets' map/filter progress bars go to stderr, which a Celery worker logs as warnings
+    ("celery.redirected"); progress goes through ``progress`` instead."""
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
 def _last_loss(trainer) -> float | None:
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return float(losses[-1]) if losses else None
 
 
-def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig) -> RewardResult | None:
+def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig,
+                       progress: Progress | None = None) -> RewardResult | None:
     """Bradley-Terry RM with the margin term (Llama 2) on a 1-output head over the base model.
     Returns None in the non-main processes of a multi-process (accelerate) run.
 
@@ -130,7 +203,9 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
+    _quiet_datasets()
     torch.manual_seed(config.seed)
+    _report(progress, phase="loading", done=0, total=len(rows), unit="pairs", log=f"loading {base_dir}; measuring {len(rows)} pairs")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -153,7 +228,9 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
     )
     columns = ("prompt", "chosen", "rejected", "margin")
     dataset = Dataset.from_list([{k: r[k] for k in columns} for r in kept])
-    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    callbacks = [_progress_callback(progress, phase="training")] if progress else None
+    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config,
+                            callbacks=callbacks)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -172,6 +249,8 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
         steps=trainer.state.global_step, seconds=round(seconds, 2), train_loss=_last_loss(trainer),
     )
     del trainer, model, final
+    _report(progress, phase="evaluating", done=0, total=len(heldout), unit="pairs",
+            log=f"trained {result.steps} steps in {result.seconds} s; scoring {len(heldout)} held-out pairs")
     result.heldout = evaluate_reward_model(model_dir=output_dir, rows=heldout, max_length=config.max_length)
     return result
 
@@ -201,7 +280,8 @@ def evaluate_reward_model(*, model_dir: str, rows: list[dict], max_length: int =
     }
 
 
-def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig) -> DPOResult | None:
+def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig,
+              progress: Progress | None = None) -> DPOResult | None:
     """DPO (+ NLL on chosen, Llama 3 / RPO) from the starting policy, LoRA by default; the
     reference is the starting policy itself (the base with the new adapter disabled).
 
@@ -214,6 +294,8 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
 
     if not rows:
         raise ValueError("no DPO pair in this round's snapshot (after the strength filter)")
+    _quiet_datasets()
+    _report(progress, phase="loading", done=0, total=len(rows), unit="pairs", log=f"loading {policy_dir}; {len(rows)} pairs")
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     if tokenizer.pad_token is None:
@@ -239,6 +321,7 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     trainer = DPOTrainer(
         model=model, ref_model=ref_model, args=args, train_dataset=train, eval_dataset=evaluation,
         processing_class=tokenizer, peft_config=peft_config,
+        callbacks=[_progress_callback(progress, phase="training")] if progress else None,
     )
     started = time.perf_counter()
     trainer.train()
@@ -246,6 +329,8 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     trainer.accelerator.wait_for_everyone()
     heldout_metrics = {}
     if evaluation is not None:
+        _report(progress, phase="evaluating", done=0, total=len(heldout), unit="pairs",
+                log=f"trained {trainer.state.global_step} steps in {seconds:.1f} s; DPO metrics on {len(heldout)} held-out pairs")
         raw = trainer.evaluate()
         heldout_metrics = {
             k.removeprefix("eval_"): round(float(v), 4)
@@ -269,7 +354,7 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
 
 
 def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, prompts: list[list[dict]],
-                 max_new_tokens: int = 128, cache_root: str = "/tmp") -> dict:
+                 max_new_tokens: int = 128, cache_root: str = "/tmp", progress: Progress | None = None) -> dict:
     """The new and the previous policy answer the same prompts; the reward model judges.
 
     Win rate of the new policy (ties count half) with its 95% Wilson interval.
@@ -281,9 +366,16 @@ def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, p
         return {"prompts": 0, "win_rate": None, "ci95": None}
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=1234)
     answers = {}
+    started, total = time.perf_counter(), 2 * len(prompts)
     for name, path in (("new", new_policy_dir), ("old", old_policy_dir)):
         backend = LocalBackend(ModelSpec(kind="local", model_path=path), cache_root)
-        answers[name] = [g.text for b in range(0, len(prompts), 8) for g in backend.generate(prompts[b : b + 8], params)]
+        answers[name] = []
+        for b in range(0, len(prompts), 8):
+            answers[name] += [g.text for g in backend.generate(prompts[b : b + 8], params)]
+            done = sum(len(a) for a in answers.values())
+            elapsed = time.perf_counter() - started
+            _report(progress, phase=f"{name} policy answering", done=done, total=total, unit="answers",
+                    elapsed_s=round(elapsed, 1), eta_s=round(elapsed / done * (total - done), 1))
         del backend
     scorer = RewardScorer(reward_dir)
     new = scorer.score(prompts, answers["new"])

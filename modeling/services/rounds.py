@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -224,6 +225,25 @@ class _Heartbeat:
         self.thread.join(timeout=5)
 
 
+class _StepProgress:
+    """Where a running step's progress reports go (modeling.ml.training.Progress): the report
+    into ``Round.progress`` for the page and the API, its log line (the trainer's metrics) into
+    the round's log. The ML code sends a report at most every couple of seconds."""
+
+    def __init__(self, round_id: int, step: str):
+        self.round_id, self.step = round_id, step
+
+    def __call__(self, report: dict) -> None:
+        report = dict(report)
+        line = report.pop("log", None)
+        if line:
+            _log(self.round_id, f"{self.step}: {line}")
+        now = timezone.now()
+        Round.objects.filter(pk=self.round_id).update(
+            progress={"step": self.step, **report, "updated_at": now.isoformat()}, heartbeat_at=now
+        )
+
+
 def round_dir(round_: Round) -> Path:
     return Path(settings.ARTIFACTS_DIR) / round_.project.slug / f"round-{round_.number}"
 
@@ -321,7 +341,8 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
     return summary
 
 
-def _train(kind: str, round_: Round, *, model_dir: str, rows: list[dict], heldout: list[dict], output_dir: Path, config):
+def _train(kind: str, round_: Round, *, model_dir: str, rows: list[dict], heldout: list[dict], output_dir: Path, config,
+           progress):
     """Train in this process, or under ``accelerate launch`` when the round asks for it."""
     from modeling.ml.training import RewardResult, train_dpo, train_reward_model
 
@@ -329,7 +350,7 @@ def _train(kind: str, round_: Round, *, model_dir: str, rows: list[dict], heldou
     if not launch:
         train = train_reward_model if kind == "rm" else train_dpo
         key = "base_dir" if kind == "rm" else "policy_dir"
-        return train(**{key: model_dir}, rows=rows, heldout=heldout, output_dir=str(output_dir), config=config)
+        return train(**{key: model_dir}, rows=rows, heldout=heldout, output_dir=str(output_dir), config=config, progress=progress)
     import subprocess
     import sys
 
@@ -352,12 +373,34 @@ def _train(kind: str, round_: Round, *, model_dir: str, rows: list[dict], heldou
         command.append("--cpu")
     command += [*map(str, launch.get("args", [])), "-m", "modeling.ml.launch", kind, str(jobdir / "job.json")]
     _log(round_.pk, f"{kind}: accelerate launch with {launch.get('num_processes', 1)} process(es)")
-    completed = subprocess.run(command, cwd=settings.BASE_DIR, capture_output=True, text=True)
-    if completed.returncode != 0:
-        raise RoundError(f"accelerate launch failed ({completed.returncode}): {completed.stderr[-1500:]}")
+    # The launched processes cannot reach the database: the main one appends its progress reports
+    # to a file (modeling/ml/launch.py), relayed here while it runs. stderr goes to a file too, so
+    # a chatty trainer cannot fill a pipe nobody reads until the end.
+    reports, errors = jobdir / "progress.jsonl", jobdir / "stderr.txt"
+    with errors.open("wb") as stderr:
+        process = subprocess.Popen(command, cwd=settings.BASE_DIR, stdout=subprocess.DEVNULL, stderr=stderr)
+        relayed = 0
+        while True:
+            finished = process.poll() is not None
+            relayed = _relay_reports(reports, relayed, progress)
+            if finished:
+                break
+            time.sleep(1.0)
+    if process.returncode != 0:
+        raise RoundError(f"accelerate launch failed ({process.returncode}): {errors.read_text(errors='replace')[-1500:]}")
     result = json.loads((jobdir / "result.json").read_text())
     shutil.rmtree(jobdir, ignore_errors=True)
     return (RewardResult if kind == "rm" else DPOResult)(**result)
+
+
+def _relay_reports(path: Path, seen: int, progress) -> int:
+    """Pass on the complete report lines of ``path`` after the first ``seen``; returns the count."""
+    if not path.exists():
+        return seen
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # the last piece may be half-written
+    for line in lines[seen:]:
+        progress(json.loads(line))
+    return len(lines)
 
 
 def _train_config(part: dict):
@@ -367,8 +410,6 @@ def _train_config(part: dict):
 
 
 def _step_reward_model(round_: Round, workdir: Path) -> dict:
-    from modeling.ml.training import evaluate_reward_model
-
     final = workdir / REWARD_MODEL_DIR
     if (final / "metrics.json").exists():
         return json.loads((final / "metrics.json").read_text())
@@ -378,17 +419,27 @@ def _step_reward_model(round_: Round, workdir: Path) -> dict:
     previous_rm = current_reward_model(project=round_.project)
     tmp = _tmp_dir(final)
     base = _base_member(round_.project, round_.config)
-    result = _train("rm", round_, model_dir=_model_dir(base), rows=rows, heldout=heldout, output_dir=tmp, config=config)
+    progress = _StepProgress(round_.pk, RoundState.TRAINING_RM)
+    result = _train("rm", round_, model_dir=_model_dir(base), rows=rows, heldout=heldout, output_dir=tmp, config=config, progress=progress)
     metrics = {
         "base_member": base.name, "train_pairs": result.train_pairs, "dropped_too_long": result.dropped_too_long,
         "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
-        "previous_heldout": evaluate_reward_model(model_dir=str(previous_rm), rows=heldout, max_length=config.max_length)
-        if previous_rm else None,
+        "previous_heldout": _previous_heldout(previous_rm, heldout, config, progress),
         "config": config.as_dict(),
     }
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _publish(tmp, final)
     return metrics
+
+
+def _previous_heldout(previous_rm: Path | None, heldout: list[dict], config, progress) -> dict | None:
+    from modeling.ml.training import evaluate_reward_model
+
+    if previous_rm is None:
+        return None
+    progress({"phase": "evaluating the previous reward model", "done": 0, "total": len(heldout), "unit": "pairs",
+              "log": f"scoring the {len(heldout)} held-out pairs with the previous reward model, to compare"})
+    return evaluate_reward_model(model_dir=str(previous_rm), rows=heldout, max_length=config.max_length)
 
 
 def _step_dpo(round_: Round, workdir: Path) -> dict:
@@ -404,7 +455,8 @@ def _step_dpo(round_: Round, workdir: Path) -> dict:
         return {"skipped": "no new pairs of the DPO strengths since the last successful round", "starting_member": start.name}
     config = _train_config(round_.config["dpo"])
     tmp = _tmp_dir(final)
-    result = _train("dpo", round_, model_dir=_model_dir(start), rows=rows, heldout=heldout, output_dir=tmp, config=config)
+    progress = _StepProgress(round_.pk, RoundState.TRAINING_DPO)
+    result = _train("dpo", round_, model_dir=_model_dir(start), rows=rows, heldout=heldout, output_dir=tmp, config=config, progress=progress)
     metrics = {
         "starting_member": start.name, "starting_member_id": start.pk, "train_pairs": result.train_pairs,
         "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
@@ -434,6 +486,7 @@ def _step_evaluate(round_: Round, workdir: Path) -> dict:
         reward_dir=str(workdir / REWARD_MODEL_DIR), prompts=prompts,
         max_new_tokens=int(round_.config["eval_max_new_tokens"]),
         cache_root=str(Path(settings.ARTIFACTS_DIR) / "models"),
+        progress=_StepProgress(round_.pk, RoundState.EVALUATING),
     )
 
 
@@ -487,7 +540,9 @@ def round_execute(*, round_id: int) -> Round:
                     return round_
                 if state in round_.step_timings:
                     continue
-                Round.objects.filter(pk=round_id).exclude(state=RoundState.CANCELLED).update(state=state)
+                Round.objects.filter(pk=round_id).exclude(state=RoundState.CANCELLED).update(
+                    state=state, progress={"step": state, "phase": "starting", "updated_at": timezone.now().isoformat()}
+                )
                 _log(round_id, f"{state}: started")
                 started = timezone.now()
                 metrics = step(round_, workdir)
@@ -503,7 +558,7 @@ def round_execute(*, round_id: int) -> Round:
             member = _register_policy(round_, workdir)
             (workdir / "metrics.json").write_text(json.dumps(round_.metrics, indent=2, default=str))
             Round.objects.filter(pk=round_id).exclude(state=RoundState.CANCELLED).update(
-                state=RoundState.SUCCEEDED, finished_at=timezone.now()
+                state=RoundState.SUCCEEDED, finished_at=timezone.now(), progress={}
             )
             _log(round_id, f"succeeded; new policy: {member.name + (' (active)' if member.is_active else ' (not admitted)') if member else 'none'}")
     except Exception as exc:

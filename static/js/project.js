@@ -9,12 +9,18 @@
   const status = document.getElementById("sampling-status");
   let timer = null;
 
+  // "2 min 5 s, about 6 min left" while running; the time it took once finished.
+  function timing(r) {
+    if (r.elapsed_s === null) return "–";
+    return Arbiter.duration(r.elapsed_s) + (r.eta_s !== null ? ", about " + Arbiter.duration(r.eta_s) + " left" : "");
+  }
+
   function render(runs) {
     body.replaceChildren();
     if (!runs.length) {
       const tr = document.createElement("tr");
       const td = Arbiter.cell("No sampling run yet.");
-      td.colSpan = 9;
+      td.colSpan = 10;
       td.className = "muted";
       tr.append(td);
       body.append(tr);
@@ -28,7 +34,8 @@
       tr.append(
         Arbiter.cell(r.id), Arbiter.cell(r.mode === "committee" ? "committee" : "best of K"), state,
         Arbiter.cell(r.prompts_done + " / " + r.prompts_total), Arbiter.cell(r.responses_created), Arbiter.cell(r.pairs_created),
-        Arbiter.cell(r.pairs_near_duplicate + " / " + r.responses_empty), Arbiter.cell(r.responses_failed), Arbiter.cell(errors.join("; ")),
+        Arbiter.cell(r.pairs_near_duplicate + " / " + r.responses_empty), Arbiter.cell(r.responses_failed),
+        Arbiter.cell(timing(r)), Arbiter.cell(errors.join("; ")),
       );
       body.append(tr);
     });

@@ -128,6 +128,47 @@ def test_a_round_trains_evaluates_and_registers_a_policy_then_a_rerun_is_a_no_op
 
 
 @pytest.mark.django_db
+def test_a_round_reports_steps_loss_accuracy_and_eta_and_logs_the_trainer_not_stdout(
+    tiny_model_dir, artifacts, django_capture_on_commit_callbacks, monkeypatch
+):
+    from modeling.ml import training
+    from modeling.services import rounds
+
+    monkeypatch.setattr(training, "REPORT_EVERY_S", 0.0)  # every step, so a 3-step run shows each
+    reports, rows = [], []
+    relay = rounds._StepProgress.__call__
+
+    def spy(self, report):
+        reports.append((self.step, dict(report)))
+        relay(self, report)
+        rows.append(Round.objects.values("state", "progress").get(pk=self.round_id))  # what the page reads
+
+    monkeypatch.setattr(rounds._StepProgress, "__call__", spy)
+    project, _ = labelled_project(tiny_model_dir)
+    with django_capture_on_commit_callbacks():
+        round_ = round_start(project=project, config=SMALL)
+    round_ = round_execute(round_id=round_.pk)
+    assert round_.state == RoundState.SUCCEEDED, (round_.error, round_.log)
+
+    rm = [r for step, r in reports if step == "training_rm" and r["phase"] == "training"]
+    assert [r["done"] for r in rm] == [0, 1, 1, 2, 2, 3, 3] and {r["total"] for r in rm} == {3}  # step ends and log lines
+    assert rm[-1]["eta_s"] == 0 and all(r["elapsed_s"] >= 0 for r in rm)
+    assert "loss" in rm[-1] and 0 <= rm[-1]["accuracy"] <= 1  # the RM's batch accuracy
+    dpo = [r for step, r in reports if step == "training_dpo" and r["phase"] == "training"]
+    assert dpo[-1]["done"] == 3 and "loss" in dpo[-1] and "accuracy" in dpo[-1]  # DPO: rewards/accuracies
+    phases = [(step, r["phase"]) for step, r in reports]
+    assert ("training_rm", "evaluating") in phases and ("training_dpo", "loading") in phases
+    answering = [r for step, r in reports if step == "evaluating"]
+    assert answering[-1]["done"] == answering[-1]["total"] == 2 * round_.metrics["evaluating"]["prompts"] and answering[-1]["unit"] == "answers"
+    # the row the page polls says the same, and its state never lags the step it reports
+    assert all(row["progress"]["step"] == row["state"] for row in rows)
+    assert round_.progress == {}  # cleared when the round succeeded
+    for line in ("training_rm: step 1/3: loss", "training_rm: step 3/3: loss", "training_rm: trained 3 steps",
+                 "training_dpo: step 3/3: loss", "rewards/accuracies"):
+        assert line in round_.log, line
+
+
+@pytest.mark.django_db
 def test_the_next_round_trains_dpo_only_on_new_judgments_from_the_new_policy(tiny_model_dir, artifacts, django_capture_on_commit_callbacks):
     project, base = labelled_project(tiny_model_dir)
     with django_capture_on_commit_callbacks():
@@ -265,6 +306,8 @@ def test_a_round_can_train_under_accelerate_launch(tiny_model_dir, artifacts, dj
     round_ = round_execute(round_id=round_.pk)
     assert round_.state == RoundState.SUCCEEDED, (round_.error, round_.log)
     assert "rm: accelerate launch with 1 process(es)" in round_.log and "dpo: accelerate launch" in round_.log
+    # the launched process cannot reach the database: its trainer log still reaches the round's log
+    assert "training_rm: step 3/3: loss" in round_.log and "training_dpo: step 3/3: loss" in round_.log
     assert round_.metrics["training_rm"]["steps"] == 3 and round_.metrics["training_dpo"]["steps"] == 3
     workdir = Path(settings.ARTIFACTS_DIR) / round_.artifacts_path
     assert (workdir / "reward_model/config.json").exists() and not list(workdir.glob("*.job"))

@@ -245,3 +245,21 @@ def test_a_sampling_run_whose_worker_died_is_failed_and_no_longer_blocks(project
     assert run.state == JobState.FAILED and "worker lost" in run.error
     with django_capture_on_commit_callbacks():
         assert sampling_start(project=project_with_prompts).state == JobState.QUEUED
+
+
+def test_a_running_pass_reports_its_time_and_an_eta_from_its_pace(project_with_prompts):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from modeling.selectors import sampling_timing
+    from modeling.serializers import SamplingRunSerializer
+
+    run = SamplingRun.objects.create(project=project_with_prompts, state=JobState.RUNNING, prompts_total=8, prompts_done=2,
+                                     started_at=timezone.now() - timedelta(seconds=60))
+    timing = sampling_timing(run=run)
+    assert 60 <= timing["elapsed_s"] < 65 and 180 <= timing["eta_s"] < 195  # 2 prompts a minute, 6 to go
+    assert SamplingRunSerializer(run).data["eta_s"] == pytest.approx(timing["eta_s"], abs=2)
+    run.state, run.finished_at = JobState.SUCCEEDED, run.started_at + timedelta(seconds=240)
+    assert sampling_timing(run=run) == {"elapsed_s": 240.0, "eta_s": None}
+    assert sampling_timing(run=SamplingRun(project=project_with_prompts)) == {"elapsed_s": None, "eta_s": None}
