@@ -1,4 +1,4 @@
-"""The first hour of a new user: how long from `make run` answering to a labeler's first comparison.
+"""The first hour of a new user: `make run`, a labeler's first comparison, labels, a quick round.
 
     python bench/first_hour.py [--keep]
 
@@ -7,10 +7,13 @@ empty folder: no converted model cache, a fresh SQLite file, the file broker. On
 answers, ``labeler1`` logs in with a session (the login form, as a browser does) and asks for the
 next comparison once a second, reading the queue status (what the labeling page shows while it
 waits) each time. ``first_comparison_s`` is the time from the web answering to the first
-comparison served. Target (issue 12): <= 90 s on this 2-core machine.
+comparison served (target, issue 12: <= 90 s on this 2-core machine).
 
-Not measured yet: labeling about 50 comparisons and the quick round (``quick_round_s``, target <=
-600 s): round presets do not exist yet; the result says so instead of a number.
+Then, as people would: labeler1-3 label every comparison of the demo's first pass through the
+labeling API (submit with ``next: true``, as the page does; each prefers the longer answer, with
+strengths from a fixed cycle), and ``admin`` starts a round with the **quick** preset on the
+rounds API and follows its progress until it ends. ``quick_round_s`` is from the start request
+to the round's end (target <= 600 s).
 
 Writes bench/results/first_hour.json and docs/benchmarks.md.
 """
@@ -37,6 +40,8 @@ from scripts.e2e import Stack, free_port  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "first_hour.json"
 DEMO_SLUG = "mt-bench-demo"
 TARGET_FIRST_COMPARISON_S = 90
+TARGET_QUICK_ROUND_S = 600
+STRENGTHS = ("significantly_better", "better", "slightly_better", "better", "negligibly_better")
 
 
 class Browser:
@@ -75,6 +80,15 @@ class Browser:
         return status, json.loads(payload)
 
 
+def _round_summary(round_: dict) -> str:
+    metrics = round_.get("metrics") or {}
+    rm, dpo, evaluation = metrics.get("training_rm", {}), metrics.get("training_dpo", {}), metrics.get("evaluating", {})
+    files = metrics.get("snapshot", {}).get("files", {})
+    return (f"RM {rm.get('steps')} steps on {files.get('rm', {}).get('rows')} pairs, held-out accuracy "
+            f"{rm.get('heldout', {}).get('accuracy')} on {files.get('heldout', {}).get('rows')} pairs; DPO {dpo.get('steps')} steps on "
+            f"{files.get('dpo', {}).get('rows')} pairs; head-to-head win rate {evaluation.get('win_rate')} on {evaluation.get('prompts')} prompts")
+
+
 def first_comparison(stack: Stack, timeout_s: float) -> dict:
     browser = Browser(stack.url)
     browser.login("labeler1", "arbiter-demo")
@@ -93,6 +107,59 @@ def first_comparison(stack: Stack, timeout_s: float) -> dict:
     raise RuntimeError(f"no comparison within {timeout_s:.0f} s; the page said: {messages[-3:]}")
 
 
+def wait_for_first_pass(browser: Browser, timeout_s: float) -> dict:
+    """The demo's first sampling pass, once it has ended (its comparisons are all released)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        _, runs = browser.get_json(f"/api/v1/projects/{DEMO_SLUG}/sampling/")
+        if runs and runs[0]["state"] in ("succeeded", "failed"):
+            return runs[0]
+        time.sleep(2.0)
+    raise RuntimeError("the demo's first sampling pass did not end")
+
+
+def label_everything(base: str, labeler: str) -> int:
+    """Label every comparison open to ``labeler``, one request per judgment (submit with next)."""
+    browser = Browser(base)
+    browser.login(labeler, "arbiter-demo")
+    status, task = browser.post_json(f"/api/v1/projects/{DEMO_SLUG}/next/", {})
+    done = 0
+    while status == 200 and task:
+        longer = "left" if len(task["left"]["html"]) >= len(task["right"]["html"]) else "right"
+        body = {"chosen": longer, "strength": STRENGTHS[done % len(STRENGTHS)], "next": True}
+        status, answer = browser.post_json(f"/api/v1/assignments/{task['assignment']}/submit/", body)
+        if status not in (200, 201):
+            raise RuntimeError(f"{labeler}'s submit answered {status}: {answer}")
+        done += 1
+        task, status = answer.get("next"), 200
+    return done
+
+
+def quick_round(base: str, timeout_s: float) -> dict:
+    admin = Browser(base)
+    admin.login("admin", "arbiter-demo")
+    started = time.monotonic()
+    status, round_ = admin.post_json(f"/api/v1/projects/{DEMO_SLUG}/rounds/", {"preset": "quick"})
+    if status != 202:
+        raise RuntimeError(f"starting the round answered {status}: {round_}")
+    shown = None
+    while time.monotonic() - started < timeout_s:
+        _, now = admin.get_json(f"/api/v1/rounds/{round_['id']}/")
+        p = now.get("progress") or {}
+        line = f"{now['state']}" + (f" · {p.get('phase')} {p.get('done')}/{p.get('total')} {p.get('unit')}" if p.get("total") else "")
+        if p.get("loss") is not None:
+            line += f" · loss {p['loss']}"
+        if p.get("eta_s") is not None:
+            line += f" · about {p['eta_s']:.0f} s left"
+        if line != shown:
+            shown = line
+            print(f"  {time.monotonic() - started:6.1f} s  {line}", flush=True)
+        if now["state"] in ("succeeded", "failed", "cancelled"):
+            return {"seconds": time.monotonic() - started, "round": now}
+        time.sleep(2.0)
+    raise RuntimeError(f"the quick round did not end within {timeout_s:.0f} s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=900)
@@ -109,6 +176,16 @@ def main() -> int:
         print(f"web answering after {web_s:.1f} s (migrate, demo, four processes)", flush=True)
         first = first_comparison(stack, args.timeout)
         print(f"first comparison served {first['seconds']:.1f} s after the web answered", flush=True)
+        lead = Browser(stack.url)
+        lead.login("lead", "arbiter-demo")
+        sampling = wait_for_first_pass(lead, args.timeout)
+        print(f"first pass {sampling['state']}: {sampling['pairs_created']} comparisons in {sampling['elapsed_s']} s", flush=True)
+        labeled_at = time.monotonic()
+        judgments = {name: label_everything(stack.url, name) for name in ("labeler1", "labeler2", "labeler3")}
+        labeling_s = time.monotonic() - labeled_at
+        print(f"labeled: {judgments} in {labeling_s:.1f} s", flush=True)
+        quick = quick_round(stack.url, args.timeout)
+        print(f"quick round {quick['round']['state']} in {quick['seconds']:.1f} s", flush=True)
     except Exception:
         print(stack.log_tail(), file=sys.stderr)
         raise
@@ -123,21 +200,32 @@ def main() -> int:
         "first_comparison_target_s": TARGET_FIRST_COMPARISON_S,
         "first_comparison_target_met": first["seconds"] <= TARGET_FIRST_COMPARISON_S,
         "queue_messages": first["messages"],
-        "quick_round_s": None,
-        "quick_round_note": "not measured: round presets (issue 12, part 3) are not built yet",
+        "first_pass": {k: sampling[k] for k in ("state", "prompts_done", "pairs_created", "elapsed_s")},
+        "judgments": judgments, "labeling_s": round(labeling_s, 1),
+        "quick_round_state": quick["round"]["state"],
+        "quick_round_s": round(quick["seconds"], 1),
+        "quick_round_target_s": TARGET_QUICK_ROUND_S,
+        "quick_round_target_met": quick["round"]["state"] == "succeeded" and quick["seconds"] <= TARGET_QUICK_ROUND_S,
+        "quick_round_steps_s": quick["round"]["step_timings"],
+        "quick_round_metrics": _round_summary(quick["round"]),
     }
     print(json.dumps(out, indent=2))
     if not args.no_write:
         RESULTS.write_text(json.dumps(out, indent=2) + "\n")
         met = "met" if out["first_comparison_target_met"] else "not met"
+        quick_met = "met" if out["quick_round_target_met"] else "not met"
+        m = out["quick_round_metrics"]
         replace_section(
             "first_hour", "First hour (`bench/first_hour.py`)",
             f"Run {out['date']} on {out['machine']}: `python -m config.embedded` with the demo in an empty folder "
             f"(no converted model cache). The web answered {out['web_answering_s']} s after the start; **labeler1 was "
             f"served the first comparison {out['first_comparison_s']} s after that** (target ≤ 90 s: **{met}**), from "
             "the demo's own first sampling pass (its first batch is two prompts). While waiting, the queue status "
-            "said, in order: " + "; ".join(f"at {t} s \"{m}\"" for t, m in out["queue_messages"]) + ". "
-            "The quick round is not measured yet (no round presets).",
+            "said, in order: " + "; ".join(f"at {t} s \"{msg}\"" for t, msg in out["queue_messages"]) + ". "
+            f"The pass then finished ({out['first_pass']['pairs_created']} comparisons in {out['first_pass']['elapsed_s']} s); "
+            f"labeler1-3 labeled every one through the API ({sum(out['judgments'].values())} judgments in {out['labeling_s']} s) "
+            f"and admin started a **quick** round: {out['quick_round_state']} in **{out['quick_round_s']} s** "
+            f"(target ≤ 600 s: **{quick_met}**); steps (s): {out['quick_round_steps_s']}; {m}.",
         )
     return 0
 

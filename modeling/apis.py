@@ -107,7 +107,9 @@ class RoundsApi(APIView):
         body = RoundStartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            round_ = round_start(project=self.project, user=request.user, config=body.validated_data["config"])
+            round_ = round_start(
+                project=self.project, user=request.user, config=body.validated_data["config"], preset=body.validated_data["preset"]
+            )
         except RoundError as exc:
             code = status.HTTP_409_CONFLICT if "already" in str(exc) else status.HTTP_400_BAD_REQUEST
             return Response({"error": "round", "detail": str(exc)}, status=code)

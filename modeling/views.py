@@ -8,6 +8,7 @@ from django.views.decorators.http import require_POST, require_safe
 from annotation.access import project_page
 from annotation.models import Role
 from annotation.services import project_set_round_schedule
+from config.untrusted import STRICT_JSON, json_refusal
 from modeling.models import ACTIVE_ROUND_STATES, Round
 from modeling.services import RoundError, round_cancel, round_retry, round_start
 
@@ -55,12 +56,36 @@ def rounds(request: HttpRequest, project, role) -> HttpResponse:
 @require_POST
 @project_page(Role.ADMIN)
 def round_start_view(request: HttpRequest, project, role) -> HttpResponse:
+    """The rounds page's form: a preset, and for "custom" the standard settings with a JSON
+    object of overrides on top (checked like the API's; a bad one changes nothing)."""
+    preset, text = request.POST.get("preset", "quick"), request.POST.get("config", "").strip()
     try:
-        round_ = round_start(project=project, user=request.user)
-        messages.success(request, f"Round {round_.number} queued for the gpu worker.")
+        overrides = {}
+        if preset == "custom":
+            preset, overrides = "standard", _custom_settings(text)
+        round_ = round_start(project=project, user=request.user, config=overrides, preset=preset)
+        messages.success(request, f"Round {round_.number} ({round_.config['preset']}{', custom' if overrides else ''}) queued for the gpu worker.")
     except RoundError as exc:
-        messages.error(request, str(exc))
+        messages.error(request, f"No round started: {exc}")
     return redirect("rounds", slug=project.slug)
+
+
+MAX_CUSTOM_SETTINGS_CHARS = 10_000
+
+
+def _custom_settings(text: str) -> dict:
+    if len(text) > MAX_CUSTOM_SETTINGS_CHARS:
+        raise RoundError(f"the custom settings are longer than {MAX_CUSTOM_SETTINGS_CHARS:,} characters")
+    try:
+        value = STRICT_JSON.decode(text or "{}")
+    except (ValueError, RecursionError) as exc:
+        raise RoundError(f"the custom settings are not JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(value, dict):
+        raise RoundError('the custom settings must be a JSON object, e.g. {"rm": {"max_steps": 50}}')
+    refusal = json_refusal(value)
+    if refusal:
+        raise RoundError(f"the custom settings: {refusal}")
+    return value
 
 
 @require_POST

@@ -526,14 +526,21 @@ def run_e2e(
                 "rm": {"max_steps": rm_steps, "batch_size": batch_size, "max_length": max_length, "learning_rate": 1e-4},
                 "dpo": {"max_steps": dpo_steps, "batch_size": batch_size, "max_length": max_length},
             }
-            round_ = admin.post(f"/api/v1/projects/{SLUG}/rounds/", {"config": config}, expect=(202,))
-            seen = {"state": None}
+            # The quick preset (what the rounds page offers first), sized by the flags above.
+            round_ = admin.post(f"/api/v1/projects/{SLUG}/rounds/", {"preset": "quick", "config": config}, expect=(202,))
+            seen = {"state": None, "progress": None}
 
             def round_done():
                 now = admin.get(f"/api/v1/rounds/{round_['id']}/")
                 if now["state"] != seen["state"]:
                     seen["state"] = now["state"]
                     out(f"   round {now['number']}: {now['state']}")
+                progress = now.get("progress") or {}
+                moved = (progress.get("step"), progress.get("phase"), progress.get("done"))
+                if progress.get("total") and moved != seen["progress"]:  # what the rounds page shows
+                    seen["progress"] = moved
+                    extra = "".join(f", {k} {progress[k]}" for k in ("loss", "accuracy", "eta_s") if progress.get(k) is not None)
+                    out(f"     {progress['step']} {progress['phase']}: {progress['done']}/{progress['total']} {progress['unit']}{extra}")
                 return now if now["state"] in ("succeeded", "failed", "cancelled") else None
 
             round_ = wait_for(f"round {round_['id']}", round_done, stage_timeout_s, 2.0, stack)

@@ -31,7 +31,8 @@ LOG_LINES = 20
 class TrainConfig:
     """Settings shared by the RM and DPO steps (one round's ``config`` feeds these)."""
 
-    max_steps: int = 100
+    max_steps: int = 100  # with ``epochs``: the most steps, whatever the data's size
+    epochs: float | None = None  # None: exactly max_steps; else ceil(epochs x pairs / batch_size), capped
     batch_size: int = 4
     learning_rate: float = 1e-5
     max_length: int = 512
@@ -79,20 +80,28 @@ def _device_bf16(config: TrainConfig) -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def _trainer_args(config: TrainConfig, output_dir: str) -> dict:
+def train_steps(config: TrainConfig, pairs: int) -> int:
+    """Optimizer steps for ``pairs`` training pairs: a number of epochs scales with the data (50
+    pairs are not trained for as many steps as 50,000), capped by ``max_steps``."""
+    if config.epochs is None:
+        return config.max_steps
+    return max(1, min(config.max_steps, math.ceil(config.epochs * pairs / config.batch_size)))
+
+
+def _trainer_args(config: TrainConfig, output_dir: str, steps: int) -> dict:
     """TrainingArguments shared by the RM and DPO trainers: no checkpoints, no reporting."""
     import torch
 
     return {
         "output_dir": str(Path(output_dir) / "trainer"),
-        "max_steps": config.max_steps,
+        "max_steps": steps,
         "per_device_train_batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "max_length": config.max_length,
         "bf16": _device_bf16(config),
         "use_cpu": not torch.cuda.is_available(),  # transformers refuses bf16 on CPU without it
         "gradient_checkpointing": config.gradient_checkpointing,
-        "logging_steps": max(1, config.max_steps // LOG_LINES),
+        "logging_steps": max(1, steps // LOG_LINES),
         "save_strategy": "no",
         "report_to": "none",
         "seed": config.seed,
@@ -223,7 +232,7 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
             modules_to_save=["score"],  # the new head must train
         )
     args = RewardConfig(
-        **_trainer_args(config, output_dir),
+        **_trainer_args(config, output_dir, train_steps(config, len(kept))),
         center_rewards_coefficient=config.center_rewards_coefficient,
     )
     columns = ("prompt", "chosen", "rejected", "margin")
@@ -309,7 +318,7 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     else:
         ref_model = AutoModelForCausalLM.from_pretrained(policy_dir)  # an in-memory model has no path TRL can reload
     args = DPOConfig(
-        **_trainer_args(config, output_dir),
+        **_trainer_args(config, output_dir, train_steps(config, len(rows))),
         per_device_eval_batch_size=config.batch_size,
         beta=config.beta,
         loss_type=["sigmoid", "sft"] if config.sft_weight else ["sigmoid"],

@@ -54,11 +54,27 @@ DEFAULT_CONFIG = {
     "dpo_strengths": [Strength.SIGNIFICANTLY_BETTER, Strength.BETTER],  # Llama 3 kept only these
     "eval_prompts": 16,
     "eval_max_new_tokens": 128,
-    "rm": {"max_steps": 100, "batch_size": 4, "learning_rate": 1e-5, "max_length": 512},
-    "dpo": {"max_steps": 100, "batch_size": 2, "learning_rate": 1e-5, "max_length": 512, "beta": 0.1, "sft_weight": 0.2},
+    # One epoch over the round's pairs (Llama 2 trained its RMs for one), at most 500 steps: 50 pairs
+    # are not trained for as many steps as 50,000, which fixed step counts did (8 epochs of the demo).
+    "rm": {"epochs": 1, "max_steps": 500, "batch_size": 4, "learning_rate": 1e-5, "max_length": 512},
+    "dpo": {"epochs": 1, "max_steps": 500, "batch_size": 2, "learning_rate": 1e-5, "max_length": 512, "beta": 0.1, "sft_weight": 0.2},
     # None: train in the worker's process. {"num_processes": N, "args": [...]}: run the training
     # under `accelerate launch` (several GPUs; DDP/FSDP/DeepSpeed through its own flags/config).
     "accelerate": None,
+}
+
+
+# Named starting points for a round's settings; a round's own settings apply on top. "quick" is
+# for a first look on a CPU (the demo's ~50 pairs in minutes): one pass, fewer steps, a short
+# head-to-head. "standard" is DEFAULT_CONFIG.
+PRESETS = {
+    "quick": {
+        "eval_prompts": 4,
+        "eval_max_new_tokens": 64,
+        "rm": {"epochs": 1, "max_steps": 40},
+        "dpo": {"epochs": 1, "max_steps": 30},
+    },
+    "standard": {},
 }
 
 
@@ -71,6 +87,8 @@ def _is(value, kinds: tuple) -> bool:
     return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
 
 
+#: Training settings that must be above 0 (a batch of 0 would divide by zero in the worker, hours later).
+_POSITIVE = {"max_steps", "epochs", "batch_size", "learning_rate", "max_length", "lora_r", "beta"}
 #: JSON types of the training settings, from TrainConfig's annotations ("float | None", ...).
 _TRAIN_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
 
@@ -109,22 +127,19 @@ def _check_types(overrides: dict) -> None:
                 kinds, nullable = train_types.get(name, ((), False))
                 if kinds and not (setting is None and nullable) and not _is(setting, kinds):
                     raise RoundError(f"{key}.{name}: expected {'/'.join(k.__name__ for k in kinds)}, got {setting!r}")
+                if name in _POSITIVE and setting is not None and not setting > 0:
+                    raise RoundError(f"{key}.{name}: must be above 0, got {setting!r}")
 
 
-def _merged_config(overrides: dict | None) -> dict:
+def _merged_config(overrides: dict | None, preset: str = "standard") -> dict:
+    """DEFAULT_CONFIG, then the preset's settings, then ``overrides``; checked, with the preset's
+    name kept in the result."""
+    if preset not in PRESETS:
+        raise RoundError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
     config = json.loads(json.dumps(DEFAULT_CONFIG))
-    _check_types({key: value for key, value in (overrides or {}).items() if key in config})
-    for key, value in (overrides or {}).items():
-        if key not in config:
-            raise RoundError(f"unknown round setting {key!r}; known: {', '.join(sorted(config))}")
-        if key == "accelerate":
-            config[key] = value
-        elif isinstance(config[key], dict):
-            if not isinstance(value, dict):
-                raise RoundError(f"{key}: expected an object of settings")
-            config[key].update(value)
-        else:
-            config[key] = value
+    _apply(config, PRESETS[preset])
+    _apply(config, overrides or {})
+    config["preset"] = preset
     from modeling.ml.training import TrainConfig
 
     for part in ("rm", "dpo"):
@@ -135,12 +150,28 @@ def _merged_config(overrides: dict | None) -> dict:
     return config
 
 
+def _apply(config: dict, overrides: dict) -> None:
+    _check_types({key: value for key, value in overrides.items() if key in config})
+    for key, value in overrides.items():
+        if key not in config:
+            raise RoundError(f"unknown round setting {key!r}; known: {', '.join(sorted(config))}")
+        if key == "accelerate":
+            config[key] = value
+        elif isinstance(config[key], dict):
+            if not isinstance(value, dict):
+                raise RoundError(f"{key}: expected an object of settings")
+            config[key].update(value)
+        else:
+            config[key] = value
+
+
 @transaction.atomic
-def round_start(*, project: Project, user=None, config: dict | None = None) -> Round:
-    """Queue a round; the task is sent once the row is committed. One active round per project."""
+def round_start(*, project: Project, user=None, config: dict | None = None, preset: str = "standard") -> Round:
+    """Queue a round with a preset's settings and ``config`` on top; the task is sent once the
+    row is committed. One active round per project."""
     from modeling import tasks
 
-    merged = _merged_config(config)
+    merged = _merged_config(config, preset)
     number = (Round.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0) + 1
     try:
         with transaction.atomic():

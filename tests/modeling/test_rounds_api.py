@@ -60,7 +60,7 @@ def test_the_rounds_page_starts_a_round_and_saves_the_schedule(client, member_of
         response = client.post(reverse("round-start", kwargs={"slug": project.slug}))
     assert response.status_code == 302 and Round.objects.filter(project=project).count() == 1 and len(sent) == 1
     page = client.get(reverse("rounds", kwargs={"slug": project.slug})).content.decode()
-    assert "Round 1 queued" in page and 'data-active="1"' in page
+    assert "Round 1 (quick) queued" in page and 'data-active="1"' in page
     client.post(reverse("round-schedule", kwargs={"slug": project.slug}), {"round_schedule_enabled": "on", "round_min_new_judgments": "50"})
     project.refresh_from_db()
     assert project.round_schedule_enabled and project.round_min_new_judgments == 50
@@ -88,13 +88,16 @@ def test_snapshots_download_byte_for_byte_for_leads_but_not_labelers(client, mem
     data = b'{"prompt": [], "chosen": [], "rejected": [], "margin": 1.0}\n'
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "rm.jsonl").write_bytes(data)
+    round_ = Round.objects.create(project=project, number=3, state=RoundState.SUCCEEDED)
     snap = DatasetSnapshot.objects.create(project=project, format="trl-preference", path="p/rm.jsonl", row_count=1,
-                                          sha256=hashlib.sha256(data).hexdigest())
+                                          sha256=hashlib.sha256(data).hexdigest(), round=round_, purpose="reward_model")
     url = reverse("snapshot-download", kwargs={"slug": project.slug, "snapshot_id": snap.pk})
     client.force_login(member_of(project, Role.LEAD))
     response = client.get(url)
     assert response.status_code == 200 and b"".join(response.streaming_content) == data
     assert response["X-Content-SHA256"] == snap.sha256
+    # named for the round and what it trained, not like an export
+    assert f'filename="{project.slug}-round-3-reward_model-trl-preference.jsonl"' in response["Content-Disposition"]
     client.force_login(member_of(project, Role.LABELER))
     assert client.get(url).status_code == 403
     DatasetSnapshot.objects.filter(pk=snap.pk).update(path="../../etc/passwd")
