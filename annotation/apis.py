@@ -158,8 +158,14 @@ class ExportsApi(APIView):
 
     @extend_schema(responses=ExportSerializer(many=True), summary="Exports of a project, newest first")
     def get(self, request, slug: str):
-        exports = self.project.snapshots.filter(purpose=SnapshotPurpose.EXPORT)[:50]
-        return Response(ExportSerializer(exports, many=True).data)
+        exports = list(self.project.snapshots.filter(purpose=SnapshotPurpose.EXPORT)[:50])
+        # "number": the export's place in the project (1, 2, ...). The id also counts the rounds'
+        # snapshots, so a project's first export read as #4.
+        total = self.project.snapshots.filter(purpose=SnapshotPurpose.EXPORT).count()
+        rows = ExportSerializer(exports, many=True).data
+        for position, row in enumerate(rows):
+            row["number"] = total - position
+        return Response(rows)
 
     @extend_schema(request=ExportStartSerializer, responses={202: ExportSerializer, 400: OpenApiResponse(ErrorSerializer)}, summary="Start an export")
     def post(self, request, slug: str):

@@ -426,6 +426,7 @@ class AuditAction(models.TextChoices):
     ROUND_STARTED = "round.started", "Round started"
     ROUND_CANCELLED = "round.cancelled", "Round cancelled"
     ROUND_RETRIED = "round.retried", "Round retried"
+    SAMPLING_STARTED = "sampling.started", "Sampling started"
     EXPORT_STARTED = "export.started", "Export started"
     SNAPSHOT_DOWNLOADED = "snapshot.downloaded", "Dataset downloaded"
     IMPORT_WRITTEN = "import.written", "File imported"

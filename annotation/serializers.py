@@ -128,6 +128,7 @@ class ExportStartSerializer(StrictJSONTypes, serializers.Serializer):
 
 class ExportSerializer(serializers.Serializer):
     id = serializers.IntegerField()
+    number = serializers.IntegerField(required=False, help_text="The export's place in the project: 1, 2, ... (listings only).")
     format = serializers.CharField()
     file_format = serializers.CharField()
     state = serializers.CharField()

@@ -82,6 +82,15 @@ def project_overview(request: HttpRequest, project, role) -> HttpResponse:
     return render(request, "annotation/project.html", context)
 
 
+def snapshot_file_name(snapshot: DatasetSnapshot) -> str:
+    """What a downloaded file is called: a round's snapshot says its round and what it trained
+    ("demo-round-3-reward_model-trl-preference.jsonl"), an export its format and id."""
+    if snapshot.round_id is not None:
+        return (f"{snapshot.project.slug}-round-{snapshot.round.number}-{snapshot.purpose}-{snapshot.format}"
+                f".{snapshot.file_format}")
+    return f"{snapshot.project.slug}-{snapshot.format}-{snapshot.pk}.{snapshot.file_format}"
+
+
 def snapshot_file_response(snapshot: DatasetSnapshot, *, user) -> FileResponse:
     """A snapshot's finished file, byte for byte as written (its sha256 is on record); the
     download goes in the audit log."""
@@ -89,7 +98,7 @@ def snapshot_file_response(snapshot: DatasetSnapshot, *, user) -> FileResponse:
     inside = path.is_relative_to(Path(settings.ARTIFACTS_DIR).resolve())
     if snapshot.state != JobState.SUCCEEDED or not snapshot.path or not inside or not path.is_file():
         raise Http404("This snapshot has no finished file")
-    name = f"{snapshot.project.slug}-{snapshot.format}-{snapshot.pk}.{snapshot.file_format}"
+    name = snapshot_file_name(snapshot)
     response = FileResponse(path.open("rb"), as_attachment=True, filename=name)
     response["X-Content-SHA256"] = snapshot.sha256
     audit_record(
@@ -138,11 +147,15 @@ def import_upload(request: HttpRequest, project, role) -> HttpResponse:
 @project_page(Role.LEAD)
 def quality(request: HttpRequest, project, role) -> HttpResponse:
     stats = project_quality(project=project)
-    order = [s.value for s in Strength]
+    # People read the scale's words, not its codes ("Slightly better", not slightly_better).
+    labels = {s.value: s.label for s in Strength}
+    for labeler in stats["labelers"]:
+        labeler["strengths"] = {labels.get(k, k): v for k, v in labeler["strengths"].items()}
     context = {
         "project": project, "role": role, "q": stats,
         "per_day_chart": charts.bars(stats["per_day"]),
-        "strength_chart": charts.bars({s: stats["strengths"].get(s, 0) for s in order}),
+        "strength_chart": charts.bars({s.label: stats["strengths"].get(s.value, 0) for s in Strength}),
+        "has_gold": project.comparisons.filter(is_gold=True).exists(),
     }
     return render(request, "annotation/quality.html", context)
 

@@ -88,6 +88,17 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class ClientErrorsWithoutTraceback(logging.Filter):
+    """A 403 or 404 is an answer, not a crash: Django logs each with the exception attached, so a
+    labeler opening a lead's page printed a traceback. Keep the line, drop the traceback, for
+    responses below 500."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "django.request" and getattr(record, "status_code", 500) < 500:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "request_id", "task_id"}
 
 

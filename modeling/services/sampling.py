@@ -24,7 +24,8 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from rapidfuzz import fuzz
 
-from annotation.models import Comparison, ComparisonSource, Project, Prompt, Response, ResponseSource
+from annotation.models import AuditAction, Comparison, ComparisonSource, Project, Prompt, Response, ResponseSource
+from annotation.services.audit import audit_record
 from annotation.rendering import comparison_rendering
 from config.jobs import send_after_commit
 from config.untrusted import text_problem
@@ -68,6 +69,10 @@ def sampling_start(*, project: Project, user=None, mode: str = SamplingRun.Mode.
     try:
         with transaction.atomic():
             run = SamplingRun.objects.create(project=project, mode=mode, config=config, created_by=user)
+            audit_record(
+                action=AuditAction.SAMPLING_STARTED, project=project, target=f"sampling {run.pk}", actor=user,
+                details={"run": run.pk, "mode": mode, **config},
+            )
     except IntegrityError:
         raise SamplingError("A sampling pass is already queued or running in this project") from None
     send_after_commit(tasks.sample_run, run.pk)

@@ -13,7 +13,7 @@
   const apiRoot = root.dataset.apiRoot;
 
   // phase: loading | verdict | skip | edit | submitting | empty
-  const state = { phase: "loading", task: null, choice: null, key: null, pollTimer: null };
+  const state = { phase: "loading", task: null, choice: null, key: null, pollTimer: null, afterLoad: null };
 
   async function api(url, body) {
     // Retries network failures and 5xx a few times with the same body (and so the same
@@ -133,11 +133,13 @@
     say("Loading the next comparison…");
     try {
       const { status, data } = await api(nextUrl, {});
+      const afterLoad = state.afterLoad;
+      state.afterLoad = null;
       if (status === 200) {
-        say("");
+        say(afterLoad || "", afterLoad ? "ok" : undefined);
         render(data);
       } else if (status === 204) {
-        say("");
+        say(afterLoad || "", afterLoad ? "ok" : undefined);
         setPhase("empty");
       } else {
         say((data && data.detail) || "Could not load the next comparison (" + status + ")", "error");
@@ -166,6 +168,8 @@
     editor.maxLength = state.task.ask.max_edit_chars;
     updateDiff();
     setPhase("edit");
+    // The edit panel is below both responses: bring it up, or the labeler sees nothing happen.
+    $("edit-panel").scrollIntoView({ block: "start", behavior: "smooth" });
   }
 
   function backToVerdict() {
@@ -247,8 +251,11 @@
     setPhase("submitting");
     try {
       const { status, data } = await api(apiRoot + "assignments/" + state.task.assignment + "/skip/", { reason });
-      if (status !== 200) say((data && data.detail) || "Skip refused (" + status + ")", "error");
-      else say("Skipped.", "ok");
+      if (status !== 200) {
+        say((data && data.detail) || "Skip refused (" + status + ")", "error");
+      } else {
+        state.afterLoad = "Skipped (" + reason + "); it goes back to the pool for others.";
+      }
     } catch (err) {
       say("Network problem: " + err.message, "error");
     }
@@ -295,9 +302,20 @@
       else if (j < m && (i === n || table[i][j + 1] >= table[i + 1][j])) { add("ins", b[j]); j++; }
       else { add("del", a[i]); i++; }
     }
+    // Show the change being made, not the top of a long answer (edits at the end were invisible).
+    const changes = diff.querySelectorAll("ins, del");
+    const latest = changes[changes.length - 1];
+    if (latest) diff.scrollTop = Math.max(0, latest.offsetTop - diff.clientHeight / 2); // .diff is positioned: offsets are its own
+  }
+
+  // "Both are bad" is a mark on the verdict, not a verdict: say that one is still needed.
+  function bothBadHint() {
+    if ($("both-bad").checked) say("Marked: both responses are bad. Still pick the less bad one (1-8); the mark goes with it.", "ok");
+    else say("The both-bad mark is off.");
   }
 
   // --- wiring ---------------------------------------------------------------------------------
+  $("both-bad").addEventListener("change", bothBadHint);
   document.querySelectorAll(".choice").forEach((b) => b.addEventListener("click", () => choose(b)));
   $("no-edit").addEventListener("click", () => submit(null));
   $("submit-edit").addEventListener("click", () => submit($("editor").value));
@@ -327,7 +345,7 @@
     if (state.phase === "verdict") {
       const button = document.querySelector('.choice[data-key="' + key + '"]');
       if (button) { event.preventDefault(); choose(button); return; }
-      if (key === "0") { event.preventDefault(); $("both-bad").checked = !$("both-bad").checked; return; }
+      if (key === "0") { event.preventDefault(); $("both-bad").checked = !$("both-bad").checked; bothBadHint(); return; }
       if (key === "s") { event.preventDefault(); setPhase("skip"); $("skip-reason").focus(); return; }
     }
     if (state.phase === "edit") {

@@ -98,7 +98,7 @@
         link.textContent = e.error;
         link.className = "error";
       }
-      tr.append(Arbiter.cell(e.id), Arbiter.cell(e.format), Arbiter.cell(e.state), Arbiter.cell(e.row_count), Arbiter.cell(e.sha256 ? e.sha256.slice(0, 12) + "…" : ""),
+      tr.append(Arbiter.cell(e.number || e.id), Arbiter.cell(e.format), Arbiter.cell(e.state), Arbiter.cell(e.row_count), Arbiter.cell(e.sha256 ? e.sha256.slice(0, 12) + "…" : ""),
         Arbiter.cell(new Date(e.created_at).toLocaleString()), link);
       list.append(tr);
     });

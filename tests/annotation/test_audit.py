@@ -80,6 +80,20 @@ def test_rounds_started_cancelled_and_retried_from_the_page_are_logged(admin_cli
     ]
 
 
+def test_sampling_started_through_the_api_is_logged_with_its_settings(member_of):
+    from tests.factories import PromptFactory
+
+    project = ProjectFactory()
+    PromptFactory(project=project)
+    lead = member_of(project, Role.LEAD, username="lena")
+    client = APIClient()
+    client.force_authenticate(lead)
+    answer = client.post(reverse("api-sampling", args=[project.slug]), {"limit": 5, "max_new_tokens": 64}, format="json")
+    assert answer.status_code == 202
+    assert events(project=project, action=AuditAction.SAMPLING_STARTED) == [("lena", AuditAction.SAMPLING_STARTED, f"sampling {answer.json()['id']}")]
+    assert AuditEvent.objects.get(project=project, action=AuditAction.SAMPLING_STARTED).details["limit"] == 5
+
+
 def test_a_download_is_logged_with_the_files_checksum(member_of, settings, tmp_path):
     settings.ARTIFACTS_DIR = tmp_path
     project = ProjectFactory()

@@ -221,3 +221,18 @@ def test_the_dataset_card_keeps_a_project_name_inert(dataset):
 
     rendered = render_markdown(snapshot.card)
     assert "<img" not in rendered and 'href="javascript' not in rendered
+
+
+@pytest.mark.django_db
+def test_the_export_listing_numbers_a_projects_exports_from_one_whatever_the_rounds_wrote(member_of):
+    from annotation.models import DatasetSnapshot, SnapshotPurpose
+
+    project = ProjectFactory()
+    for purpose in (SnapshotPurpose.REWARD_MODEL, SnapshotPurpose.DPO, SnapshotPurpose.EVALUATION):
+        DatasetSnapshot.objects.create(project=project, purpose=purpose, format="trl-preference")
+    lead = member_of(project, Role.LEAD)
+    first, second = (export_start(project=project, user=lead, format="raw") for _ in range(2))
+    client = APIClient()
+    client.force_authenticate(lead)
+    listed = client.get(reverse("api-exports", kwargs={"slug": project.slug})).json()
+    assert [(row["id"], row["number"]) for row in listed] == [(second.pk, 2), (first.pk, 1)]

@@ -95,6 +95,24 @@ def test_the_quality_and_leaderboard_pages_render_for_leads_only(client, member_
 
 
 @pytest.mark.django_db
+def test_the_pages_speak_the_scale_hint_at_gold_and_keep_similar_member_names_apart(client, member_of):
+    project = ProjectFactory(overlap_k=1)
+    a, b = MemberFactory(name="SmolLM2-135M-Instruct"), MemberFactory(name="SmolLM2-135M-Instruct (t=1.0)")
+    prompt = PromptFactory(project=project)
+    c = ComparisonFactory(prompt=prompt, response_a=ResponseFactory(prompt=prompt, member=a), response_b=ResponseFactory(prompt=prompt, member=b))
+    JudgmentFactory(assignment__comparison=c, chosen_response=c.response_a, rejected_response=c.response_b,
+                    left_response=c.response_a, strength=Strength.SLIGHTLY_BETTER)
+    client.force_login(member_of(project, Role.LEAD))
+    quality = client.get(f"/p/{project.slug}/quality/").content.decode()
+    assert "Slightly better: 1" in quality and "slightly_better" not in quality
+    assert "Negligibly better / unsure</text>" in quality  # the chart's axis, not cut at 14 characters
+    assert "no gold comparisons yet" in quality
+    board = client.get(f"/p/{project.slug}/leaderboard/").content.decode()
+    assert "<th>#1 SmolLM2-135M-Instruct" in board and "<th>#2 SmolLM2-135M-Instruct (t=1.0)</th>" in board
+    assert '<th title="SmolLM2-135M-Instruct (t=1.0)">#' in board and "Instru…" not in board.split("Win rate")[1]
+
+
+@pytest.mark.django_db
 def test_a_lead_sets_the_quality_threshold_and_a_bad_value_changes_nothing(client, member_of):
     project = ProjectFactory(labeler_quality_threshold=0.6)
     client.force_login(member_of(project, Role.LEAD))
