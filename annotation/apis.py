@@ -25,7 +25,9 @@ from annotation.serializers import (
     ExportSerializer,
     ExportStartSerializer,
     JudgmentReadSerializer,
+    JudgmentChangeSerializer,
     JudgmentResultSerializer,
+    MyJudgmentSerializer,
     NextSerializer,
     ProjectSerializer,
     PromptSerializer,
@@ -34,6 +36,7 @@ from annotation.serializers import (
     SubmitSerializer,
 )
 from annotation.services.exports import export_start
+from annotation.services.review import judgment_change, labeler_judgments_today
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from annotation.views import snapshot_file_response
 
@@ -148,6 +151,33 @@ class SkipApi(APIView):
         except services.LabelingError as exc:
             return _error(exc)
         return Response({"assignment": assignment.pk, "state": assignment.state})
+
+
+class MyJudgmentsApi(APIView):
+    """The caller's own judgments of today in a project, newest first, and until when each can change."""
+
+    permission_classes = [IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LABELER
+
+    @extend_schema(responses=MyJudgmentSerializer(many=True), summary="Your judgments of today")
+    def get(self, request, slug: str):
+        return Response(MyJudgmentSerializer(labeler_judgments_today(project=self.project, labeler=request.user), many=True).data)
+
+
+class JudgmentChangeApi(APIView):
+    """Change your own verdict within the project's window; 409 change_window_passed after it."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=JudgmentChangeSerializer, responses={200: OpenApiResponse(description="Changed"), **ERRORS}, summary="Change your verdict")
+    def post(self, request, judgment_id: int):
+        body = JudgmentChangeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            judgment = judgment_change(judgment_id=judgment_id, labeler=request.user, **body.validated_data)
+        except services.LabelingError as exc:
+            return _error(exc)
+        return Response({"judgment": judgment.pk, "strength": judgment.strength, "changed_at": judgment.changed_at})
 
 
 class ExportsApi(APIView):

@@ -79,6 +79,9 @@ class Project(models.Model):
     ask_rationale = models.BooleanField(default=False)
     edit_step = models.BooleanField(default=True, help_text="Ask labelers to edit the winner.")
     max_edit_chars = models.PositiveIntegerField(default=20000)
+    verdict_change_minutes = models.PositiveIntegerField(
+        default=10, help_text="How long after a submit its labeler may change the verdict (0: never)."
+    )
 
     # Committee and rounds.
     pairing = models.CharField(max_length=24, choices=Pairing.choices, default=Pairing.COMMITTEE)
@@ -320,6 +323,9 @@ class Judgment(models.Model):
     submitted_at = models.DateTimeField()
     time_on_task_ms = models.PositiveIntegerField()
     idempotency_key = models.CharField(max_length=64, blank=True)
+    # Set when the labeler changed the verdict within the project's window (the audit log has
+    # what it was); exports and rounds read the row as it is now.
+    changed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -427,6 +433,7 @@ class AuditAction(models.TextChoices):
     ROUND_CANCELLED = "round.cancelled", "Round cancelled"
     ROUND_RETRIED = "round.retried", "Round retried"
     SAMPLING_STARTED = "sampling.started", "Sampling started"
+    JUDGMENT_CHANGED = "judgment.changed", "Verdict changed by its labeler"
     EXPORT_STARTED = "export.started", "Export started"
     SNAPSHOT_DOWNLOADED = "snapshot.downloaded", "Dataset downloaded"
     IMPORT_WRITTEN = "import.written", "File imported"

@@ -96,6 +96,26 @@ class JudgmentResultSerializer(serializers.Serializer):
     )
 
 
+class JudgmentChangeSerializer(StrictJSONTypes, serializers.Serializer):
+    chosen = serializers.ChoiceField(choices=["left", "right"], help_text="The side you now prefer, as it was shown to you.")
+    strength = serializers.ChoiceField(choices=Strength.choices)
+    both_bad = serializers.BooleanField(default=False)
+
+
+class MyJudgmentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    submitted_at = serializers.DateTimeField()
+    changed_at = serializers.DateTimeField(allow_null=True)
+    prompt = serializers.CharField(help_text="The prompt's last turn (first 300 characters).")
+    left = serializers.CharField()
+    right = serializers.CharField()
+    chosen = serializers.ChoiceField(choices=["left", "right"])
+    strength = serializers.ChoiceField(choices=Strength.choices)
+    both_bad = serializers.BooleanField()
+    edited = serializers.BooleanField()
+    changeable_until = serializers.DateTimeField(allow_null=True, help_text="Null once the window has closed.")
+
+
 class QueueStatusSerializer(serializers.Serializer):
     """Why ``next`` has nothing for the caller (documentation of the queue-status answer)."""
 

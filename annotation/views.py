@@ -22,6 +22,8 @@ from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
 from annotation.services.audit import audit_record
+from annotation.services.labeling import LabelingError
+from annotation.services.review import judgment_change, labeler_judgments_today
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from modeling.services.sampling import pending_prompts
 
@@ -66,6 +68,32 @@ def label(request: HttpRequest, project, role) -> HttpResponse:
         "scale": range(5),
     }
     return render(request, "annotation/label.html", context)
+
+
+@require_safe
+@project_page(Role.LABELER)
+def label_today(request: HttpRequest, project, role) -> HttpResponse:
+    """The labeler's own judgments of today, each with a form to change it while its window is open."""
+    context = {
+        "project": project, "role": role,
+        "judgments": labeler_judgments_today(project=project, labeler=request.user),
+        "strengths": Strength.choices,
+    }
+    return render(request, "annotation/label_today.html", context)
+
+
+@require_POST
+@project_page(Role.LABELER)
+def judgment_change_view(request: HttpRequest, project, role, judgment_id: int) -> HttpResponse:
+    try:
+        judgment_change(
+            judgment_id=judgment_id, labeler=request.user, chosen=request.POST.get("chosen", ""),
+            strength=request.POST.get("strength", ""), both_bad=request.POST.get("both_bad") == "on",
+        )
+        messages.success(request, f"Judgment #{judgment_id} changed; exports and the next round use the new verdict.")
+    except LabelingError as exc:
+        messages.error(request, f"Not changed: {exc.detail}")
+    return redirect("label-today", slug=project.slug)
 
 
 @require_safe

@@ -309,7 +309,7 @@ def _normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def _validate(verdict: Verdict, project: Project | None) -> None:
+def verdict_validate(verdict: Verdict, project: Project | None) -> None:
     """Check a verdict; ``project`` (for the edit rules) is needed only when it carries an edit."""
     if verdict.chosen not in SIDES:
         raise InvalidVerdict(f"chosen: expected 'left' or 'right', got {verdict.chosen!r}")
@@ -474,7 +474,7 @@ def judgment_submit(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[J
     judgment with ``created=False``. A different second verdict is refused.
     """
     if connection.vendor == "postgresql" and verdict.edit is None:
-        _validate(verdict, None)
+        verdict_validate(verdict, None)
         judgment = _submit_postgresql(assignment_id=assignment_id, labeler=labeler, verdict=verdict, now=timezone.now())
         if judgment is not None:
             return judgment, True
@@ -529,7 +529,7 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
         raise AlreadyEnded(f"This assignment was {assignment.state}; ask for the next comparison")
 
     # The project's settings matter only to an edit: don't read the project row for every submit.
-    _validate(verdict, Project.objects.get(pk=assignment.comparison.project_id) if verdict.edit is not None else None)
+    verdict_validate(verdict, Project.objects.get(pk=assignment.comparison.project_id) if verdict.edit is not None else None)
     comparison = assignment.comparison
     left_id = assignment.left_response_id
     right_id = comparison.response_b_id if left_id == comparison.response_a_id else comparison.response_a_id

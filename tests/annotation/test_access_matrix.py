@@ -91,6 +91,9 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "logout": {"POST": (LOGIN,) * 8, "OPTIONS": PUBLIC},
     "home": {"GET": SIGNED_IN_PAGE},
     "label": {"GET": LABELER_PAGE},
+    "label-today": {"GET": LABELER_PAGE},
+    # Anyone who labels may post the form; a judgment that is not theirs is refused with a message.
+    "judgment-change": {"POST": (LOGIN, 404, 404, 302, 302, 302, 404, 302)},
     "project": {"GET": LEAD_PAGE},
     "import-upload": {"POST": LEAD_FORM},
     "quality": {"GET": LEAD_PAGE},
@@ -116,6 +119,9 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "api-queue": {"GET": (403, 404, 404, 200, 200, 200, 404, 200), "OPTIONS": (403, 404, 404, 200, 200, 200, 404, 200)},
     "api-submit": {"POST": (403, 404, 404, 201, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
     "api-skip": {"POST": (403, 404, 404, 200, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
+    # A judgment changes only for its own labeler, within the window: 404 to everyone else.
+    "api-my-judgments": {"GET": (403, 404, 404, 200, 200, 200, 404, 200), "OPTIONS": (403, 404, 404, 200, 200, 200, 404, 200)},
+    "api-judgment-change": {"POST": (403, 404, 404, 200, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
     # Leads' reads and jobs.
     "api-prompts": {"GET": LEAD_API, "OPTIONS": LEAD_API},
     "api-comparisons": {"GET": LEAD_API, "OPTIONS": LEAD_API},
@@ -230,6 +236,13 @@ def world(settings, tmp_path, monkeypatch) -> World:
         ),
         rationale=PEER_RATIONALE,
     )
+    # The labeler's own judgment of a minute ago, which they may still change.
+    own = JudgmentFactory(
+        assignment=AssignmentFactory(
+            comparison=comparison(), labeler=users["labeler"], state=AssignmentState.SUBMITTED, ended_at=timezone.now()
+        ),
+        submitted_at=timezone.now(),
+    )
     export_file = Path(tmp_path) / "exports" / "matrix.jsonl"
     export_file.parent.mkdir()
     export_file.write_bytes(EXPORT_BYTES)
@@ -253,6 +266,7 @@ def world(settings, tmp_path, monkeypatch) -> World:
     kwargs = {
         "slug": project.slug,
         "assignment_id": assignment.pk,
+        "judgment_id": own.pk,
         "snapshot_id": export.pk,
         "round_id": round_.pk,
         "pk": alpha.pk,
@@ -266,6 +280,8 @@ def world(settings, tmp_path, monkeypatch) -> World:
     bodies = {
         "api-submit": {"chosen": "left", "strength": "better"},
         "api-skip": {"reason": "unclear prompt"},
+        "api-judgment-change": {"chosen": "right", "strength": "slightly_better"},
+        "judgment-change": {"chosen": "right", "strength": "slightly_better"},
         "api-exports": {"format": "raw"},
         "member-list": {"name": "matrix-new-member", "kind": "local", "model_path": "/models/new"},
         "member-detail": {"name": MEMBER_NAMES[0], "kind": "local", "model_path": "/models/tiny", "weight": 2.0},

@@ -159,3 +159,38 @@ def test_an_empty_queue_says_sampling_is_running_and_the_page_picks_up_the_first
     SamplingRun.objects.filter(pk=run.pk).update(prompts_done=1, pairs_created=1)
     wait_for_task(page, 0)
     assert not page.js_errors
+
+
+def test_a_labeler_changes_a_verdict_inside_the_window_and_is_refused_after_it(live_server, browser_page, output_dir):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import JudgmentFactory
+
+    project, comparisons, labeler = make_queue(n=2)
+    judgments = [
+        JudgmentFactory(assignment__comparison=c, assignment__labeler=labeler, assignment__left_response=c.response_a,
+                        chosen_response=c.response_a, rejected_response=c.response_b, strength=Strength.BETTER)
+        for c in comparisons
+    ]
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/today/")
+    row = f"#judgment-{judgments[0].pk}"
+    page.select_option(f"{row} select[name=chosen]", "right")
+    page.select_option(f"{row} select[name=strength]", "slightly_better")
+    page.click(f"{row} button")
+    page.wait_for_selector("ul.messages li.success")
+    assert f"Judgment #{judgments[0].pk} changed" in page.text_content("ul.messages")
+    assert "B · Slightly better" in page.text_content(f"{row} .verdict-now")
+    page.screenshot(path=str(output_dir / "labeling-today.png"), full_page=True)
+
+    # the second one's window closes while its form is open: the change is refused, nothing moves
+    Judgment.objects.filter(pk=judgments[1].pk).update(submitted_at=timezone.now() - timedelta(minutes=11))
+    page.click(f"#judgment-{judgments[1].pk} button")
+    page.wait_for_selector("ul.messages li.error")
+    assert "Not changed: Verdicts can be changed for 10 minutes" in page.text_content("ul.messages")
+    assert Judgment.objects.get(pk=judgments[1].pk).chosen_response_id == comparisons[1].response_a_id
+    assert "closed" in page.text_content(f"#judgment-{judgments[1].pk}")
+    assert not page.js_errors
