@@ -434,6 +434,7 @@ class AuditAction(models.TextChoices):
     ROUND_RETRIED = "round.retried", "Round retried"
     SAMPLING_STARTED = "sampling.started", "Sampling started"
     JUDGMENT_CHANGED = "judgment.changed", "Verdict changed by its labeler"
+    GOLD_SET = "comparison.gold", "Gold answer set or cleared"
     EXPORT_STARTED = "export.started", "Export started"
     SNAPSHOT_DOWNLOADED = "snapshot.downloaded", "Dataset downloaded"
     IMPORT_WRITTEN = "import.written", "File imported"

@@ -195,3 +195,91 @@ def _comparison_render(comparison_id: int) -> dict:
         messages=comparison.prompt.messages,
         responses=[(r.pk, r.text) for r in (comparison.response_a, comparison.response_b)],
     )
+
+
+# --- a lead's view of the comparisons and their judgments ---------------------------------------
+
+BROWSE_PAGE_SIZE = 50
+
+
+def comparisons_browse(*, project: Project, source: str = "", gold: str = "", labeled: str = "", labeler: str = "",
+                       page: int = 1) -> dict:
+    """One page of the project's comparisons, newest first, with the filters a lead uses: where
+    they came from, gold or not, how far along their labels are, and one labeler's judgments."""
+    from django.core.paginator import Paginator
+
+    query = Comparison.objects.filter(project=project).select_related(
+        "prompt", "response_a__member", "response_b__member"
+    ).annotate(labels=Count("judgments", distinct=True)).order_by("-id")
+    if source in ComparisonSource.values:
+        query = query.filter(source=source)
+    if gold in ("yes", "no"):
+        query = query.filter(is_gold=gold == "yes")
+    if labeled == "none":
+        query = query.filter(labels=0)
+    elif labeled == "some":
+        query = query.filter(labels__gt=0, labels__lt=project.overlap_k)
+    elif labeled == "complete":
+        query = query.filter(labels__gte=project.overlap_k)
+    if labeler:
+        query = query.filter(judgments__labeler__username=labeler)
+    paginator = Paginator(query, BROWSE_PAGE_SIZE)
+    current = paginator.get_page(page)
+    ids = [c.pk for c in current.object_list]
+    verdicts: dict[int, list] = {i: [] for i in ids}
+    for j in Judgment.objects.filter(comparison_id__in=ids).select_related("labeler", "comparison").order_by("id"):
+        verdicts[j.comparison_id].append({
+            "labeler": j.labeler.username, "side": "A" if j.chosen_response_id == j.comparison.response_a_id else "B",
+            "strength": j.strength, "edited": j.edited_response_id is not None, "both_bad": j.both_bad,
+        })
+    rows = [{
+        "comparison": c, "prompt": c.prompt.messages[-1]["content"][:200],
+        "members": [r.member.name if r.member else r.source for r in (c.response_a, c.response_b)],
+        "gold": None if not c.is_gold else ("A" if c.gold_winner_id == c.response_a_id else "B"),
+        "judgments": verdicts[c.pk],
+    } for c in current.object_list]
+    return {"page": current, "rows": rows, "total": paginator.count}
+
+
+def comparison_detail(*, project: Project, comparison_id: int) -> dict | None:
+    """A comparison with every judgment on it: who, which answer (A/B as stored, not as shown),
+    how strongly, rationale, flags, and the edit as a word diff against the answer it improved."""
+    comparison = (
+        Comparison.objects.filter(project=project, pk=comparison_id)
+        .select_related("prompt", "response_a__member", "response_b__member", "gold_winner")
+        .first()
+    )
+    if comparison is None:
+        return None
+    judgments = []
+    for j in (Judgment.objects.filter(comparison=comparison)
+              .select_related("labeler", "chosen_response", "edited_response").order_by("id")):
+        judgments.append({
+            "judgment": j, "side": "A" if j.chosen_response_id == comparison.response_a_id else "B",
+            "shown_left": "A" if j.left_response_id == comparison.response_a_id else "B",
+            "diff": word_diff(j.chosen_response.text, j.edited_response.text) if j.edited_response_id else None,
+        })
+    return {
+        "comparison": comparison,
+        "gold": None if not comparison.is_gold else ("a" if comparison.gold_winner_id == comparison.response_a_id else "b"),
+        "judgments": judgments,
+    }
+
+
+def word_diff(before: str, after: str) -> list[tuple[str, str]]:
+    """``[(op, text)]`` with op in {"same", "ins", "del"}, word by word (whitespace kept), for a
+    template to show as <ins>/<del> (escaped like any text)."""
+    import difflib
+    import re
+
+    a, b = re.findall(r"\s+|\S+", before), re.findall(r"\s+|\S+", after)
+    out: list[tuple[str, str]] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out.append(("same", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(("del", "".join(a[i1:i2])))
+        if j2 > j1:
+            out.append(("ins", "".join(b[j1:j2])))
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -13,15 +14,26 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
-from annotation import charts
+from annotation import charts, selectors
 from annotation.access import project_page
 from annotation.importers import ImportValidationError
-from annotation.models import AuditAction, AuditEvent, DatasetSnapshot, JobState, Project, Role, Strength
+from annotation.models import (
+    AuditAction,
+    AuditEvent,
+    Comparison,
+    ComparisonSource,
+    DatasetSnapshot,
+    JobState,
+    Project,
+    Role,
+    Strength,
+)
 from annotation.quality import project_leaderboard, project_quality
 from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
 from annotation.services.audit import audit_record
+from annotation.services.gold import GoldError, comparison_set_gold
 from annotation.services.labeling import LabelingError
 from annotation.services.review import judgment_change, labeler_judgments_today
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
@@ -94,6 +106,39 @@ def judgment_change_view(request: HttpRequest, project, role, judgment_id: int) 
     except LabelingError as exc:
         messages.error(request, f"Not changed: {exc.detail}")
     return redirect("label-today", slug=project.slug)
+
+
+@require_safe
+@project_page(Role.LEAD)
+def comparisons_list(request: HttpRequest, project, role) -> HttpResponse:
+    filters = {k: request.GET.get(k, "") for k in ("source", "gold", "labeled", "labeler")}
+    browse = selectors.comparisons_browse(project=project, page=request.GET.get("page") or 1, **filters)
+    query = urlencode({k: v for k, v in filters.items() if v})  # the filters, kept across pages
+    context = {"project": project, "role": role, "browse": browse, "filters": filters, "query": query,
+               "sources": ComparisonSource.choices}
+    return render(request, "annotation/comparisons.html", context)
+
+
+@require_safe
+@project_page(Role.LEAD)
+def comparison_page(request: HttpRequest, project, role, comparison_id: int) -> HttpResponse:
+    detail = selectors.comparison_detail(project=project, comparison_id=comparison_id)
+    if detail is None:
+        raise Http404("No such comparison in this project")
+    return render(request, "annotation/comparison.html", {"project": project, "role": role, **detail})
+
+
+@require_POST
+@project_page(Role.LEAD)
+def comparison_gold_view(request: HttpRequest, project, role, comparison_id: int) -> HttpResponse:
+    comparison = get_object_or_404(Comparison, pk=comparison_id, project=project)
+    winner = request.POST.get("winner", "none")
+    try:
+        comparison_set_gold(comparison=comparison, winner=None if winner == "none" else winner, user=request.user)
+        messages.success(request, f"Comparison #{comparison.pk}: " + ("not gold." if winner == "none" else f"gold, {winner.upper()} is the better answer."))
+    except GoldError as exc:
+        messages.error(request, f"Nothing changed: {exc}")
+    return redirect("comparison", slug=project.slug, comparison_id=comparison.pk)
 
 
 @require_safe

@@ -1,0 +1,53 @@
+"""A lead runs the project from the app: browses comparisons and judgments, reads an edit as a
+diff, and marks a comparison gold (real headless Chromium)."""
+
+import pytest
+
+from annotation.models import Comparison, ResponseSource, Role, Strength
+from tests.browser.test_labeling_page import login_with_keyboard
+from tests.factories import (
+    ComparisonFactory,
+    JudgmentFactory,
+    MemberFactory,
+    MembershipFactory,
+    ProjectFactory,
+    PromptFactory,
+    ResponseFactory,
+    UserFactory,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_lead_browses_judgments_reads_an_edit_and_marks_gold(live_server, browser_page, output_dir):
+    project = ProjectFactory(name="Helpful chat")
+    MembershipFactory(project=project, user=UserFactory(username="ada"), role=Role.LEAD)
+    labeler = UserFactory(username="lab")
+    MembershipFactory(project=project, user=labeler, role=Role.LABELER)
+    prompt = PromptFactory(project=project, messages=[{"role": "user", "content": "How do I reverse a list in Python?"}])
+    c = ComparisonFactory(prompt=prompt, response_a=ResponseFactory(prompt=prompt, text="Use xs.reverse().", member=MemberFactory(name="smol")),
+                          response_b=ResponseFactory(prompt=prompt, text="Use sorted(xs).", member=MemberFactory(name="smol-hot")))
+    edit = ResponseFactory(prompt=prompt, text="Use xs.reverse(); it works in place.", source=ResponseSource.HUMAN_EDIT,
+                           parent=c.response_a, author=labeler, edit_distance=20)
+    JudgmentFactory(assignment__comparison=c, assignment__labeler=labeler, assignment__left_response=c.response_a,
+                    chosen_response=c.response_a, rejected_response=c.response_b, strength=Strength.SIGNIFICANTLY_BETTER,
+                    edited_response=edit, rationale="B does not reverse.")
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/")
+    page.click("nav.project-nav >> text=Comparisons")
+    page.wait_for_selector("table.browse")
+    assert "lab: A, significantly, edited" in page.text_content("table.browse")
+    page.click(f"table.browse >> text={c.pk}")
+    page.wait_for_selector("#gold-form")
+    assert page.text_content(".diff ins").strip() == "xs.reverse(); it works in place."
+    assert "“B does not reverse.”" in page.text_content(".judgment")
+    page.check("#gold-form input[value=a]")
+    page.click("#gold-form button")
+    page.wait_for_selector("ul.messages li.success")
+    assert "gold, A is the better answer" in page.text_content("ul.messages")
+    assert "agrees with gold" in page.text_content(".judgment")
+    page.screenshot(path=str(output_dir / "lead-comparison.png"), full_page=True)
+    c.refresh_from_db()
+    assert c.is_gold and c.gold_winner_id == c.response_a_id and not page.js_errors
+    assert Comparison.objects.filter(is_gold=True).count() == 1
