@@ -9,10 +9,11 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from annotation import charts, selectors
 from annotation.access import project_page
@@ -33,7 +34,9 @@ from annotation.rendering import render_markdown
 from annotation.selectors import labeler_progress, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
 from annotation.services.audit import audit_record
+from annotation.forms import SETTINGS_FIELDS, ProjectCreateForm, ProjectSettingsForm
 from annotation.services.gold import GoldError, comparison_set_gold
+from annotation.services.projects import project_create, project_update_settings
 from annotation.services.labeling import LabelingError
 from annotation.services.review import judgment_change, labeler_judgments_today
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
@@ -43,7 +46,37 @@ from modeling.services.sampling import pending_prompts
 @require_safe
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "annotation/home.html", {"projects": project_list_for(user=request.user)})
+    projects = project_list_for(user=request.user)
+    return render(request, "annotation/home.html", {"projects": projects, "may_create": _may_create_projects(request.user, projects)})
+
+
+def _may_create_projects(user, projects) -> bool:
+    """Staff, and anyone who leads or runs a project, may start another (and becomes its admin)."""
+    return user.is_staff or user.is_superuser or any(role in (Role.LEAD, Role.ADMIN) for _, role in projects)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def project_new(request: HttpRequest) -> HttpResponse:
+    if not _may_create_projects(request.user, project_list_for(user=request.user)):
+        raise PermissionDenied("Creating a project needs the lead or admin role in a project, or staff")
+    form = ProjectCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        project = project_create(created_by=request.user, creator_role=Role.ADMIN, **form.cleaned_data)
+        messages.success(request, f"Project '{project.name}' created; you are its admin. Import prompts below.")
+        return redirect("project", slug=project.slug)
+    return render(request, "annotation/project_new.html", {"form": form})
+
+
+@require_http_methods(["GET", "POST"])
+@project_page(Role.LEAD)
+def project_settings(request: HttpRequest, project, role) -> HttpResponse:
+    form = ProjectSettingsForm(request.POST or None, instance=Project.objects.get(pk=project.pk))
+    if request.method == "POST" and form.is_valid():
+        changed = project_update_settings(project=project, changes={f: form.cleaned_data[f] for f in SETTINGS_FIELDS}, user=request.user)
+        messages.success(request, f"Saved: {', '.join(changed)}." if changed else "Nothing changed.")
+        return redirect("project-settings", slug=project.slug)
+    return render(request, "annotation/project_settings.html", {"project": project, "role": role, "form": form})
 
 
 #: The eight choices, left to right as on screen: 1-4 for A from strongest, 5-8 for B to strongest.

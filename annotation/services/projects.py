@@ -9,13 +9,38 @@ from annotation.services.audit import audit_record
 
 
 @transaction.atomic
-def project_create(*, name: str, slug: str, created_by=None, **settings) -> Project:
+def project_create(*, name: str, slug: str, created_by=None, creator_role: Role = Role.LEAD, **settings) -> Project:
+    """A new project; its creator (unless a superuser, who is admin everywhere) gets ``creator_role``."""
     project = Project(name=name, slug=slug, **settings)
     project.full_clean()
     project.save()
     if created_by is not None and not created_by.is_superuser:
-        membership_set(project=project, user=created_by, role=Role.LEAD)
+        membership_set(project=project, user=created_by, role=creator_role)
+    if created_by is not None:
+        audit_record(action=AuditAction.PROJECT_CHANGED, project=project, target="created", actor=created_by, details={"name": name, "slug": slug})
     return project
+
+
+@transaction.atomic
+def project_update_settings(*, project: Project, changes: dict, user=None) -> list[str]:
+    """Apply already-validated ``changes`` (a settings form's cleaned data) and audit what moved,
+    before and after; returns the names of the fields that changed."""
+    moved = {name: (getattr(project, name), value) for name, value in changes.items() if getattr(project, name) != value}
+    if not moved:
+        return []
+    for name, (_before, value) in moved.items():
+        setattr(project, name, value)
+    project.full_clean()
+    project.save(update_fields=list(moved))
+    audit_record(
+        action=AuditAction.PROJECT_CHANGED, project=project, target="settings", actor=user,
+        details={name: {"before": _short(before), "after": _short(after)} for name, (before, after) in moved.items()},
+    )
+    return list(moved)
+
+
+def _short(value):
+    return value[:200] + "…" if isinstance(value, str) and len(value) > 200 else value
 
 
 def membership_set(*, project: Project, user, role: Role) -> Membership:

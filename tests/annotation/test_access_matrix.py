@@ -90,6 +90,10 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "login": {"GET": (200, 302, 302, 302, 302, 302, 302, 302), "POST": (200, 302, 302, 302, 302, 302, 302, 302)},
     "logout": {"POST": (LOGIN,) * 8, "OPTIONS": PUBLIC},
     "home": {"GET": SIGNED_IN_PAGE},
+    # Leads and admins of any project, and staff, may start a project (the body is incomplete:
+    # the form comes back, so the outcome does not depend on who created one first).
+    "project-new": {"GET": (LOGIN, 403, 200, 403, 200, 200, 200, 200), "POST": (LOGIN, 403, 200, 403, 200, 200, 200, 200)},
+    "project-settings": {"GET": LEAD_PAGE, "POST": LEAD_FORM},
     "label": {"GET": LABELER_PAGE},
     "label-today": {"GET": LABELER_PAGE},
     # Anyone who labels may post the form; a judgment that is not theirs is refused with a message.
@@ -287,6 +291,12 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "api-judgment-change": {"chosen": "right", "strength": "slightly_better"},
         "judgment-change": {"chosen": "right", "strength": "slightly_better"},
         "comparison-gold": {"winner": "a"},
+        "project-new": {"name": "No slug"},
+        "project-settings": {
+            "name": "matrix", "overlap_k": "3", "gold_rate": "0.05", "lease_minutes": "30", "max_live_leases": "3",
+            "margin_table": "small", "max_edit_chars": "20000", "verdict_change_minutes": "10", "pairing": "committee",
+            "rejection_k": "4", "policy_admission": "always", "edit_step": "on", "ask_flags": "on",
+        },
         "api-exports": {"format": "raw"},
         "member-list": {"name": "matrix-new-member", "kind": "local", "model_path": "/models/new"},
         "member-detail": {"name": MEMBER_NAMES[0], "kind": "local", "model_path": "/models/tiny", "weight": 2.0},

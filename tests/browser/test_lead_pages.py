@@ -51,3 +51,31 @@ def test_a_lead_browses_judgments_reads_an_edit_and_marks_gold(live_server, brow
     c.refresh_from_db()
     assert c.is_gold and c.gold_winner_id == c.response_a_id and not page.js_errors
     assert Comparison.objects.filter(is_gold=True).count() == 1
+
+
+def test_a_lead_creates_a_project_and_writes_its_guidelines(live_server, browser_page, output_dir):
+    MembershipFactory(project=ProjectFactory(), user=UserFactory(username="ada"), role=Role.LEAD)
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.click("text=New project")
+    page.fill("#id_name", "Code review")
+    page.fill("#id_slug", "code-review")
+    page.click("#project-new-form button")
+    page.wait_for_selector("ul.messages li.success")
+    page.click("nav.project-nav >> text=Settings")
+    page.fill("#id_guidelines", "## Judge\nPrefer answers with **tests**.")
+    assert page.get_attribute("#id_overlap_k", "min") == "1"  # the browser refuses 0 before sending
+    page.fill("#id_overlap_k", "2")
+    page.fill("#id_gold_rate", "1.5")  # no bound in the browser: the server refuses it
+    page.click("#settings-form button")
+    page.wait_for_selector(".has-error")
+    assert page.is_visible("text=A share from 0 to 1.")
+    page.fill("#id_gold_rate", "0.1")
+    page.click("#settings-form button")
+    page.wait_for_selector("ul.messages li.success")
+    assert "guidelines" in page.text_content("ul.messages") and "overlap_k" in page.text_content("ul.messages")
+    page.screenshot(path=str(output_dir / "project-settings.png"), full_page=True)
+    from annotation.models import Project
+
+    project = Project.objects.get(slug="code-review")
+    assert project.guidelines.startswith("## Judge") and project.overlap_k == 2 and not page.js_errors

@@ -1,0 +1,67 @@
+"""A lead creates a project and edits its guidelines and settings in the app, every change audited;
+bad values are form errors that change nothing."""
+
+import pytest
+from django.urls import reverse
+
+from annotation.models import AuditAction, AuditEvent, Membership, Project, Role
+from tests.factories import ProjectFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+VALID = {
+    "name": "Helpful chat", "description": "", "guidelines": "Be **kind**.", "overlap_k": "3", "gold_rate": "0.05",
+    "lease_minutes": "30", "max_live_leases": "3", "margin_table": "small", "max_edit_chars": "20000",
+    "verdict_change_minutes": "10", "pairing": "committee", "rejection_k": "4", "policy_admission": "always",
+    "edit_step": "on", "ask_flags": "on",
+}
+
+
+def test_a_lead_creates_a_project_and_becomes_its_admin(client, member_of):
+    lead = member_of(ProjectFactory(), Role.LEAD, username="lena")
+    client.force_login(lead)
+    assert 'href="/projects/new/"' in client.get(reverse("home")).content.decode()
+    page = client.post(reverse("project-new"), {"name": "Code review", "slug": "code-review", "guidelines": "Prefer tested code."}, follow=True)
+    project = Project.objects.get(slug="code-review")
+    assert "Project &#x27;Code review&#x27; created" in page.content.decode() and project.guidelines == "Prefer tested code."
+    assert Membership.objects.get(project=project, user=lead).role == Role.ADMIN
+    assert AuditEvent.objects.filter(project=project, action=AuditAction.PROJECT_CHANGED, target="created", actor_name="lena").exists()
+    again = client.post(reverse("project-new"), {"name": "Other", "slug": "code-review"})
+    assert again.status_code == 200 and "already exists" in again.content.decode() and Project.objects.filter(slug="code-review").count() == 1
+
+
+def test_a_labeler_only_cannot_create_projects(client, member_of):
+    client.force_login(member_of(ProjectFactory(), Role.LABELER))
+    assert 'href="/projects/new/"' not in client.get(reverse("home")).content.decode()
+    assert client.get(reverse("project-new")).status_code == 403
+    client.force_login(UserFactory(is_staff=True))
+    assert client.get(reverse("project-new")).status_code == 200
+
+
+def test_a_lead_edits_guidelines_and_settings_and_the_audit_has_before_and_after(client, member_of):
+    project = ProjectFactory(name="Helpful chat", guidelines="Old.")
+    client.force_login(member_of(project, Role.LEAD, username="lena"))
+    url = reverse("project-settings", kwargs={"slug": project.slug})
+    page = client.post(url, {**VALID, "guidelines": "New **rules**.", "overlap_k": "5", "ask_rationale": "on"}, follow=True)
+    project.refresh_from_db()
+    assert (project.guidelines, project.overlap_k, project.ask_rationale) == ("New **rules**.", 5, True)
+    assert "Saved: " in page.content.decode()
+    event = AuditEvent.objects.get(project=project, action=AuditAction.PROJECT_CHANGED, target="settings")
+    assert event.actor_name == "lena" and event.details["overlap_k"] == {"before": 3, "after": 5}
+    assert event.details["guidelines"] == {"before": "Old.", "after": "New **rules**."}
+    assert "Nothing changed" in client.post(url, {**VALID, "guidelines": "New **rules**.", "overlap_k": "5", "ask_rationale": "on"}, follow=True).content.decode()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("overlap_k", "0"), ("gold_rate", "1.5"), ("gold_rate", "nan"), ("lease_minutes", "99999999999"),
+     ("margin_table", "huge"), ("name", ""), ("guidelines", "bad\x00text"), ("rejection_k", "-1")],
+)
+def test_bad_settings_are_form_errors_and_change_nothing(client, member_of, field, value):
+    project = ProjectFactory(name="Helpful chat")
+    client.force_login(member_of(project, Role.LEAD))
+    before = Project.objects.filter(pk=project.pk).values().get()
+    page = client.post(reverse("project-settings", kwargs={"slug": project.slug}), {**VALID, field: value})
+    assert page.status_code == 200 and 'class="error"' in page.content.decode()
+    assert Project.objects.filter(pk=project.pk).values().get() == before
+    assert not AuditEvent.objects.filter(project=project, target="settings").exists()
