@@ -24,13 +24,15 @@ class GenerationField(serializers.JSONField):
 
 
 def _train_settings_schema() -> dict:
-    from modeling.ml.training import TrainConfig
+    from modeling.ml.training import POSITIVE_SETTINGS, TrainConfig
 
     json_types = {"int": "integer", "float": "number", "bool": "boolean"}
     properties = {}
     for f in fields(TrainConfig):
         parts = [part.strip() for part in str(f.type).split("|")]
         properties[f.name] = {"type": json_types[parts[0]], **({"nullable": True} if "None" in parts else {})}
+        if f.name in POSITIVE_SETTINGS:
+            properties[f.name].update(minimum=0, exclusiveMinimum=True)
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 

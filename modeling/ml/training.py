@@ -51,6 +51,11 @@ class TrainConfig:
         return asdict(self)
 
 
+#: Settings that must be above 0 (a batch of 0 would divide by zero hours into a round); the
+#: round service checks them and the API schema states them.
+POSITIVE_SETTINGS = frozenset({"max_steps", "epochs", "batch_size", "learning_rate", "max_length", "lora_r", "beta"})
+
+
 @dataclass
 class RewardResult:
     output_dir: str

@@ -87,8 +87,6 @@ def _is(value, kinds: tuple) -> bool:
     return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
 
 
-#: Training settings that must be above 0 (a batch of 0 would divide by zero in the worker, hours later).
-_POSITIVE = {"max_steps", "epochs", "batch_size", "learning_rate", "max_length", "lora_r", "beta"}
 #: JSON types of the training settings, from TrainConfig's annotations ("float | None", ...).
 _TRAIN_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
 
@@ -98,7 +96,7 @@ def _check_types(overrides: dict) -> None:
     (and ``accelerate.num_processes: "x"`` was a 500 here). Schema: modeling/serializers.py."""
     from dataclasses import fields
 
-    from modeling.ml.training import TrainConfig
+    from modeling.ml.training import POSITIVE_SETTINGS, TrainConfig
 
     train_types = {}
     for f in fields(TrainConfig):
@@ -127,7 +125,7 @@ def _check_types(overrides: dict) -> None:
                 kinds, nullable = train_types.get(name, ((), False))
                 if kinds and not (setting is None and nullable) and not _is(setting, kinds):
                     raise RoundError(f"{key}.{name}: expected {'/'.join(k.__name__ for k in kinds)}, got {setting!r}")
-                if name in _POSITIVE and setting is not None and not setting > 0:
+                if name in POSITIVE_SETTINGS and setting is not None and not setting > 0:
                     raise RoundError(f"{key}.{name}: must be above 0, got {setting!r}")
 
 
@@ -277,6 +275,32 @@ class _StepProgress:
 
 def round_dir(round_: Round) -> Path:
     return Path(settings.ARTIFACTS_DIR) / round_.project.slug / f"round-{round_.number}"
+
+
+OWNER_FILE = "round.json"
+
+
+def _claim_round_dir(round_: Round) -> Path:
+    """The round's folder, marked as this round's. Steps resume from files they find there (a
+    retry must not train again), so a folder left by another round of the same project and
+    number (a database restored or reset, ARTIFACTS_DIR kept) must not be read as this round's
+    work: it is moved aside, not deleted, and the round starts clean."""
+    workdir = round_dir(round_)
+    owner = workdir / OWNER_FILE
+    mine = {"round_id": round_.pk, "project": round_.project.slug, "number": round_.number,
+            "created_at": round_.created_at.isoformat()}
+    if workdir.exists():
+        try:
+            found = json.loads(owner.read_text())
+        except (OSError, ValueError):
+            found = None
+        if found != mine:
+            aside = workdir.with_name(f"{workdir.name}.stale-{timezone.now():%Y%m%d%H%M%S}")
+            workdir.rename(aside)
+            _log(round_.pk, f"{workdir.name} held another round's files; moved aside to {aside.name}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    owner.write_text(json.dumps(mine))
+    return workdir
 
 
 def _publish(tmp: Path, final: Path) -> None:
@@ -560,8 +584,7 @@ def round_execute(*, round_id: int) -> Round:
     )
     if not claimed:
         return round_
-    workdir = round_dir(round_)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = _claim_round_dir(round_)
     try:
         with _Heartbeat(round_id):
             for state, step in STEPS:

@@ -169,6 +169,25 @@ def test_a_round_reports_steps_loss_accuracy_and_eta_and_logs_the_trainer_not_st
 
 
 @pytest.mark.django_db
+def test_a_folder_left_by_another_round_is_moved_aside_not_resumed(tiny_model_dir, artifacts, django_capture_on_commit_callbacks):
+    project, _ = labelled_project(tiny_model_dir)
+    # What a database reset leaves behind: round-1 of the same project, finished, from another round.
+    stale = Path(settings.ARTIFACTS_DIR) / project.slug / "round-1"
+    for step in ("reward_model", "policy"):
+        (stale / step).mkdir(parents=True)
+        (stale / step / "metrics.json").write_text(json.dumps({"steps": 99, "starting_member_id": 999_999}))
+    with django_capture_on_commit_callbacks():
+        round_ = round_start(project=project, config=SMALL)
+    round_ = round_execute(round_id=round_.pk)
+    assert round_.state == RoundState.SUCCEEDED, (round_.error, round_.log)
+    assert round_.metrics["training_rm"]["steps"] == 3 and round_.metrics["training_dpo"]["steps"] == 3  # trained, not read back
+    assert "held another round's files; moved aside" in round_.log
+    (aside,) = stale.parent.glob("round-1.stale-*")
+    assert json.loads((aside / "policy" / "metrics.json").read_text())["steps"] == 99  # kept, not deleted
+    assert json.loads((stale / "round.json").read_text())["round_id"] == round_.pk
+
+
+@pytest.mark.django_db
 def test_the_next_round_trains_dpo_only_on_new_judgments_from_the_new_policy(tiny_model_dir, artifacts, django_capture_on_commit_callbacks):
     project, base = labelled_project(tiny_model_dir)
     with django_capture_on_commit_callbacks():

@@ -17,7 +17,8 @@ BAD = "I don't know."
 STRENGTHS = ["significantly_better", "better", "slightly_better", "better"]
 
 
-def test_a_real_smollm2_round_runs_on_a_worker_and_its_policy_joins_the_committee(tmp_path):
+def test_a_real_smollm2_round_runs_on_a_worker_and_its_policy_joins_the_committee(tmp_path, settings):
+    settings.ARBITER_DEMO_FIRST_PASS = 0  # the demo's own sampling pass would take the gpu worker first
     project = demo_load().project
     smol, smol_hot = CommitteeMember.objects.order_by("id")[:2]
     labelers = [UserFactory() for _ in range(3)]
