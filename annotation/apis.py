@@ -154,12 +154,12 @@ class SkipApi(APIView):
 
 
 class MyJudgmentsApi(APIView):
-    """The caller's own judgments of today in a project, newest first, and until when each can change."""
+    """The caller's own judgments of the last 24 hours in a project, newest first, and until when each can change."""
 
     permission_classes = [IsAuthenticated, ProjectRolePermission]
     minimum_role = Role.LABELER
 
-    @extend_schema(responses=MyJudgmentSerializer(many=True), summary="Your judgments of today")
+    @extend_schema(responses=MyJudgmentSerializer(many=True), summary="Your judgments of the last 24 hours")
     def get(self, request, slug: str):
         return Response(MyJudgmentSerializer(labeler_judgments_today(project=self.project, labeler=request.user), many=True).data)
 

@@ -1,4 +1,4 @@
-"""A labeler's second look: their own judgments of today, and a changed verdict within the
+"""A labeler's second look: their own judgments of the last day, and a changed verdict within the
 project's window (``Project.verdict_change_minutes``, default 10).
 
 A change rewrites the judgment in place, so exports and rounds read the latest verdict; what it
@@ -31,12 +31,16 @@ def change_deadline(*, judgment: Judgment, project: Project) -> datetime | None:
     return judgment.submitted_at + timedelta(minutes=project.verdict_change_minutes)
 
 
+#: How far back "your recent judgments" go: a day, not "since midnight", so a shift that crosses
+#: midnight keeps its judgments in view (and their change windows open).
+RECENT = timedelta(hours=24)
+
+
 def labeler_judgments_today(*, project: Project, labeler) -> list[dict]:
-    """The labeler's judgments in ``project`` since midnight (local time), newest first, as the
-    labeler saw them: which side they chose, the prompt's last turn and both answers' openings."""
-    midnight = timezone.make_aware(datetime.combine(timezone.localdate(), datetime.min.time()))
+    """The labeler's judgments in ``project`` of the last 24 hours, newest first, as the labeler
+    saw them: which side they chose, the prompt's last turn and both answers' openings."""
     judgments = (
-        Judgment.objects.filter(labeler=labeler, comparison__project=project, submitted_at__gte=midnight)
+        Judgment.objects.filter(labeler=labeler, comparison__project=project, submitted_at__gte=timezone.now() - RECENT)
         .select_related("comparison__prompt", "chosen_response", "rejected_response", "edited_response")
         .order_by("-submitted_at")[:200]
     )

@@ -88,11 +88,11 @@ def test_nobody_changes_someone_elses_verdict_and_bad_values_are_refused(member_
         judgment_change(judgment_id=judgment.pk, labeler=ada, chosen="left", strength="hugely_better")
 
 
-def test_today_lists_the_labelers_own_judgments_with_their_windows(member_of):
+def test_the_recent_list_has_the_labelers_own_judgments_of_a_day_with_their_windows(member_of):
     project = ProjectFactory()
     ada, bob = member_of(project, Role.LABELER), member_of(project, Role.LABELER)
     recent, old = judged(project, ada), judged(project, ada, minutes_ago=30)
-    judged(project, bob)
+    judged(project, bob), judged(project, ada, minutes_ago=25 * 60)  # someone else's; more than a day ago
     rows = labeler_judgments_today(project=project, labeler=ada)
     assert [r["id"] for r in rows] == [recent.pk, old.pk]
     assert rows[0]["chosen"] == "left" and rows[0]["left"] == "Answer A" and rows[0]["changeable_until"] is not None

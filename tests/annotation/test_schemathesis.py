@@ -76,6 +76,8 @@ def fuzz_world(settings, tmp_path):
         comparisons.append(ComparisonFactory(prompt=prompt, response_a__member=members[0], response_b__member=members[1]))
     assignment = AssignmentFactory(comparison=comparisons[0], labeler=labeler)
     JudgmentFactory(assignment__comparison=comparisons[1], assignment__labeler=peer, rationale="peer")
+    # The labeler's own fresh judgment, for the review endpoints (changeable for 10 minutes).
+    own = JudgmentFactory(assignment__comparison=comparisons[2], assignment__labeler=labeler)
     (Path(tmp_path) / "exports").mkdir()
     (Path(tmp_path) / "exports" / "fuzz.jsonl").write_text('{"row": 1}\n')
     export = DatasetSnapshot.objects.create(
@@ -87,7 +89,7 @@ def fuzz_world(settings, tmp_path):
         "tokens": {role: Token.objects.create(user=user).key for role, user in (("labeler", labeler), ("lead", lead), ("admin", admin))},
         "parameters": {
             "slug": project.slug, "assignment_id": assignment.pk, "snapshot_id": export.pk,
-            "round_id": round_.pk, "id": members[0].pk,
+            "round_id": round_.pk, "id": members[0].pk, "judgment_id": own.pk,
         },
     }
 
