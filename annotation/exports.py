@@ -159,13 +159,23 @@ _FIELDS = (
 )
 
 
-def _records(judgments) -> Iterator[SimpleNamespace]:
+class ReadCounter:
+    """How many judgments an export has read so far (its progress: the rows it writes per judgment
+    vary by format and aggregation, the judgments it reads do not)."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+
+def _records(judgments, counter: ReadCounter | None = None) -> Iterator[SimpleNamespace]:
     """Judgments as light records with the attribute shape of the models (``j.chosen_response.text``).
 
     One ``values()`` query, streamed: building model instances for a judgment and its five
     related rows costs several times more than the rest of an export row.
     """
     for r in judgments.values(*_FIELDS).iterator(chunk_size=CHUNK):
+        if counter is not None:
+            counter.read += 1
         prompt = SimpleNamespace(
             pk=r["comparison__prompt_id"], messages=r["comparison__prompt__messages"],
             content_hash=r["comparison__prompt__content_hash"], category=r["comparison__prompt__category"],
@@ -221,15 +231,15 @@ def _pairs_of(judgment: Judgment, project: Project) -> Iterator[dict]:
         yield _pair(judgment, project, edited, rejected, judgment.strength, "edited_rejected")
 
 
-def preference_rows(*, project: Project, judgments) -> Iterator[dict]:
+def preference_rows(*, project: Project, judgments, counter: ReadCounter | None = None) -> Iterator[dict]:
     """TRL conversational preference rows (prompt/chosen/rejected/margin) with provenance."""
-    for judgment in _records(judgments):
+    for judgment in _records(judgments, counter):
         yield from _pairs_of(judgment, project)
 
 
-def _by_comparison(judgments) -> Iterator[list[Judgment]]:
+def _by_comparison(judgments, counter: ReadCounter | None = None) -> Iterator[list[Judgment]]:
     group: list[Judgment] = []
-    for judgment in _records(judgments):
+    for judgment in _records(judgments, counter):
         if group and judgment.comparison_id != group[0].comparison_id:
             yield group
             group = []
@@ -238,11 +248,11 @@ def _by_comparison(judgments) -> Iterator[list[Judgment]]:
         yield group
 
 
-def majority_rows(*, project: Project, judgments) -> Iterator[dict]:
+def majority_rows(*, project: Project, judgments, counter: ReadCounter | None = None) -> Iterator[dict]:
     """One chosen/rejected pair per comparison: the majority's winner, with the mean margin of
     all k labels signed toward it (a label for the other side counts negative); ties are dropped.
     Edits of labelers who agree with the majority follow as their own pairs."""
-    for group in _by_comparison(judgments):
+    for group in _by_comparison(judgments, counter):
         votes = Counter(j.chosen_response_id for j in group)
         ranked = votes.most_common()
         if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
@@ -298,19 +308,19 @@ def _raw(judgment: Judgment) -> dict:
     }
 
 
-def export_rows(*, project: Project, format: str, filters: ExportFilters) -> Iterator[dict]:
-    """The rows of an export, streamed."""
+def export_rows(*, project: Project, format: str, filters: ExportFilters, counter: ReadCounter | None = None) -> Iterator[dict]:
+    """The rows of an export, streamed; ``counter`` counts the judgments read."""
     if format not in FORMATS:
         raise ExportError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
     judgments = filtered_judgments(project=project, filters=filters)
     if format == "raw":
-        for judgment in _records(judgments):
+        for judgment in _records(judgments, counter):
             yield _raw(judgment)
         return
     pairs = (
-        majority_rows(project=project, judgments=judgments)
+        majority_rows(project=project, judgments=judgments, counter=counter)
         if filters.aggregation == "majority"
-        else preference_rows(project=project, judgments=judgments)
+        else preference_rows(project=project, judgments=judgments, counter=counter)
     )
     if format == "trl-preference":
         yield from pairs

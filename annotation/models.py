@@ -409,6 +409,9 @@ class DatasetSnapshot(models.Model):
     )
     # Exports run on a worker: the row is the job. Round snapshots are written done.
     state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.SUCCEEDED)
+    progress = models.JSONField(
+        default=dict, blank=True, help_text="While an export writes: judgments read of total, rows written, elapsed_s, eta_s.",
+    )
     error = models.TextField(blank=True)
     file_format = models.CharField(max_length=8, default="jsonl", help_text="jsonl or parquet")
     card = models.TextField(blank=True, help_text="The dataset card (README) written with the file.")

@@ -152,6 +152,7 @@ class ExportSerializer(serializers.Serializer):
     format = serializers.CharField()
     file_format = serializers.CharField()
     state = serializers.CharField()
+    progress = serializers.DictField(help_text="While running: judgments read (done) of total, rows written, elapsed_s, eta_s.")
     filters = serializers.DictField()
     row_count = serializers.IntegerField()
     sha256 = serializers.CharField()

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, export_rows
+from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, ReadCounter, export_rows, filtered_judgments
 from annotation.models import AuditAction, DatasetSnapshot, JobState, Project, SnapshotPurpose
 from annotation.services.audit import audit_record
 from config.jobs import send_after_commit
@@ -170,6 +171,28 @@ def _write_csv(rows, tmp: Path, stats: CardStats) -> None:
             writer.writerow({k: csv_cell(v) for k, v in row.items()})
 
 
+#: Seconds between two progress writes while an export writes (the exports table polls every 2 s).
+REPORT_EVERY_S = 2.0
+
+
+def _reporting(rows, *, counter: ReadCounter, total: int, stats: CardStats, report):
+    """``rows``, passed through, calling ``report(progress)`` every ``REPORT_EVERY_S``: judgments
+    read of ``total`` (the unit every format shares), rows written, time spent and an ETA from
+    the pace so far."""
+    started = last = time.monotonic()
+    for row in rows:
+        yield row
+        now = time.monotonic()
+        if now - last >= REPORT_EVERY_S:
+            last = now
+            elapsed, read = now - started, counter.read
+            eta = elapsed / read * max(0, total - read) if read else None
+            report({
+                "done": read, "total": total, "unit": "judgments", "rows": stats.rows,
+                "elapsed_s": round(elapsed, 1), "eta_s": None if eta is None else round(eta, 1),
+            })
+
+
 def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
     """Write an export's file (again, if a previous attempt died). A finished export is left alone."""
     claimed = DatasetSnapshot.objects.filter(pk=snapshot_id, state__in=[JobState.QUEUED, JobState.RUNNING]).update(
@@ -184,9 +207,15 @@ def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     stats = CardStats()
     try:
-        rows = export_rows(project=snapshot.project, format=snapshot.format, filters=ExportFilters.from_dict(snapshot.filters))
+        filters = ExportFilters.from_dict(snapshot.filters)
+        counter = ReadCounter()
+        rows = export_rows(project=snapshot.project, format=snapshot.format, filters=filters, counter=counter)
+        total = filtered_judgments(project=snapshot.project, filters=filters).count()
         writer = {"parquet": _write_parquet, "csv": _write_csv}.get(snapshot.file_format, _write_jsonl)
-        writer(rows, tmp, stats)
+        def report(progress: dict) -> None:
+            DatasetSnapshot.objects.filter(pk=snapshot_id).update(progress=progress)
+
+        writer(_reporting(rows, counter=counter, total=total, stats=stats, report=report), tmp, stats)
         digest = hashlib.sha256()
         with tmp.open("rb") as written:
             for block in iter(lambda: written.read(1 << 20), b""):
@@ -195,8 +224,8 @@ def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
         snapshot.sha256, snapshot.row_count, snapshot.size_bytes = digest.hexdigest(), stats.rows, final.stat().st_size
         snapshot.path = str(final.relative_to(settings.ARTIFACTS_DIR))
         snapshot.card = dataset_card(snapshot=snapshot, stats=stats)
-        snapshot.state, snapshot.finished_at = JobState.SUCCEEDED, timezone.now()
-        snapshot.save(update_fields=["sha256", "row_count", "size_bytes", "path", "card", "state", "finished_at"])
+        snapshot.state, snapshot.finished_at, snapshot.progress = JobState.SUCCEEDED, timezone.now(), {}
+        snapshot.save(update_fields=["sha256", "row_count", "size_bytes", "path", "card", "state", "finished_at", "progress"])
         final.with_suffix(".README.md").write_text(snapshot.card)
     except Exception as exc:
         tmp.unlink(missing_ok=True)

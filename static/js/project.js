@@ -98,7 +98,14 @@
         link.textContent = e.error;
         link.className = "error";
       }
-      tr.append(Arbiter.cell(e.number || e.id), Arbiter.cell(e.format), Arbiter.cell(e.state), Arbiter.cell(e.row_count), Arbiter.cell(e.sha256 ? e.sha256.slice(0, 12) + "…" : ""),
+      // While it writes: "running · 120,000 of 400,000 judgments · 12 s spent · about 30 s left".
+      const p = e.progress || {};
+      let state = e.state;
+      if (e.state === "running" && p.total) {
+        state += " · " + p.done.toLocaleString() + " of " + p.total.toLocaleString() + " judgments · " + Arbiter.duration(p.elapsed_s) + " spent"
+          + (p.eta_s !== null && p.eta_s !== undefined ? " · about " + Arbiter.duration(p.eta_s) + " left" : "");
+      }
+      tr.append(Arbiter.cell(e.number || e.id), Arbiter.cell(e.format), Arbiter.cell(state), Arbiter.cell(e.state === "running" ? (p.rows || 0) : e.row_count), Arbiter.cell(e.sha256 ? e.sha256.slice(0, 12) + "…" : ""),
         Arbiter.cell(new Date(e.created_at).toLocaleString()), link);
       list.append(tr);
     });

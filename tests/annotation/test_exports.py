@@ -236,3 +236,40 @@ def test_the_export_listing_numbers_a_projects_exports_from_one_whatever_the_rou
     client.force_authenticate(lead)
     listed = client.get(reverse("api-exports", kwargs={"slug": project.slug})).json()
     assert [(row["id"], row["number"]) for row in listed] == [(second.pk, 2), (first.pk, 1)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("aggregation", ["each", "majority"])
+def test_an_export_reports_judgments_read_of_total_and_an_eta_while_it_writes(monkeypatch, member_of, aggregation):
+    import annotation.services.exports as service
+    from annotation.exports import ReadCounter
+    from annotation.models import DatasetSnapshot
+
+    project = ProjectFactory()
+    for i in range(6):
+        JudgmentFactory(assignment__comparison=ComparisonFactory(prompt=PromptFactory(project=project, messages=[{"role": "user", "content": f"q{i}"}])))
+    monkeypatch.setattr(service, "REPORT_EVERY_S", 0.0)  # a report after every row
+    counter, reports = ReadCounter(), []
+    filters = ExportFilters.from_dict({"aggregation": aggregation})
+    rows = export_rows(project=project, format="trl-preference", filters=filters, counter=counter)
+    from annotation.exports import CardStats
+
+    stats = CardStats()
+    for row in service._reporting(rows, counter=counter, total=6, stats=stats, report=reports.append):
+        stats.add(row)
+    done = [r["done"] for r in reports]  # majority reads a comparison's judgments before its row
+    assert done == sorted(done) and done[-1] == 6 and len(reports) >= 5 and {r["total"] for r in reports} == {6}
+    assert reports[-1]["eta_s"] == 0 and all(r["unit"] == "judgments" and r["elapsed_s"] >= 0 for r in reports)
+    # the job itself: progress written while running, cleared when it succeeded
+    snapshot = export_start(project=project, user=member_of(project, Role.LEAD), format="raw")
+    seen = []
+    original = service._reporting
+
+    def spying(rows, **kwargs):
+        report = kwargs.pop("report")
+        return original(rows, report=lambda p: (seen.append(p), report(p)), **kwargs)
+
+    monkeypatch.setattr(service, "_reporting", spying)
+    done = export_execute(snapshot_id=snapshot.pk)
+    assert done.state == JobState.SUCCEEDED and seen[-1]["done"] == seen[-1]["total"] == 6
+    assert DatasetSnapshot.objects.get(pk=snapshot.pk).progress == {}

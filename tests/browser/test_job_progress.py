@@ -65,3 +65,23 @@ def test_the_sampling_table_shows_time_spent_and_left(live_server, browser_page,
     assert "left" not in page.text_content("#sampling-runs")
     page.screenshot(path=str(output_dir / "sampling-progress.png"), full_page=True)
     assert not page.js_errors
+
+
+def test_a_running_export_shows_judgments_read_time_and_eta(live_server, browser_page, output_dir):
+    from annotation.models import DatasetSnapshot, SnapshotPurpose
+
+    project = ProjectFactory()
+    MembershipFactory(project=project, user=UserFactory(username="ada"), role=Role.LEAD)
+    export = DatasetSnapshot.objects.create(
+        project=project, purpose=SnapshotPurpose.EXPORT, format="trl-preference", state=JobState.RUNNING,
+        progress={"done": 120_000, "total": 400_000, "unit": "judgments", "rows": 150_000, "elapsed_s": 12.0, "eta_s": 28.0},
+    )
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/")
+    page.wait_for_function("document.querySelector('#export-list').textContent.includes('judgments')")
+    row = page.text_content("#export-list")
+    assert "running · 120,000 of 400,000 judgments · 12 s spent · about 28 s left" in row and "150000" in row
+    DatasetSnapshot.objects.filter(pk=export.pk).update(state=JobState.SUCCEEDED, row_count=480_000, progress={}, sha256="a" * 64)
+    page.wait_for_function("document.querySelector('#export-list').textContent.includes('succeeded')")  # the table polls while one runs
+    assert "480000" in page.text_content("#export-list") and not page.js_errors
