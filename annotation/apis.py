@@ -36,7 +36,7 @@ from annotation.serializers import (
     SubmitSerializer,
 )
 from annotation.services.exports import export_start
-from annotation.services.review import judgment_change, labeler_judgments_today
+from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from annotation.views import snapshot_file_response
 
@@ -161,7 +161,7 @@ class MyJudgmentsApi(APIView):
 
     @extend_schema(responses=MyJudgmentSerializer(many=True), summary="Your judgments of the last 24 hours")
     def get(self, request, slug: str):
-        return Response(MyJudgmentSerializer(labeler_judgments_today(project=self.project, labeler=request.user), many=True).data)
+        return Response(MyJudgmentSerializer(labeler_judgments_recent(project=self.project, labeler=request.user), many=True).data)
 
 
 class JudgmentChangeApi(APIView):

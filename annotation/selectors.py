@@ -6,6 +6,7 @@ import json
 import time
 from functools import lru_cache
 
+from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, QuerySet
 from django.utils import timezone
@@ -92,6 +93,7 @@ def comparisons_open(*, project: Project) -> QuerySet[Comparison]:
 
 # Why the queue has nothing for a labeler; the page polls again while work may still come.
 QUEUE_REASONS = ("sampling", "no_comparisons", "leased_to_others", "all_done")
+QUEUE_REASONS_TO_POLL = ("sampling", "leased_to_others")
 
 
 def labeling_queue_status(*, project: Project, labeler, sampling: dict | None, pending_prompts: int) -> dict:
@@ -134,7 +136,7 @@ def labeling_queue_status(*, project: Project, labeler, sampling: dict | None, p
         if pending_prompts:
             message += f" {pending_prompts} prompts still wait for the committee's answers; a lead can start sampling."
     return {
-        "reason": reason, "message": message, "poll": reason in ("sampling", "leased_to_others"),
+        "reason": reason, "message": message, "poll": reason in QUEUE_REASONS_TO_POLL,
         "comparisons": comparisons, "yours": yours, "leased_to_others": held, "pending_prompts": pending_prompts,
         "sampling": sampling,
     }
@@ -202,12 +204,15 @@ def _comparison_render(comparison_id: int) -> dict:
 BROWSE_PAGE_SIZE = 50
 
 
+def _letter(comparison, response_id: int | None) -> str:
+    """"A" or "B": which of the comparison's two responses ``response_id`` is, as stored."""
+    return "A" if response_id == comparison.response_a_id else "B"
+
+
 def comparisons_browse(*, project: Project, source: str = "", gold: str = "", labeled: str = "", labeler: str = "",
                        page: int = 1) -> dict:
     """One page of the project's comparisons, newest first, with the filters a lead uses: where
     they came from, gold or not, how far along their labels are, and one labeler's judgments."""
-    from django.core.paginator import Paginator
-
     query = Comparison.objects.filter(project=project).select_related(
         "prompt", "response_a__member", "response_b__member"
     ).annotate(labels=Count("judgments", distinct=True)).order_by("-id")
@@ -229,13 +234,13 @@ def comparisons_browse(*, project: Project, source: str = "", gold: str = "", la
     verdicts: dict[int, list] = {i: [] for i in ids}
     for j in Judgment.objects.filter(comparison_id__in=ids).select_related("labeler", "comparison").order_by("id"):
         verdicts[j.comparison_id].append({
-            "labeler": j.labeler.username, "side": "A" if j.chosen_response_id == j.comparison.response_a_id else "B",
+            "labeler": j.labeler.username, "side": _letter(j.comparison, j.chosen_response_id),
             "strength": j.strength, "edited": j.edited_response_id is not None, "both_bad": j.both_bad,
         })
     rows = [{
         "comparison": c, "prompt": c.prompt.messages[-1]["content"][:200],
         "members": [r.member.name if r.member else r.source for r in (c.response_a, c.response_b)],
-        "gold": None if not c.is_gold else ("A" if c.gold_winner_id == c.response_a_id else "B"),
+        "gold": _letter(c, c.gold_winner_id) if c.is_gold else None,
         "judgments": verdicts[c.pk],
     } for c in current.object_list]
     return {"page": current, "rows": rows, "total": paginator.count}
@@ -255,13 +260,13 @@ def comparison_detail(*, project: Project, comparison_id: int) -> dict | None:
     for j in (Judgment.objects.filter(comparison=comparison)
               .select_related("labeler", "chosen_response", "edited_response").order_by("id")):
         judgments.append({
-            "judgment": j, "side": "A" if j.chosen_response_id == comparison.response_a_id else "B",
-            "shown_left": "A" if j.left_response_id == comparison.response_a_id else "B",
+            "judgment": j, "side": _letter(comparison, j.chosen_response_id),
+            "shown_left": _letter(comparison, j.left_response_id),
             "diff": word_diff(j.chosen_response.text, j.edited_response.text) if j.edited_response_id else None,
         })
     return {
         "comparison": comparison,
-        "gold": None if not comparison.is_gold else ("a" if comparison.gold_winner_id == comparison.response_a_id else "b"),
+        "gold": _letter(comparison, comparison.gold_winner_id).lower() if comparison.is_gold else None,
         "judgments": judgments,
     }
 

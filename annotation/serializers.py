@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from annotation.exports import FORMATS
 from annotation.models import Strength
+from annotation.selectors import QUEUE_REASONS
 from annotation.services import ATTRIBUTES, FLAGS
 from annotation.services.labeling import MAX_RATIONALE_CHARS
 from config.api import StrictJSONTypes
@@ -119,7 +120,7 @@ class MyJudgmentSerializer(serializers.Serializer):
 class QueueStatusSerializer(serializers.Serializer):
     """Why ``next`` has nothing for the caller (documentation of the queue-status answer)."""
 
-    reason = serializers.ChoiceField(choices=["sampling", "no_comparisons", "leased_to_others", "all_done"])
+    reason = serializers.ChoiceField(choices=QUEUE_REASONS)
     message = serializers.CharField(help_text="The reason in a sentence, for the labeling page.")
     poll = serializers.BooleanField(help_text="Whether work may arrive soon (sampling, or leases held by others).")
     comparisons = serializers.IntegerField()

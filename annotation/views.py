@@ -38,7 +38,7 @@ from annotation.forms import SETTINGS_FIELDS, ProjectCreateForm, ProjectSettings
 from annotation.services.gold import GoldError, comparison_set_gold
 from annotation.services.projects import project_create, project_update_settings
 from annotation.services.labeling import LabelingError
-from annotation.services.review import judgment_change, labeler_judgments_today
+from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from modeling.services.sampling import pending_prompts
 
@@ -118,10 +118,10 @@ def label(request: HttpRequest, project, role) -> HttpResponse:
 @require_safe
 @project_page(Role.LABELER)
 def label_today(request: HttpRequest, project, role) -> HttpResponse:
-    """The labeler's own judgments of today, each with a form to change it while its window is open."""
+    """The labeler's own judgments of the last 24 hours, each with a form to change it while its window is open."""
     context = {
         "project": project, "role": role,
-        "judgments": labeler_judgments_today(project=project, labeler=request.user),
+        "judgments": labeler_judgments_recent(project=project, labeler=request.user),
         "strengths": Strength.choices,
     }
     return render(request, "annotation/label_today.html", context)

@@ -7,6 +7,7 @@ from annotation.models import Strength
 from config.api import StrictJSONTypes
 from modeling.models import CommitteeMember, SamplingRun
 from modeling.selectors import sampling_timing
+from modeling.services.rounds import PRESETS
 
 GENERATION_SCHEMA = {
     "type": "object", "additionalProperties": False,
@@ -138,7 +139,7 @@ class RoundSerializer(serializers.ModelSerializer):
 
 class RoundStartSerializer(StrictJSONTypes, serializers.Serializer):
     preset = serializers.ChoiceField(
-        choices=["quick", "standard"], default="standard",
+        choices=sorted(PRESETS), default="standard",
         help_text="quick: one epoch of at most 40 RM / 30 DPO steps and a 4-prompt head-to-head, minutes on a CPU; "
                   "standard: one epoch of at most 500 steps each. `config` applies on top.",
     )

@@ -481,12 +481,23 @@ def judgment_submit(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[J
     return _judgment_submit_locked(assignment_id=assignment_id, labeler=labeler, verdict=verdict)
 
 
+def _response_by_side(assignment: Assignment) -> dict[str, int]:
+    """The response ids the labeler saw on the left and on the right."""
+    comparison, left_id = assignment.comparison, assignment.left_response_id
+    return {"left": left_id, "right": comparison.response_b_id if left_id == comparison.response_a_id else comparison.response_a_id}
+
+
+def _by_response(verdict: Verdict, by_side: dict[str, int]) -> tuple[dict, dict]:
+    """The verdict's ratings and flags keyed by response id, as a judgment stores them (sides the
+    labeler did not rate are left out; so are unknown sides, which only an unvalidated retry has)."""
+    attributes = {str(by_side[side]): ratings for side, ratings in verdict.attributes.items() if ratings and side in by_side}
+    flags = {str(by_side[side]): sorted(set(names)) for side, names in verdict.flags.items() if names and side in by_side}
+    return attributes, flags
+
+
 def _same_verdict(judgment: Judgment, verdict: Verdict, assignment: Assignment) -> bool:
     """Whether ``verdict`` is the request that recorded ``judgment``, as the submit would store it."""
-    comparison = assignment.comparison
-    left_id = assignment.left_response_id
-    right_id = comparison.response_b_id if left_id == comparison.response_a_id else comparison.response_a_id
-    by_side = {"left": left_id, "right": right_id}
+    by_side = _response_by_side(assignment)
     if verdict.edit is None:
         same_edit = judgment.edited_response_id is None
     elif judgment.edited_response_id is not None:
@@ -499,8 +510,7 @@ def _same_verdict(judgment: Judgment, verdict: Verdict, assignment: Assignment) 
         and judgment.strength == verdict.strength
         and judgment.both_bad == verdict.both_bad
         and judgment.rationale == verdict.rationale
-        and judgment.attributes == {str(by_side[s]): r for s, r in verdict.attributes.items() if r and s in by_side}
-        and judgment.flags == {str(by_side[s]): sorted(set(f)) for s, f in verdict.flags.items() if f and s in by_side}
+        and (judgment.attributes, judgment.flags) == _by_response(verdict, by_side)
     )
 
 
@@ -531,11 +541,11 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
     # The project's settings matter only to an edit: don't read the project row for every submit.
     verdict_validate(verdict, Project.objects.get(pk=assignment.comparison.project_id) if verdict.edit is not None else None)
     comparison = assignment.comparison
-    left_id = assignment.left_response_id
-    right_id = comparison.response_b_id if left_id == comparison.response_a_id else comparison.response_a_id
-    by_side = {"left": left_id, "right": right_id}
+    by_side = _response_by_side(assignment)
+    left_id = by_side["left"]
     chosen_id = by_side[verdict.chosen]
     rejected_id = by_side["right" if verdict.chosen == "left" else "left"]
+    attributes, flags = _by_response(verdict, by_side)
 
     edited = None
     if verdict.edit is not None:
@@ -562,8 +572,8 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
         left_response_id=left_id,
         both_bad=verdict.both_bad,
         edited_response=edited,
-        attributes={str(by_side[side]): ratings for side, ratings in verdict.attributes.items() if ratings},
-        flags={str(by_side[side]): sorted(set(flags)) for side, flags in verdict.flags.items() if flags},
+        attributes=attributes,
+        flags=flags,
         rationale=verdict.rationale,
         leased_at=assignment.leased_at,
         submitted_at=now,

@@ -36,7 +36,7 @@ def change_deadline(*, judgment: Judgment, project: Project) -> datetime | None:
 RECENT = timedelta(hours=24)
 
 
-def labeler_judgments_today(*, project: Project, labeler) -> list[dict]:
+def labeler_judgments_recent(*, project: Project, labeler) -> list[dict]:
     """The labeler's judgments in ``project`` of the last 24 hours, newest first, as the labeler
     saw them: which side they chose, the prompt's last turn and both answers' openings."""
     judgments = (

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from annotation.exports import ExportFilters, export_rows
 from annotation.models import AuditAction, AuditEvent, Judgment, Response, ResponseSource, Role, Strength
-from annotation.services.review import ChangeWindowPassed, judgment_change, labeler_judgments_today
+from annotation.services.review import ChangeWindowPassed, judgment_change, labeler_judgments_recent
 from annotation.services.labeling import AssignmentNotFound, InvalidVerdict
 from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory, PromptFactory, ResponseFactory
 
@@ -93,7 +93,7 @@ def test_the_recent_list_has_the_labelers_own_judgments_of_a_day_with_their_wind
     ada, bob = member_of(project, Role.LABELER), member_of(project, Role.LABELER)
     recent, old = judged(project, ada), judged(project, ada, minutes_ago=30)
     judged(project, bob), judged(project, ada, minutes_ago=25 * 60)  # someone else's; more than a day ago
-    rows = labeler_judgments_today(project=project, labeler=ada)
+    rows = labeler_judgments_recent(project=project, labeler=ada)
     assert [r["id"] for r in rows] == [recent.pk, old.pk]
     assert rows[0]["chosen"] == "left" and rows[0]["left"] == "Answer A" and rows[0]["changeable_until"] is not None
     assert rows[1]["changeable_until"] is None
