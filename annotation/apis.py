@@ -82,13 +82,12 @@ class QueueStatusApi(APIView):
     @extend_schema(responses={200: QueueStatusSerializer}, summary="Why there is nothing to label")
     def get(self, request, slug: str):
         from modeling.selectors import sampling_active, sampling_progress
-        from modeling.services.sampling import pending_prompts
 
         run = sampling_active(project=self.project)
         status_ = selectors.labeling_queue_status(
             project=self.project, labeler=request.user,
             sampling=sampling_progress(run=run) if run else None,
-            pending_prompts=pending_prompts(project=self.project).count(),
+            pending_prompts=selectors.pending_prompts(project=self.project).count(),
         )
         is_lead = has_role(user=request.user, project=self.project, minimum=Role.LEAD)
         status_["project_url"] = reverse("project", kwargs={"slug": self.project.slug}) if is_lead else None

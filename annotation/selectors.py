@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from annotation.models import (
@@ -19,6 +19,7 @@ from annotation.models import (
     Judgment,
     Membership,
     Project,
+    Prompt,
     Role,
 )
 from config import db
@@ -94,6 +95,12 @@ def comparisons_open(*, project: Project) -> QuerySet[Comparison]:
 # Why the queue has nothing for a labeler; the page polls again while work may still come.
 QUEUE_REASONS = ("sampling", "no_comparisons", "leased_to_others", "all_done")
 QUEUE_REASONS_TO_POLL = ("sampling", "leased_to_others")
+
+
+def pending_prompts(*, project: Project):
+    """Prompts with no comparison yet, oldest first (what the next sampling pass answers)."""
+    has_comparison = Comparison.objects.filter(prompt=OuterRef("pk"))
+    return Prompt.objects.filter(project=project).exclude(Exists(has_comparison)).order_by("id")
 
 
 def labeling_queue_status(*, project: Project, labeler, sampling: dict | None, pending_prompts: int) -> dict:

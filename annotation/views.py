@@ -31,7 +31,7 @@ from annotation.models import (
 )
 from annotation.quality import project_leaderboard, project_quality
 from annotation.rendering import render_markdown
-from annotation.selectors import labeler_progress, project_counts, project_list_for
+from annotation.selectors import labeler_progress, pending_prompts, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
 from annotation.services.audit import audit_record
 from annotation.forms import SETTINGS_FIELDS, ProjectCreateForm, ProjectSettingsForm
@@ -40,7 +40,7 @@ from annotation.services.projects import project_create, project_update_settings
 from annotation.services.labeling import LabelingError
 from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
-from modeling.services.sampling import pending_prompts
+from modeling.selectors import active_members
 
 
 @require_safe
@@ -184,6 +184,7 @@ def project_overview(request: HttpRequest, project, role) -> HttpResponse:
         "pending_prompts": pending_prompts(project=project).count(),
         "import_formats": IMPORT_FORMATS,
         "memberships": project.memberships.select_related("user").order_by("role", "user__username"),
+        "committee": active_members(),
     }
     return render(request, "annotation/project.html", context)
 

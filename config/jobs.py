@@ -14,12 +14,13 @@ import logging
 logger = logging.getLogger(__name__)
 
 
-def send_after_commit(task, *args) -> None:
+def send_after_commit(task, *args, queue: str | None = None) -> None:
+    """``queue``: send to this queue instead of the task's route (config/queues.py)."""
     from django.db import transaction
 
     def send():
         try:
-            task.delay(*args)
+            task.apply_async(args, **({"queue": queue} if queue else {}))
         except Exception:  # kombu raises several types for a broker that is down; all mean the same here
             logger.exception("could not queue %s%r: broker unreachable; the watchdog re-sends it", task.name, args)
 

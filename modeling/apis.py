@@ -3,6 +3,7 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -12,16 +13,20 @@ from annotation.serializers import ErrorSerializer
 from modeling.models import CommitteeMember, Round
 from modeling.serializers import (
     CommitteeMemberSerializer,
+    MemberTestSerializer,
     RoundSerializer,
     RoundStartSerializer,
     SamplingRunSerializer,
     SamplingStartSerializer,
 )
 from modeling.services import (
+    MemberTestBusy,
+    MemberTestError,
     RoundError,
     SamplingError,
     member_register,
     member_set_active,
+    member_test_start,
     member_update,
     round_cancel,
     round_retry,
@@ -79,6 +84,19 @@ class CommitteeMemberViewSet(
         if active is not None and active != member.is_active:
             member_set_active(member=member, active=active)
         serializer.instance = member
+
+    @extend_schema(request=MemberTestSerializer, responses={202: CommitteeMemberSerializer, 400: ErrorSerializer, 409: ErrorSerializer},
+                   summary="Test a member with one prompt (the answer appears in last_test)")
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        body = MemberTestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            member = member_test_start(member=self.get_object(), prompt=body.validated_data["prompt"], user=request.user)
+        except MemberTestError as exc:
+            code = status.HTTP_409_CONFLICT if isinstance(exc, MemberTestBusy) else status.HTTP_400_BAD_REQUEST
+            return Response({"error": "member_test", "detail": str(exc)}, status=code)
+        return Response(CommitteeMemberSerializer(member).data, status=status.HTTP_202_ACCEPTED)
 
 
 def _round_for(request, round_id: int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -24,6 +25,18 @@ def validate_endpoint_url(value: str) -> None:
         raise ValidationError("Enter an http(s) URL with a host, e.g. http://vllm:8000/v1")
 
 
+#: Environment variables a member may not name as its API key: the worker would send the value
+#: to the member's URL, and these hold Arbiter's own secrets (database, broker, signing key).
+RESERVED_ENV_PREFIXES = ("SECRET_KEY", "DATABASE", "CELERY_", "DJANGO_", "ARBITER_", "REDIS", "POSTGRES", "PG")
+
+
+def validate_api_key_env(value: str) -> None:
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", value):
+        raise ValidationError("The name of an environment variable: capital letters, digits and _, e.g. OPENAI_API_KEY")
+    if value.startswith(RESERVED_ENV_PREFIXES):
+        raise ValidationError(f"{value} holds one of Arbiter's own settings; put the member's key in its own variable")
+
+
 #: Generation settings a member starts with; each member may override any of them.
 DEFAULT_GENERATION = {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 256}
 
@@ -44,7 +57,7 @@ class CommitteeMember(models.Model):
     # Not a URLField: internal hosts ("http://vllm:8000/v1") have no dotted domain.
     base_url = models.CharField(max_length=500, blank=True, validators=[validate_endpoint_url])
     endpoint_model = models.CharField(max_length=200, blank=True)
-    api_key_env = models.CharField(max_length=100, blank=True)
+    api_key_env = models.CharField(max_length=100, blank=True, validators=[validate_api_key_env])
     timeout_s = models.PositiveIntegerField(default=120)
     max_retries = models.PositiveSmallIntegerField(default=2)
     # Checkpoint: the round that produced it and the member it was trained from.
@@ -58,6 +71,9 @@ class CommitteeMember(models.Model):
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # The latest "test with one prompt" (modeling/services/members.py): state, prompt, answer or
+    # error, timings. One at a time per member; a newer request replaces it.
+    last_test = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]

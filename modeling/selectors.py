@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from modeling.models import JobState, Round, RoundState, SamplingRun
+from modeling.models import CommitteeMember, JobState, Round, RoundState, SamplingRun
 
 REWARD_MODEL_DIR = "reward_model"
 
@@ -23,6 +23,11 @@ def current_reward_model(*, project) -> Path | None:
         if (candidate / "config.json").exists():
             return candidate
     return None
+
+
+def active_members() -> list[CommitteeMember]:
+    """The members a sampling pass asks now, by name."""
+    return list(CommitteeMember.objects.filter(is_active=True).order_by("name"))
 
 
 def sampling_active(*, project) -> SamplingRun | None:

@@ -90,11 +90,18 @@ class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
         fields = [
             "id", "name", "kind", "description", "model_path", "gguf_package", "gguf_file", "base_url",
             "endpoint_model", "api_key_env", "timeout_s", "max_retries", "generation", "weight", "is_active",
-            "created_at", "retired_at",
+            "created_at", "retired_at", "last_test",
         ]
-        read_only_fields = ["id", "created_at", "retired_at"]
+        read_only_fields = ["id", "created_at", "retired_at", "last_test"]
 
     generation = GenerationField(required=False)
+    last_test = serializers.SerializerMethodField(help_text=(
+        "The latest test with one prompt: state (queued, running, succeeded, failed), prompt, "
+        "answer or error, load_s, answer_s, tokens_per_s; {} when never tested."
+    ))
+
+    def get_last_test(self, member) -> dict:
+        return {k: v for k, v in (member.last_test or {}).items() if k != "token"}
 
     def validate_generation(self, value):
         allowed = {"temperature", "top_p", "max_new_tokens"}
@@ -109,6 +116,10 @@ class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
             if isinstance(setting, bool) or not isinstance(setting, kinds) or setting < rule["minimum"] or setting > rule.get("maximum", setting):
                 raise serializers.ValidationError(f"{name}: expected {rule}")
         return value
+
+
+class MemberTestSerializer(StrictJSONTypes, serializers.Serializer):
+    prompt = serializers.CharField(max_length=2_000, trim_whitespace=True)
 
 
 class RoundSerializer(serializers.ModelSerializer):

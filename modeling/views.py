@@ -1,16 +1,30 @@
-"""Admin pages for rounds. Thin: parse the form, call a service, redirect with a message."""
+"""Pages for rounds (project admins) and the committee (staff). Thin: parse the form, call a service, redirect with a message."""
 
 from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST, require_safe
 
 from annotation.access import project_page
 from annotation.models import Role
 from annotation.services import project_set_round_schedule
 from config.untrusted import STRICT_JSON, json_refusal
-from modeling.models import ACTIVE_ROUND_STATES, Round
-from modeling.services import RoundError, round_cancel, round_retry, round_start
+from modeling.forms import MemberAddForm, MemberSettingsForm
+from modeling.models import ACTIVE_ROUND_STATES, CommitteeMember, Round
+from modeling.services import (
+    MemberTestError,
+    RoundError,
+    member_register,
+    member_set_active,
+    member_test_start,
+    member_update,
+    round_cancel,
+    round_retry,
+    round_start,
+)
 
 CHART_W, CHART_H, PAD = 560, 180, 28
 
@@ -112,3 +126,84 @@ def round_schedule_view(request: HttpRequest, project, role) -> HttpResponse:
     except (ValueError, TypeError):
         messages.error(request, "The number of new judgments must be a whole number from 1 to 10,000,000.")
     return redirect("rounds", slug=project.slug)
+
+
+# --- the committee (staff) -------------------------------------------------------------------
+
+def _committee_context(add_form=None) -> dict:
+    from django.db.models import Count
+
+    from modeling.services.members import MEMBER_TEST_DEFAULT_PROMPT
+
+    members = CommitteeMember.objects.select_related("source_round__project", "base_member").annotate(
+        answers=Count("responses")
+    ).order_by("-is_active", "name")
+    rows = [{"member": m, "settings": MemberSettingsForm(initial={"weight": m.weight, **m.generation_settings()},
+                                                        auto_id=f"id_member{m.pk}_%s")} for m in members]
+    return {"rows": rows, "add_form": add_form or MemberAddForm(), "default_prompt": MEMBER_TEST_DEFAULT_PROMPT}
+
+
+def _to_row(member: CommitteeMember) -> HttpResponse:
+    return redirect(f"{reverse('committee')}#member-{member.pk}")
+
+
+@require_safe
+@staff_member_required
+def committee(request: HttpRequest) -> HttpResponse:
+    """The committee every project samples from: add, test with one prompt, weigh, retire."""
+    return render(request, "modeling/committee.html", _committee_context())
+
+
+@require_POST
+@staff_member_required
+def committee_add(request: HttpRequest) -> HttpResponse:
+    form = MemberAddForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The member was not added: see the form below.")
+        return render(request, "modeling/committee.html", _committee_context(add_form=form), status=400)
+    fields = {name: form.cleaned_data[name] for name in MemberAddForm.Meta.fields if name not in ("name", "kind")}
+    try:
+        member = member_register(name=form.cleaned_data["name"], kind=form.cleaned_data["kind"],
+                                 generation=form.generation(), **fields)
+    except ValidationError as exc:  # a rule only the whole row shows, or raced by an add of the same name
+        form.add_error(None, exc)
+        messages.error(request, "The member was not added: see the form below.")
+        return render(request, "modeling/committee.html", _committee_context(add_form=form), status=400)
+    messages.success(request, f"{member.name} joined the committee. Test it with one prompt before the next sampling pass.")
+    return _to_row(member)
+
+
+@require_POST
+@staff_member_required
+def committee_member_settings(request: HttpRequest, member_id: int) -> HttpResponse:
+    member = get_object_or_404(CommitteeMember, pk=member_id)
+    form = MemberSettingsForm(request.POST)
+    if not form.is_valid():
+        problems = "; ".join(f"{form.fields[name].label or name}: {' '.join(errors)}" for name, errors in form.errors.items())
+        messages.error(request, f"{member.name} was not changed: {problems}")
+    else:
+        member_update(member=member, weight=form.cleaned_data["weight"], generation=form.generation())
+        messages.success(request, f"{member.name}: settings saved.")
+    return _to_row(member)
+
+
+@require_POST
+@staff_member_required
+def committee_member_active(request: HttpRequest, member_id: int) -> HttpResponse:
+    member = get_object_or_404(CommitteeMember, pk=member_id)
+    active = request.POST.get("active") == "1"
+    member_set_active(member=member, active=active)
+    messages.success(request, f"{member.name} {'is back in' if active else 'retired from'} the committee; its past answers stay.")
+    return _to_row(member)
+
+
+@require_POST
+@staff_member_required
+def committee_member_test(request: HttpRequest, member_id: int) -> HttpResponse:
+    member = get_object_or_404(CommitteeMember, pk=member_id)
+    try:
+        member_test_start(member=member, prompt=request.POST.get("prompt", ""), user=request.user)
+        messages.success(request, f"Prompt sent to {member.name}; its answer appears in its row.")
+    except MemberTestError as exc:
+        messages.error(request, str(exc))
+    return _to_row(member)

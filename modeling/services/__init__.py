@@ -4,10 +4,14 @@ from modeling.services.members import (
     SMOLLM2_GGUF,
     SMOLLM2_NAME,
     SMOLLM2_PACKAGE,
+    MemberTestBusy,
+    MemberTestError,
     member_register,
     member_register_smollm2,
     member_set_active,
     member_spec,
+    member_test_execute,
+    member_test_start,
     member_update,
 )
 from modeling.services.rounds import (
@@ -22,7 +26,7 @@ from modeling.services.rounds import (
 from modeling.services.sampling import SamplingError, near_duplicates, sampling_execute, sampling_start
 
 __all__ = [
-    "SMOLLM2_GGUF", "SMOLLM2_NAME", "SMOLLM2_PACKAGE", "SamplingError", "member_register",
+    "SMOLLM2_GGUF", "SMOLLM2_NAME", "SMOLLM2_PACKAGE", "SamplingError", "MemberTestBusy", "MemberTestError", "member_test_execute", "member_test_start", "member_register",
     "member_register_smollm2", "member_set_active", "member_spec", "member_update", "near_duplicates", "sampling_execute",
     "sampling_start", "RoundError", "round_cancel", "round_execute", "round_retry", "round_start",
     "rounds_start_due", "rounds_watchdog",

@@ -27,6 +27,7 @@ from rapidfuzz import fuzz
 from annotation.models import AuditAction, Comparison, ComparisonSource, Project, Prompt, Response, ResponseSource
 from annotation.services.audit import audit_record
 from annotation.rendering import comparison_rendering
+from annotation.selectors import pending_prompts
 from config.jobs import send_after_commit
 from config.untrusted import text_problem
 from modeling.models import CommitteeMember, JobState, SamplingRun
@@ -77,12 +78,6 @@ def sampling_start(*, project: Project, user=None, mode: str = SamplingRun.Mode.
         raise SamplingError("A sampling pass is already queued or running in this project") from None
     send_after_commit(tasks.sample_run, run.pk)
     return run
-
-
-def pending_prompts(*, project: Project):
-    """Prompts with no comparison yet, oldest first."""
-    has_comparison = Comparison.objects.filter(prompt=OuterRef("pk"))
-    return Prompt.objects.filter(project=project).exclude(Exists(has_comparison)).order_by("id")
 
 
 def _draw_pair(prompt: Prompt, members: list[CommitteeMember]) -> tuple[CommitteeMember, CommitteeMember]:

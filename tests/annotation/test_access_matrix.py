@@ -114,6 +114,13 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "round-cancel": {"POST": ADMIN_FORM},
     # Who changed what: Django staff (non-staff are sent to the admin login).
     "audit-log": {"GET": (AL,) * 6 + (200, 200)},
+    # The committee is shared by every project and names worker paths and key variables: staff.
+    # The add form's body is incomplete, so it comes back with its errors (400).
+    "committee": {"GET": (AL,) * 6 + (200, 200)},
+    "committee-add": {"POST": (AL,) * 6 + (400, 400)},
+    "committee-member-settings": {"POST": (AL,) * 6 + (302, 302)},
+    "committee-member-active": {"POST": (AL,) * 6 + (302, 302)},
+    "committee-member-test": {"POST": (AL,) * 6 + (302, 302)},
     # The schema and its docs: signed-in users (the schema names no data).
     "api-schema": {"GET": SIGNED_IN_API, "OPTIONS": SIGNED_IN_API},
     "api-docs": {"GET": SIGNED_IN_PAGE},
@@ -146,6 +153,7 @@ ROUTES: dict[str, dict[str, tuple]] = {
     # The committee is shared by all projects: Django staff only.
     "member-list": {"GET": STAFF_API, "POST": (403, 403, 403, 403, 403, 403, 201, 201), "OPTIONS": STAFF_API},
     "member-detail": {"GET": STAFF_API, "PUT": STAFF_API, "PATCH": STAFF_API, "OPTIONS": STAFF_API},
+    "member-test": {"POST": (403, 403, 403, 403, 403, 403, 202, 202), "OPTIONS": STAFF_API},
 }
 
 # Django admin: staff only. Non-staff callers are sent to the admin login whatever the method;
@@ -278,6 +286,7 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "snapshot_id": export.pk,
         "round_id": round_.pk,
         "pk": alpha.pk,
+        "member_id": alpha.pk,
         "id": users["labeler"].pk,
         "content_type_id": ContentType.objects.get_for_model(project).pk,
         "object_id": project.pk,
@@ -302,6 +311,11 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "member-detail": {"name": MEMBER_NAMES[0], "kind": "local", "model_path": "/models/tiny", "weight": 2.0},
         "api-imports": Multipart({"format": "jsonl", "file": ("prompts.jsonl", b'{"prompt": "Why is the sky blue?"}\n')}),
         "quality-threshold": {"threshold": "0.5"},
+        "committee-add": {"name": "matrix-incomplete", "kind": "endpoint"},
+        "committee-member-settings": {"weight": "2", "temperature": "0.7", "top_p": "0.9", "max_new_tokens": "64"},
+        "committee-member-active": {"active": "0"},
+        "committee-member-test": {"prompt": "Say hello."},
+        "member-test": {"prompt": "Say hello."},
         "round-schedule": {"round_min_new_judgments": "10", "round_schedule_enabled": "on"},
     }
     return World(project=project, users=users, tokens=tokens, kwargs=kwargs, admin_ids=admin_ids, bodies=bodies)

@@ -1,5 +1,5 @@
 """A lead runs the project from the app: browses comparisons and judgments, reads an edit as a
-diff, and marks a comparison gold (real headless Chromium)."""
+diff, and marks a comparison gold; staff run the committee (real headless Chromium)."""
 
 import pytest
 
@@ -79,3 +79,49 @@ def test_a_lead_creates_a_project_and_writes_its_guidelines(live_server, browser
 
     project = Project.objects.get(slug="code-review")
     assert project.guidelines.startswith("## Judge") and project.overlap_k == 2 and not page.js_errors
+
+
+def test_staff_add_an_endpoint_member_test_it_on_a_real_worker_reweigh_and_retire_it(live_server, browser_page, output_dir, tmp_path):
+    from modeling.models import CommitteeMember
+    from tests.modeling.chat_server import ChatServer
+    from tests.processes import database_url_for_workers, start_worker, stop
+
+    UserFactory(username="ada", is_staff=True)
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.click("text=Committee")
+    page.wait_for_url(f"{live_server.url}/committee/")
+    worker = start_worker(queues="default", name="committee-test", env={"DATABASE_URL": database_url_for_workers()},
+                          log_path=tmp_path / "worker.log")
+    try:
+        with ChatServer() as server:
+            page.check("#member-add-form input[value=endpoint]")
+            page.fill("#id_name", "house-vllm")
+            page.fill("#id_base_url", server.url)
+            page.fill("#id_endpoint_model", "served-model")
+            page.fill("#id_weight", "2")
+            page.click("#member-add-form button[type=submit]")
+            page.wait_for_selector("text=house-vllm joined the committee")
+            member = CommitteeMember.objects.get(name="house-vllm")
+            row = f"#member-{member.pk}"
+            page.fill(f"{row} .member-test input[name=prompt]", "Name a yellow fruit.")
+            page.click(f"{row} .member-test button")
+            # The page follows the test until the worker's answer arrives, without a reload.
+            page.wait_for_function(
+                "sel => document.querySelector(sel).textContent.includes('echo (1 messages): Name a yellow fruit.')",
+                arg=f"#member-test-{member.pk}", timeout=60_000,
+            )
+    finally:
+        stop(worker)
+    assert "tokens/s" in page.text_content(f"#member-test-{member.pk}")
+    page.screenshot(path=str(output_dir / "committee-tested.png"), full_page=True)
+
+    page.fill(f"#id_member{member.pk}_weight", "0.5")
+    page.click(f"#member-{member.pk} .member-settings button")
+    page.wait_for_selector("text=house-vllm: settings saved.")
+    page.click(f"#member-{member.pk} button:has-text('Retire')")
+    page.wait_for_selector("text=house-vllm retired from the committee")
+    member.refresh_from_db()
+    assert member.weight == 0.5 and not member.is_active
+    assert page.text_content(f"#member-{member.pk} .badge") == "Retired"
+    assert not page.js_errors

@@ -1,0 +1,232 @@
+"""The committee in the app: staff add, reweigh, retire and test members with one prompt, every
+change audited; leads see the active members; a test's answer comes from a worker."""
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from annotation.models import AuditAction, AuditEvent, Role
+from modeling.ml.generation import Generation
+from modeling.models import CommitteeMember, JobState, MemberKind
+from modeling.services import MemberTestBusy, MemberTestError, member_test_execute, member_test_start
+from modeling.services.members import MEMBER_TEST_MAX_ANSWER_CHARS, MEMBER_TEST_MAX_NEW_TOKENS
+from tests.factories import MemberFactory, MembershipFactory, ProjectFactory, UserFactory
+from tests.modeling.chat_server import ChatServer
+
+pytestmark = pytest.mark.django_db
+
+
+class FakeBackend:
+    def __init__(self, text="Hello there.", error=""):
+        self.text, self.error, self.calls = text, error, []
+
+    def generate(self, conversations, params):
+        self.calls.append((conversations, params))
+        return [Generation(text=self.text, prompt_tokens=5, completion_tokens=3, finish_reason="stop", latency_ms=10, error=self.error)]
+
+
+@pytest.fixture
+def staff_client():
+    client = Client()
+    client.force_login(UserFactory(username="root", is_staff=True))
+    return client
+
+
+def test_a_test_is_queued_on_the_gpu_queue_for_a_local_member_and_default_for_an_endpoint(django_capture_on_commit_callbacks, monkeypatch):
+    from modeling import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.sample_member_test, "apply_async", lambda args, **options: sent.append((args, options)))
+    local = MemberFactory(name="local")
+    remote = MemberFactory(name="remote", kind=MemberKind.ENDPOINT, model_path="", base_url="http://h:8000/v1", endpoint_model="m")
+    with django_capture_on_commit_callbacks(execute=True):
+        local = member_test_start(member=local, prompt="  Say hi.  ")
+        remote = member_test_start(member=remote, prompt="Say hi.")
+    assert local.last_test["state"] == "queued" and local.last_test["prompt"] == "Say hi."
+    assert sent == [((local.pk, local.last_test["token"]), {"queue": "gpu"}), ((remote.pk, remote.last_test["token"]), {"queue": "default"})]
+
+
+def test_a_second_test_waits_for_the_first_unless_the_first_went_stale():
+    member = MemberFactory()
+    member_test_start(member=member, prompt="one")
+    with pytest.raises(MemberTestBusy, match="already queued"):
+        member_test_start(member=member, prompt="two")
+    member.refresh_from_db()
+    stale = (timezone.now() - timedelta(minutes=16)).isoformat()
+    CommitteeMember.objects.filter(pk=member.pk).update(last_test={**member.last_test, "requested_at": stale})
+    assert member_test_start(member=member, prompt="two").last_test["prompt"] == "two"
+
+
+@pytest.mark.parametrize("prompt, said", [("", "Write a prompt"), ("x" * 2001, "longer than 2,000"), ("a\x00b", "cannot be sent")])
+def test_a_bad_prompt_is_refused_and_changes_nothing(prompt, said):
+    member = MemberFactory()
+    with pytest.raises(MemberTestError, match=said):
+        member_test_start(member=member, prompt=prompt)
+    member.refresh_from_db()
+    assert member.last_test == {}
+
+
+def test_the_worker_answers_a_test_once_with_a_short_answer_and_timings():
+    member = MemberFactory(generation={"max_new_tokens": 512, "temperature": 0.2})
+    token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
+    backend = FakeBackend()
+    assert member_test_execute(member_id=member.pk, token=token, backend_loader=lambda m: backend)["state"] == "succeeded"
+    member.refresh_from_db()
+    test = member.last_test
+    assert test["state"] == JobState.SUCCEEDED and test["answer"] == "Hello there." and test["completion_tokens"] == 3
+    assert {"load_s", "answer_s", "tokens_per_s", "finished_at"} <= test.keys()
+    [(conversations, params)] = backend.calls
+    assert conversations == [[{"role": "user", "content": "Say hi."}]]
+    assert params.max_new_tokens == MEMBER_TEST_MAX_NEW_TOKENS and params.temperature == 0.2
+    # A second delivery of the same message finds the test answered and leaves it alone.
+    assert "skipped" in member_test_execute(member_id=member.pk, token=token, backend_loader=lambda m: FakeBackend("other"))
+    member.refresh_from_db()
+    assert member.last_test["answer"] == "Hello there."
+
+
+def test_an_older_message_does_not_overwrite_a_newer_test():
+    member = MemberFactory()
+    old = member_test_start(member=member, prompt="old").last_test["token"]
+    CommitteeMember.objects.filter(pk=member.pk).update(last_test={})  # as if answered and replaced
+    new = member_test_start(member=member, prompt="new").last_test["token"]
+    assert "skipped" in member_test_execute(member_id=member.pk, token=old, backend_loader=lambda m: FakeBackend())
+    member.refresh_from_db()
+    assert member.last_test["token"] == new and member.last_test["state"] == "queued"
+
+
+@pytest.mark.parametrize("backend, said", [
+    (FakeBackend(text="bad \x00 byte"), "NUL"),
+    (FakeBackend(error="not JSON"), "not JSON"),
+])
+def test_an_unusable_answer_fails_the_test_with_its_reason(backend, said):
+    member = MemberFactory()
+    token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
+    member_test_execute(member_id=member.pk, token=token, backend_loader=lambda m: backend)
+    member.refresh_from_db()
+    assert member.last_test["state"] == JobState.FAILED and said in member.last_test["error"]
+
+
+def test_a_member_that_cannot_load_fails_its_test_with_the_reason():
+    member = MemberFactory(model_path="/no/such/model")
+    token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
+
+    def loader(m):
+        raise OSError("/no/such/model is not a model directory")
+
+    member_test_execute(member_id=member.pk, token=token, backend_loader=loader)
+    member.refresh_from_db()
+    assert member.last_test["state"] == "failed" and "OSError: /no/such/model" in member.last_test["error"]
+
+
+def test_a_long_answer_is_kept_up_to_its_limit():
+    member = MemberFactory()
+    token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
+    member_test_execute(member_id=member.pk, token=token, backend_loader=lambda m: FakeBackend("y" * 10_000))
+    member.refresh_from_db()
+    assert len(member.last_test["answer"]) == MEMBER_TEST_MAX_ANSWER_CHARS and member.last_test["answer_truncated"]
+
+
+def test_an_endpoint_member_is_tested_against_a_real_server_by_the_default_backend():
+    with ChatServer() as server:
+        member = MemberFactory(kind=MemberKind.ENDPOINT, model_path="", base_url=server.url, endpoint_model="served")
+        token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
+        member_test_execute(member_id=member.pk, token=token)
+    member.refresh_from_db()
+    assert member.last_test["answer"] == "echo (1 messages): Say hi."
+    assert server.requests[0]["body"]["max_tokens"] == MEMBER_TEST_MAX_NEW_TOKENS
+
+
+def test_the_api_queues_a_test_and_shows_it_without_its_token(staff_client):
+    member = MemberFactory()
+    answer = staff_client.post(f"/api/v1/members/{member.pk}/test/", {"prompt": "Say hi."}, content_type="application/json")
+    assert answer.status_code == 202 and answer.json()["last_test"]["state"] == "queued"
+    assert "token" not in answer.json()["last_test"]
+    again = staff_client.post(f"/api/v1/members/{member.pk}/test/", {"prompt": "Again."}, content_type="application/json")
+    assert again.status_code == 409 and "already queued" in again.json()["detail"]
+    blank = staff_client.post(f"/api/v1/members/{member.pk}/test/", {"prompt": " "}, content_type="application/json")
+    assert blank.status_code == 400
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+def _add(client, **fields):
+    body = {"name": "new-one", "kind": "local", "weight": "1", "timeout_s": "120", "temperature": "0.7", "top_p": "0.9",
+            "max_new_tokens": "128", **fields}
+    return client.post("/committee/add/", body)
+
+
+def test_staff_add_a_local_member_from_the_page_and_it_is_audited(staff_client):
+    answer = _add(staff_client, model_path="/models/llama", gguf_file="llama.Q4.gguf", base_url="http://ignored/v1")
+    assert answer.status_code == 302
+    member = CommitteeMember.objects.get(name="new-one")
+    assert (member.kind, member.model_path, member.gguf_file, member.base_url) == ("local", "/models/llama", "llama.Q4.gguf", "")
+    assert member.generation == {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 128}
+    assert AuditEvent.objects.filter(action=AuditAction.MEMBER_ADDED, target="new-one", actor_name="root").exists()
+    page = staff_client.get("/committee/").content.decode()
+    assert "new-one" in page and "/models/llama" in page
+
+
+@pytest.mark.parametrize("fields, said", [
+    ({"kind": "endpoint", "endpoint_model": "m"}, "base_url"),
+    ({"kind": "endpoint", "base_url": "ftp://h/v1", "endpoint_model": "m"}, "http(s) URL"),
+    ({"kind": "endpoint", "base_url": "http://h/v1", "endpoint_model": "m", "api_key_env": "SECRET_KEY"}, "Arbiter&#x27;s own settings"),
+    ({"kind": "endpoint", "base_url": "http://h/v1", "endpoint_model": "m", "api_key_env": "my key"}, "capital letters"),
+    ({"kind": "local"}, "needs its model directory"),
+    ({"kind": "endpoint", "base_url": "http://h/v1"}, "needs its base URL and the model name"),
+    ({"kind": "checkpoint", "model_path": "/x"}, "valid choice"),
+    ({"model_path": "/x", "weight": "0"}, "weight"),
+    ({"model_path": "/x", "temperature": "nan"}, "temperature"),
+])
+def test_a_bad_member_is_refused_with_its_reason_and_nothing_is_added(staff_client, fields, said):
+    answer = _add(staff_client, **fields)
+    assert answer.status_code == 400
+    assert said in answer.content.decode()
+    assert not CommitteeMember.objects.filter(name="new-one").exists()
+
+
+def test_staff_reweigh_and_retire_a_member_and_both_are_audited(staff_client):
+    member = MemberFactory(name="m1")
+    answer = staff_client.post(f"/committee/{member.pk}/settings/", {"weight": "3", "temperature": "1.0", "top_p": "0.95", "max_new_tokens": "64"})
+    assert answer.status_code == 302
+    member.refresh_from_db()
+    assert member.weight == 3 and member.generation == {"temperature": 1.0, "top_p": 0.95, "max_new_tokens": 64}
+    changed = AuditEvent.objects.get(action=AuditAction.MEMBER_CHANGED, target="m1")
+    assert changed.details["weight"] == {"from": 1.0, "to": 3.0}
+    refused = staff_client.post(f"/committee/{member.pk}/settings/", {"weight": "-1", "temperature": "1", "top_p": "1", "max_new_tokens": "1"}, follow=True)
+    assert "m1 was not changed" in refused.content.decode()
+    member.refresh_from_db()
+    assert member.weight == 3
+
+    staff_client.post(f"/committee/{member.pk}/active/", {"active": "0"})
+    member.refresh_from_db()
+    assert not member.is_active and member.retired_at is not None
+    assert AuditEvent.objects.filter(action=AuditAction.MEMBER_RETIRED, target="m1").exists()
+    staff_client.post(f"/committee/{member.pk}/active/", {"active": "1"})
+    member.refresh_from_db()
+    assert member.is_active and AuditEvent.objects.filter(action=AuditAction.MEMBER_REACTIVATED, target="m1").exists()
+
+
+def test_the_test_form_queues_a_test_and_the_page_shows_its_answer(staff_client):
+    member = MemberFactory(name="m1")
+    staff_client.post(f"/committee/{member.pk}/test/", {"prompt": "Say hi."})
+    member.refresh_from_db()
+    assert member.last_test["state"] == "queued"
+    assert "Queued on the" in staff_client.get("/committee/").content.decode()
+    member_test_execute(member_id=member.pk, token=member.last_test["token"], backend_loader=lambda m: FakeBackend("<b>hi</b>"))
+    page = staff_client.get("/committee/").content.decode()
+    assert "&lt;b&gt;hi&lt;/b&gt;" in page and "<b>hi</b>" not in page  # model output is text
+
+
+def test_a_lead_sees_the_active_members_on_the_project_page_but_cannot_manage_them():
+    project = ProjectFactory()
+    lead = UserFactory(username="lea")
+    MembershipFactory(project=project, user=lead, role=Role.LEAD)
+    MemberFactory(name="active-one", weight=2)
+    MemberFactory(name="retired-one", is_active=False)
+    client = Client()
+    client.force_login(lead)
+    page = client.get(f"/p/{project.slug}/").content.decode()
+    assert "active-one (2)" in page and "retired-one" not in page and "staff manage it" in page
+    assert client.get("/committee/").status_code == 302  # to the admin login
