@@ -12,7 +12,7 @@ import math
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +35,10 @@ class TrainConfig:
     epochs: float | None = None  # None: exactly max_steps; else ceil(epochs x pairs / batch_size), capped
     batch_size: int = 4
     learning_rate: float = 1e-5
-    max_length: int = 512
+    # None: fitted to the round's data, the longest pair rounded up to a multiple of 64 tokens, at
+    # most max_length_cap (and the model's context); a number: exactly that. Longer pairs are dropped.
+    max_length: int | None = None
+    max_length_cap: int = 2048
     bf16: bool | None = None  # None: on when the device supports it (CUDA bf16), off on CPU
     gradient_checkpointing: bool = False
     lora: bool = True
@@ -53,7 +56,10 @@ class TrainConfig:
 
 #: Settings that must be above 0 (a batch of 0 would divide by zero hours into a round); the
 #: round service checks them and the API schema states them.
-POSITIVE_SETTINGS = frozenset({"max_steps", "epochs", "batch_size", "learning_rate", "max_length", "lora_r", "beta"})
+POSITIVE_SETTINGS = frozenset({"max_steps", "epochs", "batch_size", "learning_rate", "max_length", "max_length_cap", "lora_r", "beta"})
+
+#: A fitted max_length is a multiple of this (fewer distinct shapes; a little room past the longest).
+MAX_LENGTH_STEP = 64
 
 
 @dataclass
@@ -65,6 +71,7 @@ class RewardResult:
     seconds: float
     train_loss: float | None
     heldout: dict = field(default_factory=dict)  # accuracy overall and per strength
+    max_length: int | None = None  # what the training used (fitted when the setting is None)
 
 
 @dataclass
@@ -75,6 +82,8 @@ class DPOResult:
     seconds: float
     train_loss: float | None
     heldout: dict = field(default_factory=dict)
+    max_length: int | None = None
+    dropped_too_long: int = 0
 
 
 def _device_bf16(config: TrainConfig) -> bool:
@@ -182,14 +191,39 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def _too_long(tokenizer, row: dict, max_length: int) -> bool:
+def pair_length(tokenizer, row: dict) -> int:
+    """Tokens of the longer side of a pair (prompt and answer, with the chat template)."""
+    longest = 0
     for side in ("chosen", "rejected"):
         ids = tokenizer.apply_chat_template(_conversation(row, side), tokenize=True)
         if hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
-        if len(ids) > max_length:
-            return True
-    return False
+        longest = max(longest, len(ids))
+    return longest
+
+
+def fit_max_length(lengths: list[int], *, cap: int) -> int:
+    """The max_length for pairs of these token ``lengths``: the longest rounded up to a multiple of
+    MAX_LENGTH_STEP, at most ``cap``. Short data gets a short limit (no 512 for 200-token pairs,
+    less memory), long data is not dropped at an arbitrary 512."""
+    longest = max(lengths, default=MAX_LENGTH_STEP)
+    return max(MAX_LENGTH_STEP, min(cap, -(-longest // MAX_LENGTH_STEP) * MAX_LENGTH_STEP))
+
+
+def _context_limit(config: TrainConfig, model_dir: str) -> int:
+    """max_length_cap, lowered to the model's context window when its config says one."""
+    from transformers import AutoConfig
+
+    context = getattr(AutoConfig.from_pretrained(model_dir), "max_position_embeddings", None)
+    return min(config.max_length_cap, context) if isinstance(context, int) and context > 0 else config.max_length_cap
+
+
+def _fit(tokenizer, rows: list[dict], config: TrainConfig, model_dir: str) -> tuple[TrainConfig, list[dict]]:
+    """The config with its max_length decided, and the rows that fit in it."""
+    lengths = [pair_length(tokenizer, r) for r in rows]
+    max_length = config.max_length or fit_max_length(lengths, cap=_context_limit(config, model_dir))
+    kept = [r for r, n in zip(rows, lengths) if n <= max_length]
+    return replace(config, max_length=max_length), kept
 
 
 def _quiet_datasets() -> None:
@@ -223,9 +257,11 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    kept = [r for r in rows if not _too_long(tokenizer, r, config.max_length)]
+    config, kept = _fit(tokenizer, rows, config, base_dir)
     if not kept:
         raise ValueError(f"no training pair fits in max_length={config.max_length} ({len(rows)} pairs in the snapshot)")
+    _report(progress, phase="loading", done=0, total=len(rows), unit="pairs",
+            log=f"max_length {config.max_length} tokens; {len(kept)} of {len(rows)} pairs fit")
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     peft_config = None
@@ -261,6 +297,7 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
     result = RewardResult(
         output_dir=output_dir, train_pairs=len(kept), dropped_too_long=len(rows) - len(kept),
         steps=trainer.state.global_step, seconds=round(seconds, 2), train_loss=_last_loss(trainer),
+        max_length=config.max_length,
     )
     del trainer, model, final
     _report(progress, phase="evaluating", done=0, total=len(heldout), unit="pairs",
@@ -314,6 +351,12 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    config, kept = _fit(tokenizer, rows, config, policy_dir)
+    if not kept:
+        raise ValueError(f"no DPO pair fits in max_length={config.max_length} ({len(rows)} pairs in the snapshot)")
+    _report(progress, phase="loading", done=0, total=len(rows), unit="pairs",
+            log=f"max_length {config.max_length} tokens; {len(kept)} of {len(rows)} pairs fit")
+    dropped, rows = len(rows) - len(kept), kept
     model = AutoModelForCausalLM.from_pretrained(policy_dir)
     peft_config, ref_model = None, None
     if config.lora:
@@ -363,7 +406,7 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     shutil.rmtree(Path(output_dir) / "trainer", ignore_errors=True)
     return DPOResult(
         output_dir=output_dir, train_pairs=len(rows), steps=trainer.state.global_step, seconds=round(seconds, 2),
-        train_loss=_last_loss(trainer), heldout=heldout_metrics,
+        train_loss=_last_loss(trainer), heldout=heldout_metrics, max_length=config.max_length, dropped_too_long=dropped,
     )
 
 

@@ -56,8 +56,10 @@ DEFAULT_CONFIG = {
     "eval_max_new_tokens": 128,
     # One epoch over the round's pairs (Llama 2 trained its RMs for one), at most 500 steps: 50 pairs
     # are not trained for as many steps as 50,000, which fixed step counts did (8 epochs of the demo).
-    "rm": {"epochs": 1, "max_steps": 500, "batch_size": 4, "learning_rate": 1e-5, "max_length": 512},
-    "dpo": {"epochs": 1, "max_steps": 500, "batch_size": 2, "learning_rate": 1e-5, "max_length": 512, "beta": 0.1, "sft_weight": 0.2},
+    # max_length None: fitted to the round's pairs (the longest, rounded up to 64 tokens, at most
+    # max_length_cap 2048 and the model's context); pairs over it are dropped and counted.
+    "rm": {"epochs": 1, "max_steps": 500, "batch_size": 4, "learning_rate": 1e-5, "max_length": None},
+    "dpo": {"epochs": 1, "max_steps": 500, "batch_size": 2, "learning_rate": 1e-5, "max_length": None, "beta": 0.1, "sft_weight": 0.2},
     # None: train in the worker's process. {"num_processes": N, "args": [...]}: run the training
     # under `accelerate launch` (several GPUs; DDP/FSDP/DeepSpeed through its own flags/config).
     "accelerate": None,
@@ -478,8 +480,9 @@ def _step_reward_model(round_: Round, workdir: Path) -> dict:
     result = _train("rm", round_, model_dir=_model_dir(base), rows=rows, heldout=heldout, output_dir=tmp, config=config, progress=progress)
     metrics = {
         "base_member": base.name, "train_pairs": result.train_pairs, "dropped_too_long": result.dropped_too_long,
+        "max_length": result.max_length,
         "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
-        "previous_heldout": _previous_heldout(previous_rm, heldout, config, progress),
+        "previous_heldout": _previous_heldout(previous_rm, heldout, result.max_length, progress),
         "config": config.as_dict(),
     }
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -487,14 +490,14 @@ def _step_reward_model(round_: Round, workdir: Path) -> dict:
     return metrics
 
 
-def _previous_heldout(previous_rm: Path | None, heldout: list[dict], config, progress) -> dict | None:
+def _previous_heldout(previous_rm: Path | None, heldout: list[dict], max_length: int, progress) -> dict | None:
     from modeling.ml.training import evaluate_reward_model
 
     if previous_rm is None:
         return None
     progress({"phase": "evaluating the previous reward model", "done": 0, "total": len(heldout), "unit": "pairs",
               "log": f"scoring the {len(heldout)} held-out pairs with the previous reward model, to compare"})
-    return evaluate_reward_model(model_dir=str(previous_rm), rows=heldout, max_length=config.max_length)
+    return evaluate_reward_model(model_dir=str(previous_rm), rows=heldout, max_length=max_length)
 
 
 def _step_dpo(round_: Round, workdir: Path) -> dict:
@@ -514,7 +517,7 @@ def _step_dpo(round_: Round, workdir: Path) -> dict:
     result = _train("dpo", round_, model_dir=_model_dir(start), rows=rows, heldout=heldout, output_dir=tmp, config=config, progress=progress)
     metrics = {
         "starting_member": start.name, "starting_member_id": start.pk, "train_pairs": result.train_pairs,
-        "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
+        "dropped_too_long": result.dropped_too_long, "max_length": result.max_length, "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
         "config": config.as_dict(),
     }
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
