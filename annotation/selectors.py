@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from annotation.models import (
@@ -92,6 +92,21 @@ def comparisons_open(*, project: Project) -> QuerySet[Comparison]:
     )
 
 
+def labeler_left(*, project: Project, labeler) -> int:
+    """Comparisons this labeler has not yet labeled or skipped that are open (short of their k
+    labels) or leased to them now: their own queue, at most (others may fill a comparison's k
+    labels first). Read when the labeling page opens and when work arrives after a wait, not on
+    every ``next``: the page counts the labeler's submits down itself."""
+    done = Assignment.objects.filter(
+        comparison=OuterRef("pk"), labeler=labeler, state__in=(AssignmentState.SUBMITTED, AssignmentState.SKIPPED)
+    )
+    holding = Assignment.objects.filter(
+        comparison=OuterRef("pk"), labeler=labeler, state=AssignmentState.LEASED, expires_at__gt=timezone.now()
+    )
+    pool = Comparison.objects.filter(project=project, is_gold=False).exclude(source=ComparisonSource.IMPORT)
+    return pool.filter(Q(slots_taken__lt=project.overlap_k) | Exists(holding)).exclude(Exists(done)).count()
+
+
 # Why the queue has nothing for a labeler; the page polls again while work may still come.
 QUEUE_REASONS = ("sampling", "no_comparisons", "leased_to_others", "all_done")
 QUEUE_REASONS_TO_POLL = ("sampling", "leased_to_others")
@@ -145,7 +160,7 @@ def labeling_queue_status(*, project: Project, labeler, sampling: dict | None, p
     return {
         "reason": reason, "message": message, "poll": reason in QUEUE_REASONS_TO_POLL,
         "comparisons": comparisons, "yours": yours, "leased_to_others": held, "pending_prompts": pending_prompts,
-        "sampling": sampling,
+        "left_for_you": labeler_left(project=project, labeler=labeler), "sampling": sampling,
     }
 
 

@@ -126,6 +126,7 @@ class QueueStatusSerializer(serializers.Serializer):
     comparisons = serializers.IntegerField()
     yours = serializers.IntegerField(help_text="Comparisons you labeled, skipped or hold.")
     leased_to_others = serializers.IntegerField()
+    left_for_you = serializers.IntegerField(help_text="Open comparisons you have not labeled or skipped (some may be leased to others).")
     pending_prompts = serializers.IntegerField()
     sampling = serializers.DictField(allow_null=True, help_text="The queued or running sampling pass's progress, if any.")
     project_url = serializers.CharField(allow_null=True, help_text="The project page, for leads and admins.")

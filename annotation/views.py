@@ -31,7 +31,7 @@ from annotation.models import (
 )
 from annotation.quality import project_leaderboard, project_quality
 from annotation.rendering import render_markdown
-from annotation.selectors import labeler_progress, pending_prompts, project_counts, project_list_for
+from annotation.selectors import labeler_left, labeler_progress, pending_prompts, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
 from annotation.services.audit import audit_record
 from annotation.forms import SETTINGS_FIELDS, ProjectCreateForm, ProjectSettingsForm
@@ -105,6 +105,7 @@ def label(request: HttpRequest, project, role) -> HttpResponse:
         "project": project,
         "role": role,
         "progress": labeler_progress(project=project, labeler=request.user),
+        "left_for_you": labeler_left(project=project, labeler=request.user),
         "guidelines_html": render_markdown(project.guidelines),
         "choices": CHOICES,
         "sides": [("left", "A"), ("right", "B")],

@@ -20,7 +20,7 @@ def send_after_commit(task, *args, queue: str | None = None) -> None:
 
     def send():
         try:
-            task.apply_async(args, **({"queue": queue} if queue else {}))
+            task.apply_async(args, queue=queue) if queue else task.delay(*args)
         except Exception:  # kombu raises several types for a broker that is down; all mean the same here
             logger.exception("could not queue %s%r: broker unreachable; the watchdog re-sends it", task.name, args)
 

@@ -283,11 +283,12 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
 
 
 def _release_batches(prompts: list, batch_size: int):
-    """The prompts in the order their comparisons are released to labelers: a small first batch
-    (a quarter of ``batch_size``) so that labelers get work within a minute of a pass starting,
-    then ``batch_size`` at a time. Each batch's comparisons commit before the next batch is
-    generated; taking 4 x batch_size at once made a 24-prompt pass release nothing until its end."""
-    first = max(1, batch_size // 4)
+    """The prompts in the order their comparisons are released to labelers: one prompt first, so
+    that labelers get work as soon as the committee has answered it (two prompts took a minute of
+    generation on 2 CPU cores before anything was released), then ``batch_size`` at a time. Each
+    batch's comparisons commit before the next batch is generated; taking 4 x batch_size at once
+    made a 24-prompt pass release nothing until its end."""
+    first = 1
     yield prompts[:first]
     for start in range(first, len(prompts), batch_size):
         yield prompts[start : start + batch_size]

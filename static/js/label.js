@@ -9,7 +9,8 @@
   const $ = (id) => document.getElementById(id);
   const nextUrl = root.dataset.nextUrl;
   const queueUrl = root.dataset.queueUrl;
-  const POLL_MS = 10000;
+  // While the committee is answering, a comparison can arrive any second: look again sooner.
+  const POLL_MS = { sampling: 3000, leased_to_others: 10000 };
   const apiRoot = root.dataset.apiRoot;
 
   // phase: loading | verdict | skip | edit | submitting | empty
@@ -44,6 +45,14 @@
     el.className = "status" + (kind ? " " + kind : "");
   }
 
+  // "Left for you" is counted by the server when the page opens and when the queue is empty;
+  // in between, each submit or skip counts it down here (a hidden gold item counts too: the page
+  // may show one less than the server until the next count).
+  function countDownLeft() {
+    const left = $("left-for-you");
+    left.textContent = Math.max(0, Number(left.textContent) - 1);
+  }
+
   function setProgress(progress) {
     if (!progress) return;
     $("done-today").textContent = progress.done_today;
@@ -61,10 +70,15 @@
       const data = await response.json();
       if (state.phase !== "empty") return;
       $("empty-reason").textContent = data.message;
+      $("left-for-you").textContent = data.left_for_you;
       $("empty-lead").hidden = !data.project_url;
       if (data.project_url) $("empty-lead").href = data.project_url;
       $("empty-poll").hidden = !data.poll;
-      if (data.poll) state.pollTimer = setTimeout(() => { if (state.phase === "empty") loadNext(); }, POLL_MS);
+      if (data.poll) {
+        const every = POLL_MS[data.reason] || 10000;
+        $("empty-poll").textContent = "This page looks again every " + every / 1000 + " seconds and shows the next comparison when there is one.";
+        state.pollTimer = setTimeout(() => { if (state.phase === "empty") loadNext(); }, every);
+      }
     } catch (err) {
       $("empty-reason").textContent = "Every open comparison has its labels or is leased to someone else (the reason could not be read: " + err.message + ").";
     }
@@ -127,8 +141,19 @@
     window.scrollTo(0, 0);
   }
 
+  // After a wait, work has arrived (a sampling batch): count the labeler's own queue again.
+  async function recountLeft() {
+    try {
+      const response = await fetch(queueUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+      if (response.ok) $("left-for-you").textContent = (await response.json()).left_for_you;
+    } catch (err) {
+      // a display figure: the next count corrects it
+    }
+  }
+
   async function loadNext() {
     clearTimeout(state.pollTimer);
+    const wasEmpty = state.phase === "empty";
     setPhase("loading");
     say("Loading the next comparison…");
     try {
@@ -138,6 +163,7 @@
       if (status === 200) {
         say(afterLoad || "", afterLoad ? "ok" : undefined);
         render(data);
+        if (wasEmpty) recountLeft();
       } else if (status === 204) {
         say(afterLoad || "", afterLoad ? "ok" : undefined);
         setPhase("empty");
@@ -220,7 +246,10 @@
     try {
       const { status, data } = await api(apiRoot + "assignments/" + state.task.assignment + "/submit/", body);
       if (status === 200 || status === 201) {
-        if (data.created) $("done-today").textContent = Number($("done-today").textContent) + 1;
+        if (data.created) {
+          $("done-today").textContent = Number($("done-today").textContent) + 1;
+          countDownLeft();
+        }
         // The submit leased the next comparison too (next: true): one round trip, not two.
         if (data.next) {
           render(data.next);
@@ -255,6 +284,7 @@
         say((data && data.detail) || "Skip refused (" + status + ")", "error");
       } else {
         state.afterLoad = "Skipped (" + reason + "); it goes back to the pool for others.";
+        countDownLeft();
       }
     } catch (err) {
       say("Network problem: " + err.message, "error");

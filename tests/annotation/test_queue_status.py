@@ -69,3 +69,34 @@ def test_a_labeler_who_labeled_everything_is_told_so(member_of):
     status = status_for(labeler, project)
     assert status["reason"] == "all_done" and status["poll"] is False and status["yours"] == 1
     assert "labeled everything open to you" in status["message"] and "1 prompts still wait" in status["message"]
+
+
+def test_left_for_you_counts_open_comparisons_the_labeler_has_not_labeled_or_skipped(member_of):
+    from annotation.selectors import labeler_left
+
+    project = ProjectFactory(gold_rate=0, overlap_k=2)
+    ComparisonFactory.create_batch(3, prompt=PromptFactory(project=project))
+    gold = ComparisonFactory(prompt=PromptFactory(project=project))
+    type(gold).objects.filter(pk=gold.pk).update(is_gold=True, gold_winner=gold.response_a)  # not counted: labelers must not learn which
+    ada, bob = member_of(project, Role.LABELER), member_of(project, Role.LABELER)
+    assert labeler_left(project=project, labeler=ada) == 3
+    client = APIClient()
+    client.force_authenticate(ada)
+    first = client.post(reverse("api-next", kwargs={"slug": project.slug}), {}, format="json").json()
+    assert labeler_left(project=project, labeler=ada) == 3  # a lease of one's own is still left to do
+    client.post(reverse("api-submit", kwargs={"assignment_id": first["assignment"]}), {"chosen": "left", "strength": "better"}, format="json")
+    second = client.post(reverse("api-next", kwargs={"slug": project.slug}), {}, format="json").json()
+    client.post(reverse("api-skip", kwargs={"assignment_id": second["assignment"]}), {"reason": "unclear"}, format="json")
+    assert labeler_left(project=project, labeler=ada) == 1
+    assert labeler_left(project=project, labeler=bob) == 3  # ada's label fills one of two slots only
+    # With k = 1 a lease fills the comparison's only slot: it is still the holder's to finish.
+    single = ProjectFactory(gold_rate=0, overlap_k=1)
+    ComparisonFactory.create_batch(2, prompt=PromptFactory(project=single))
+    carol = member_of(single, Role.LABELER)
+    carol_client = APIClient()
+    carol_client.force_authenticate(carol)
+    assert carol_client.post(reverse("api-next", kwargs={"slug": single.slug}), {}, format="json").status_code == 200
+    assert labeler_left(project=single, labeler=carol) == 2 and labeler_left(project=single, labeler=bob) == 1
+    client.force_login(ada)
+    page = client.get(reverse("label", kwargs={"slug": project.slug})).content.decode()
+    assert '<strong id="left-for-you"' in page and ">1</strong> left for you" in page

@@ -68,6 +68,7 @@ def test_a_labeler_labels_edits_and_skips_with_the_keyboard_alone(live_server, b
 
     # 1: A is significantly better, no edit needed
     wait_for_task(page, 0)
+    assert page.text_content("#left-for-you") == "4"  # the labeler's own queue, beside the project's
     page.screenshot(path=str(output_dir / "labeling-page.png"), full_page=True)
     # only what the project asks for is on screen: rationale and flags, not attribute ratings
     assert page.is_visible("#rationale") and page.is_visible("#response-left .flags")
@@ -89,6 +90,7 @@ def test_a_labeler_labels_edits_and_skips_with_the_keyboard_alone(live_server, b
 
     # 3: skip with a reason
     wait_for_task(page, 2)
+    assert page.text_content("#left-for-you") == "2"  # counted down by each submit
     page.keyboard.press("s")
     page.wait_for_selector("#skip-panel:not([hidden])")
     page.keyboard.type("I can't judge this topic")
@@ -103,6 +105,7 @@ def test_a_labeler_labels_edits_and_skips_with_the_keyboard_alone(live_server, b
 
     page.wait_for_selector("#empty:not([hidden])")
     assert page.text_content("#done-today") == "3"
+    page.wait_for_function("document.querySelector('#left-for-you').textContent === '0'")  # and by the server's count
     assert page.evaluate("window.__pwned") is None
     assert page.js_errors == []
 
@@ -152,12 +155,16 @@ def test_an_empty_queue_says_sampling_is_running_and_the_page_picks_up_the_first
     page.goto(f"{live_server.url}/p/{project.slug}/label/")
     page.wait_for_function("document.querySelector('#empty-reason').textContent.includes('0 of 3 done')")
     assert page.is_visible("#empty-poll") and not page.is_visible("#empty-lead")
+    assert "every 3 seconds" in page.text_content("#empty-poll")  # sooner while the committee answers
     page.screenshot(path=str(output_dir / "labeling-empty-sampling.png"), full_page=True)
 
-    # The sampler releases the first batch: the page shows it on its next look, without a click.
+    # The sampler releases the first batch: the page shows it on its next look, without a click,
+    # and counts the labeler's own queue again.
     ComparisonFactory(prompt=prompts[0])
-    SamplingRun.objects.filter(pk=run.pk).update(prompts_done=1, pairs_created=1)
+    ComparisonFactory(prompt=prompts[1])
+    SamplingRun.objects.filter(pk=run.pk).update(prompts_done=2, pairs_created=2)
     wait_for_task(page, 0)
+    page.wait_for_function("document.querySelector('#left-for-you').textContent === '2'")
     assert not page.js_errors
 
 
