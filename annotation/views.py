@@ -40,7 +40,8 @@ from annotation.services.projects import project_create, project_update_settings
 from annotation.services.labeling import LabelingError
 from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
-from modeling.selectors import active_members
+from modeling.selectors import project_committee
+from modeling.services.members import MEMBER_TEST_DEFAULT_PROMPT
 
 
 @require_safe
@@ -178,6 +179,7 @@ def comparison_gold_view(request: HttpRequest, project, role, comparison_id: int
 @require_safe
 @project_page(Role.LEAD)
 def project_overview(request: HttpRequest, project, role) -> HttpResponse:
+    committee = project_committee(project=project)
     context = {
         "project": project,
         "role": role,
@@ -185,7 +187,9 @@ def project_overview(request: HttpRequest, project, role) -> HttpResponse:
         "pending_prompts": pending_prompts(project=project).count(),
         "import_formats": IMPORT_FORMATS,
         "memberships": project.memberships.select_related("user").order_by("role", "user__username"),
-        "committee": active_members(),
+        "committee": committee,
+        "answering": [m for m in committee if m.project_weight > 0],
+        "default_test_prompt": MEMBER_TEST_DEFAULT_PROMPT,
     }
     return render(request, "annotation/project.html", context)
 

@@ -220,7 +220,7 @@ def main() -> int:
             f"Run {out['date']} on {out['machine']}: `python -m config.embedded` with the demo in an empty folder "
             f"(no converted model cache). The web answered {out['web_answering_s']} s after the start; **labeler1 was "
             f"served the first comparison {out['first_comparison_s']} s after that** (target ≤ 90 s: **{met}**), from "
-            "the demo's own first sampling pass (its first batch is two prompts). While waiting, the queue status "
+            "the demo's own first sampling pass (its first batch is one prompt). While waiting, the queue status "
             "said, in order: " + "; ".join(f"at {t} s \"{msg}\"" for t, msg in out["queue_messages"]) + ". "
             f"The pass then finished ({out['first_pass']['pairs_created']} comparisons in {out['first_pass']['elapsed_s']} s); "
             f"labeler1-3 labeled every one through the API ({sum(out['judgments'].values())} judgments in {out['labeling_s']} s) "

@@ -14,6 +14,7 @@ from modeling.models import CommitteeMember, Round
 from modeling.serializers import (
     CommitteeMemberSerializer,
     MemberTestSerializer,
+    ProjectCommitteeSerializer,
     RoundSerializer,
     RoundStartSerializer,
     SamplingRunSerializer,
@@ -53,6 +54,17 @@ class SamplingApi(APIView):
         except SamplingError as exc:
             return Response({"error": "conflict", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(SamplingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ProjectCommitteeApi(APIView):
+    permission_classes = [permissions.IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LEAD
+
+    @extend_schema(responses=ProjectCommitteeSerializer(many=True), summary="The active members, with their weight in this project")
+    def get(self, request, slug: str):
+        from modeling.selectors import project_committee
+
+        return Response(ProjectCommitteeSerializer(project_committee(project=self.project), many=True).data)
 
 
 class CommitteeMemberViewSet(

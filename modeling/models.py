@@ -101,6 +101,26 @@ class CommitteeMember(models.Model):
         return {**DEFAULT_GENERATION, **(self.generation or {})}
 
 
+class CommitteeSeat(models.Model):
+    """A project's own weight for a committee member: how often the member answers this project's
+    prompts (0: never). Without a seat a project uses the member's weight. Members are shared and
+    added by staff; each project's lead decides which of them answer its prompts."""
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="committee_seats")
+    member = models.ForeignKey(CommitteeMember, on_delete=models.CASCADE, related_name="seats")
+    weight = models.FloatField(help_text="Relative chance of being drawn for this project's pairs; 0 leaves the member out.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "member"], name="seat_one_per_project_member"),
+            models.CheckConstraint(condition=Q(weight__gte=0), name="seat_weight_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member} in {self.project}: {self.weight}"
+
+
 class RoundState(models.TextChoices):
     QUEUED = "queued", "Queued"
     SNAPSHOT = "snapshot", "Snapshotting data"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from modeling.models import CommitteeMember, JobState, Round, RoundState, SamplingRun
+from modeling.models import CommitteeMember, CommitteeSeat, JobState, Round, RoundState, SamplingRun
 
 REWARD_MODEL_DIR = "reward_model"
 
@@ -25,9 +25,16 @@ def current_reward_model(*, project) -> Path | None:
     return None
 
 
-def active_members() -> list[CommitteeMember]:
-    """The members a sampling pass asks now, by name."""
-    return list(CommitteeMember.objects.filter(is_active=True).order_by("name"))
+def project_committee(*, project) -> list[CommitteeMember]:
+    """The active members with ``project_weight``: the project's seat weight, or the member's own
+    weight where the project set none (``project_weight_set`` says which). By id: sampling draws
+    from this list in this order, seeded, so a re-run draws the same pairs."""
+    seats = dict(CommitteeSeat.objects.filter(project=project).values_list("member_id", "weight"))
+    members = list(CommitteeMember.objects.filter(is_active=True).order_by("id"))
+    for member in members:
+        member.project_weight_set = member.pk in seats
+        member.project_weight = seats.get(member.pk, member.weight)
+    return members
 
 
 def sampling_active(*, project) -> SamplingRun | None:

@@ -101,7 +101,7 @@ class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
     ))
 
     def get_last_test(self, member) -> dict:
-        return {k: v for k, v in (member.last_test or {}).items() if k != "token"}
+        return _public_test(member)
 
     def validate_generation(self, value):
         allowed = {"temperature", "top_p", "max_new_tokens"}
@@ -116,6 +116,26 @@ class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
             if isinstance(setting, bool) or not isinstance(setting, kinds) or setting < rule["minimum"] or setting > rule.get("maximum", setting):
                 raise serializers.ValidationError(f"{name}: expected {rule}")
         return value
+
+
+def _public_test(member) -> dict:
+    return {k: v for k, v in (member.last_test or {}).items() if k != "token"}
+
+
+class ProjectCommitteeSerializer(serializers.Serializer):
+    """A member as a project's lead sees it: its weight here and its latest test, not where it
+    lives (worker paths and key variables are for staff)."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    weight = serializers.FloatField(help_text="The member's own weight.")
+    project_weight = serializers.FloatField(help_text="Its weight in this project (0: it does not answer here).")
+    project_weight_set = serializers.BooleanField(help_text="Whether the project set its own weight.")
+    last_test = serializers.SerializerMethodField()
+
+    def get_last_test(self, member) -> dict:
+        return _public_test(member)
 
 
 class MemberTestSerializer(StrictJSONTypes, serializers.Serializer):

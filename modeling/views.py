@@ -19,6 +19,7 @@ from modeling.services import (
     RoundError,
     member_register,
     member_set_active,
+    member_set_project_weight,
     member_test_start,
     member_update,
     round_cancel,
@@ -128,6 +129,45 @@ def round_schedule_view(request: HttpRequest, project, role) -> HttpResponse:
     return redirect("rounds", slug=project.slug)
 
 
+# --- a project's committee (leads) -----------------------------------------------------------
+
+def _send_test(request: HttpRequest, member: CommitteeMember) -> None:
+    """The test form of either committee table: queue the prompt, say what happened."""
+    try:
+        member_test_start(member=member, prompt=request.POST.get("prompt", ""), user=request.user)
+        messages.success(request, f"Prompt sent to {member.name}; its answer appears in its row of the committee table.")
+    except MemberTestError as exc:
+        messages.error(request, str(exc))
+
+
+def _to_project_committee(project) -> HttpResponse:
+    return redirect(f"{reverse('project', kwargs={'slug': project.slug})}#committee")
+
+
+@require_POST
+@project_page(Role.LEAD)
+def project_member_weight(request: HttpRequest, project, role, member_id: int) -> HttpResponse:
+    member = get_object_or_404(CommitteeMember, pk=member_id, is_active=True)
+    try:
+        weight = float(request.POST.get("weight", ""))
+    except ValueError:
+        messages.error(request, f"{member.name} was not changed: the weight must be a number from 0 to 1000.")
+        return _to_project_committee(project)
+    try:
+        member_set_project_weight(project=project, member=member, weight=weight, user=request.user)
+        messages.success(request, f"{member.name}: weight {weight:g} in this project" + (" (it will not answer here)." if weight == 0 else "."))
+    except ValueError as exc:
+        messages.error(request, f"{member.name} was not changed: {exc}")
+    return _to_project_committee(project)
+
+
+@require_POST
+@project_page(Role.LEAD)
+def project_member_test(request: HttpRequest, project, role, member_id: int) -> HttpResponse:
+    _send_test(request, get_object_or_404(CommitteeMember, pk=member_id, is_active=True))
+    return _to_project_committee(project)
+
+
 # --- the committee (staff) -------------------------------------------------------------------
 
 def _committee_context(add_form=None) -> dict:
@@ -201,9 +241,5 @@ def committee_member_active(request: HttpRequest, member_id: int) -> HttpRespons
 @staff_member_required
 def committee_member_test(request: HttpRequest, member_id: int) -> HttpResponse:
     member = get_object_or_404(CommitteeMember, pk=member_id)
-    try:
-        member_test_start(member=member, prompt=request.POST.get("prompt", ""), user=request.user)
-        messages.success(request, f"Prompt sent to {member.name}; its answer appears in its row.")
-    except MemberTestError as exc:
-        messages.error(request, str(exc))
+    _send_test(request, member)
     return _to_row(member)

@@ -67,6 +67,25 @@ def member_update(*, member: CommitteeMember, **fields) -> CommitteeMember:
     return member
 
 
+def member_set_project_weight(*, project, member: CommitteeMember, weight: float, user=None):
+    """How often ``member`` answers ``project``'s prompts (0: never); audited in the project."""
+    from annotation.models import AuditAction
+    from annotation.services.audit import audit_record
+    from modeling.models import CommitteeSeat
+
+    if not (weight >= 0 and weight <= 1000):  # NaN fails this too
+        raise ValueError("A weight from 0 to 1000 (0 leaves the member out of this project)")
+    with transaction.atomic():
+        seat = CommitteeSeat.objects.select_for_update().filter(project=project, member=member).first()
+        before = seat.weight if seat else member.weight
+        if before == weight and seat is not None:
+            return seat
+        seat, _ = CommitteeSeat.objects.update_or_create(project=project, member=member, defaults={"weight": weight})
+        audit_record(action=AuditAction.MEMBER_CHANGED, project=project, target=member.name, actor=user,
+                     details={"project_weight": {"from": before, "to": weight}})
+    return seat
+
+
 def member_set_active(*, member: CommitteeMember, active: bool) -> CommitteeMember:
     """Retire a member (it stops answering; its past responses stay) or bring it back."""
     member.is_active = active

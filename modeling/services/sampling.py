@@ -28,6 +28,7 @@ from annotation.models import AuditAction, Comparison, ComparisonSource, Project
 from annotation.services.audit import audit_record
 from annotation.rendering import comparison_rendering
 from annotation.selectors import pending_prompts
+from modeling.selectors import project_committee
 from config.jobs import send_after_commit
 from config.untrusted import text_problem
 from modeling.models import CommitteeMember, JobState, SamplingRun
@@ -81,11 +82,12 @@ def sampling_start(*, project: Project, user=None, mode: str = SamplingRun.Mode.
 
 
 def _draw_pair(prompt: Prompt, members: list[CommitteeMember]) -> tuple[CommitteeMember, CommitteeMember]:
-    """Two different members by weight (Llama 3), seeded by the prompt so a re-run draws the same."""
+    """Two different members by the project's weights (Llama 3), seeded by the prompt so a re-run
+    draws the same."""
     rng = random.Random(prompt.pk)
-    first = rng.choices(members, weights=[m.weight for m in members])[0]
+    first = rng.choices(members, weights=[m.project_weight for m in members])[0]
     rest = [m for m in members if m.pk != first.pk]
-    second = rng.choices(rest, weights=[m.weight for m in rest])[0]
+    second = rng.choices(rest, weights=[m.project_weight for m in rest])[0]
     return first, second
 
 
@@ -94,7 +96,7 @@ def _draw_k(prompt: Prompt, members: list[CommitteeMember], k: int) -> list[tupl
     rng = random.Random(prompt.pk)
     counts: dict[int, int] = defaultdict(int)
     draws = []
-    for member in rng.choices(members, weights=[m.weight for m in members], k=k):
+    for member in rng.choices(members, weights=[m.project_weight for m in members], k=k):
         draws.append((member, counts[member.pk]))
         counts[member.pk] += 1
     return draws
@@ -229,12 +231,12 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
         return run
     project = run.project
     try:
-        members = list(CommitteeMember.objects.filter(is_active=True).order_by("id"))
+        members = [m for m in project_committee(project=project) if m.project_weight > 0]
         committee = run.mode == SamplingRun.Mode.COMMITTEE
         if committee and len(members) < 2:
-            raise SamplingError("Committee pairing needs at least two active members; register or activate one")
+            raise SamplingError("Committee pairing needs at least two active members with a weight above 0 in this project")
         if not members:
-            raise SamplingError("No active committee member")
+            raise SamplingError("No active committee member with a weight above 0 in this project")
         scorer = None if committee else scorer_loader(project)
         prompts = pending_prompts(project=project)
         if "through_prompt_id" in run.config:  # resumed: the prompts it started on, less those done

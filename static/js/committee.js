@@ -1,5 +1,6 @@
-// Committee page: a test sent to a member is answered by a worker; follow it (the member API every
-// 2 s) until it answers or fails. The answer is model output: set as text, never markup.
+// Committee tables (the staff page and a project's overview): a test sent to a member is answered
+// by a worker; follow it (the member API, or the project's committee list, every 2 s) until it
+// answers or fails. The answer is model output: set as text, never markup.
 (function () {
   "use strict";
 
@@ -29,7 +30,9 @@
       try {
         const response = await fetch(box.dataset.url, { credentials: "same-origin" });
         if (response.ok) {
-          const test = (await response.json()).last_test || {};
+          const data = await response.json();
+          const member = Array.isArray(data) ? data.find((m) => String(m.id) === box.dataset.member) : data;
+          const test = (member && member.last_test) || {};
           render(box, test);
           if (test.state === "succeeded" || test.state === "failed") return;
         }

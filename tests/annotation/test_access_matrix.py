@@ -107,6 +107,9 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "quality-threshold": {"POST": LEAD_FORM},
     "leaderboard": {"GET": LEAD_PAGE},
     "snapshot-download": {"GET": LEAD_PAGE},
+    # A lead weighs the shared members for the project and tests them; adding them is for staff.
+    "project-member-weight": {"POST": LEAD_FORM},
+    "project-member-test": {"POST": LEAD_FORM},
     "rounds": {"GET": ADMIN_PAGE},
     "round-start": {"POST": ADMIN_FORM},
     "round-schedule": {"POST": ADMIN_FORM},
@@ -144,6 +147,7 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "api-exports": {"GET": LEAD_API, "POST": (403, 404, 404, 403, 202, 202, 404, 202), "OPTIONS": LEAD_API},
     "api-export-download": {"GET": (403, 404, 404, 404, 200, 200, 404, 200), "OPTIONS": SIGNED_IN_API},
     # 409: the world has no pending prompt to sample; the caller got past the door.
+    "api-project-committee": {"GET": LEAD_API, "OPTIONS": LEAD_API},
     "api-sampling": {"GET": LEAD_API, "POST": (403, 404, 404, 403, 409, 409, 404, 409), "OPTIONS": LEAD_API},
     # Rounds: admins of the project.
     "api-rounds": {"GET": ADMIN_API, "POST": (403, 404, 404, 403, 403, 202, 404, 202), "OPTIONS": ADMIN_API},
@@ -315,6 +319,8 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "committee-member-settings": {"weight": "2", "temperature": "0.7", "top_p": "0.9", "max_new_tokens": "64"},
         "committee-member-active": {"active": "0"},
         "committee-member-test": {"prompt": "Say hello."},
+        "project-member-weight": {"weight": "2"},
+        "project-member-test": {"prompt": "Say hello."},
         "member-test": {"prompt": "Say hello."},
         "round-schedule": {"round_min_new_judgments": "10", "round_schedule_enabled": "on"},
     }

@@ -125,3 +125,31 @@ def test_staff_add_an_endpoint_member_test_it_on_a_real_worker_reweigh_and_retir
     assert member.weight == 0.5 and not member.is_active
     assert page.text_content(f"#member-{member.pk} .badge") == "Retired"
     assert not page.js_errors
+
+
+def test_a_lead_weighs_the_committee_for_the_project_and_follows_a_members_test(live_server, browser_page, output_dir):
+    from modeling.services import member_test_execute
+    from tests.modeling.test_committee import FakeBackend
+
+    project = ProjectFactory()
+    MembershipFactory(project=project, user=UserFactory(username="ada"), role=Role.LEAD)
+    keep, drop = MemberFactory(name="smol-warm"), MemberFactory(name="smol-cold")
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/")
+    assert page.get_attribute("#committee", "open") is None  # two members answer: folded
+    page.click("#committee summary")
+    page.fill(f"#member-{drop.pk} input[name=weight]", "0")
+    page.click(f"#member-{drop.pk} form.inline-form button")
+    page.wait_for_selector("text=smol-cold: weight 0 in this project (it will not answer here).")
+    assert "smol-cold" not in page.text_content("#committee summary")
+    assert page.get_attribute("#committee", "open") is not None  # fewer than two answer: open, to be seen
+    page.fill(f"#member-{keep.pk} .member-test input[name=prompt]", "Name a yellow fruit.")
+    page.click(f"#member-{keep.pk} .member-test button")
+    page.wait_for_selector("text=Prompt sent to smol-warm")
+    assert "Queued on the gpu worker" in page.text_content(f"#member-test-{keep.pk}")
+    keep.refresh_from_db()
+    member_test_execute(member_id=keep.pk, token=keep.last_test["token"], backend_loader=lambda m: FakeBackend("A banana."))
+    page.wait_for_function("sel => document.querySelector(sel).textContent.includes('A banana.')", arg=f"#member-test-{keep.pk}")
+    page.screenshot(path=str(output_dir / "project-committee.png"), full_page=True)
+    assert not page.js_errors

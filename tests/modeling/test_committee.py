@@ -219,14 +219,77 @@ def test_the_test_form_queues_a_test_and_the_page_shows_its_answer(staff_client)
     assert "&lt;b&gt;hi&lt;/b&gt;" in page and "<b>hi</b>" not in page  # model output is text
 
 
-def test_a_lead_sees_the_active_members_on_the_project_page_but_cannot_manage_them():
+def test_a_lead_sees_the_active_members_on_the_project_page_but_not_the_staff_page(lead_client):
+    MemberFactory(name="active-one", weight=2)
+    MemberFactory(name="retired-one", is_active=False)
+    page = lead_client.get(f"/p/{lead_client.project.slug}/").content.decode()
+    assert "active-one (2)" in page and "retired-one" not in page and "staff add them" in page
+    assert lead_client.get("/committee/").status_code == 302  # to the admin login
+
+
+# --- a project's committee (leads) ----------------------------------------------------------------
+
+@pytest.fixture
+def lead_client():
     project = ProjectFactory()
     lead = UserFactory(username="lea")
     MembershipFactory(project=project, user=lead, role=Role.LEAD)
-    MemberFactory(name="active-one", weight=2)
-    MemberFactory(name="retired-one", is_active=False)
     client = Client()
     client.force_login(lead)
-    page = client.get(f"/p/{project.slug}/").content.decode()
-    assert "active-one (2)" in page and "retired-one" not in page and "staff manage it" in page
-    assert client.get("/committee/").status_code == 302  # to the admin login
+    client.project = project
+    return client
+
+
+def test_a_lead_sets_a_members_weight_in_the_project_audited_and_sampling_draws_by_it(lead_client):
+    from modeling.selectors import project_committee
+    from modeling.services.sampling import _draw_pair
+    from tests.factories import PromptFactory
+
+    project = lead_client.project
+    a, b, c = MemberFactory(name="a"), MemberFactory(name="b"), MemberFactory(name="c", weight=5)
+    answer = lead_client.post(f"/p/{project.slug}/committee/{c.pk}/weight/", {"weight": "0"})
+    assert answer.status_code == 302 and answer["Location"].endswith(f"/p/{project.slug}/#committee")
+    event = AuditEvent.objects.get(action=AuditAction.MEMBER_CHANGED, target="c", project=project)
+    assert event.details == {"project_weight": {"from": 5.0, "to": 0.0}} and event.actor_name == "lea"
+    committee = {m.name: (m.project_weight, m.project_weight_set) for m in project_committee(project=project)}
+    assert committee == {"a": (1.0, False), "b": (1.0, False), "c": (0.0, True)}
+    assert project_committee(project=ProjectFactory())[2].project_weight == 5  # other projects keep the member's weight
+    members = [m for m in project_committee(project=project) if m.project_weight > 0]
+    for prompt in PromptFactory.create_batch(20, project=project):
+        assert {m.name for m in _draw_pair(prompt, members)} == {"a", "b"}
+
+
+@pytest.mark.parametrize("weight", ["-1", "nan", "abc", "1001"])
+def test_a_bad_project_weight_is_refused_and_changes_nothing(lead_client, weight):
+    member = MemberFactory(name="a")
+    page = lead_client.post(f"/p/{lead_client.project.slug}/committee/{member.pk}/weight/", {"weight": weight}, follow=True)
+    assert "a was not changed" in page.content.decode()
+    assert not member.seats.exists() and not AuditEvent.objects.filter(action=AuditAction.MEMBER_CHANGED).exists()
+
+
+def test_sampling_leaves_out_members_weighted_0_in_the_project(lead_client):
+    from modeling.models import SamplingRun
+    from modeling.services import member_set_project_weight, sampling_execute
+    from tests.factories import PromptFactory
+
+    project = lead_client.project
+    PromptFactory(project=project)
+    a, b = MemberFactory(name="a"), MemberFactory(name="b")
+    member_set_project_weight(project=project, member=b, weight=0)
+    run = SamplingRun.objects.create(project=project, config={"limit": None, "max_new_tokens": None, "batch_size": 8})
+    run = sampling_execute(run_id=run.pk, backend_loader=lambda m: FakeBackend())
+    assert run.state == JobState.FAILED and "two active members with a weight above 0 in this project" in run.error
+
+
+def test_a_lead_tests_a_member_and_follows_it_on_the_project_committee_api(lead_client):
+    project = lead_client.project
+    member = MemberFactory(name="a")
+    lead_client.post(f"/p/{project.slug}/committee/{member.pk}/test/", {"prompt": "Say hi."})
+    member.refresh_from_db()
+    assert member.last_test["state"] == "queued" and member.last_test["requested_by"] == "lea"
+    member_test_execute(member_id=member.pk, token=member.last_test["token"], backend_loader=lambda m: FakeBackend())
+    listed = lead_client.get(f"/api/v1/projects/{project.slug}/committee/").json()
+    assert [m["name"] for m in listed] == ["a"] and listed[0]["last_test"]["answer"] == "Hello there."
+    assert "model_path" not in listed[0] and "token" not in listed[0]["last_test"]  # where a member lives is for staff
+    page = lead_client.get(f"/p/{project.slug}/").content.decode()
+    assert "Hello there." in page and f"/p/{project.slug}/committee/{member.pk}/weight/" in page
