@@ -20,7 +20,7 @@ from typing import Iterator
 
 from django.db.models import QuerySet
 
-from annotation.models import Judgment, Project, Strength
+from annotation.models import IMPORTED_ACCOUNT_PREFIX, MIN_GOLD_JUDGMENTS, Judgment, Project, Strength
 
 EDIT_OVER_CHOSEN_STRENGTH = Strength.SLIGHTLY_BETTER
 FORMATS = ("trl-preference", "trl-preference-text", "kto", "sft", "hh", "raw")
@@ -42,7 +42,7 @@ class ExportFilters:
     exclude_gold: bool = True
     negligible: str = "keep"  # keep | exclude
     aggregation: str = "each"  # each | majority
-    min_labeler_gold_accuracy: float | None = None  # drop labelers below this (with >= 5 gold judgments)
+    min_labeler_gold_accuracy: float | None = None  # drop labelers below this (with at least MIN_GOLD_JUDGMENTS gold judgments)
     include_both_bad: bool = False
     include_imported: bool = True
 
@@ -111,7 +111,7 @@ def _round_cut(project: Project, number: int | None) -> int | None:
     return cut
 
 
-def labelers_below(*, project: Project, threshold: float, minimum_gold: int = 5) -> set[int]:
+def labelers_below(*, project: Project, threshold: float, minimum_gold: int = MIN_GOLD_JUDGMENTS) -> set[int]:
     """Labelers whose gold accuracy is under ``threshold`` (judged on at least ``minimum_gold`` gold items)."""
     gold = Judgment.objects.filter(comparison__project=project, comparison__is_gold=True).values_list(
         "labeler_id", "chosen_response_id", "comparison__gold_winner_id"
@@ -132,7 +132,7 @@ def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[
     if filters.negligible == "exclude":
         query = query.exclude(strength=Strength.NEGLIGIBLY_BETTER)
     if not filters.include_imported:
-        query = query.exclude(labeler__username__startswith="import:")
+        query = query.exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
     if filters.date_from:
         query = query.filter(submitted_at__date__gte=filters.date_from)
     if filters.date_to:

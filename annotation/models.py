@@ -299,6 +299,17 @@ class Assignment(models.Model):
         return f"{self.comparison} to {self.labeler} ({self.state})"
 
 
+#: Judgments that arrive in a file (HH-RLHF imports) belong to an inactive account named
+#: ``import:<source>``: kept apart from people's labels in quality views and, unless asked, exports.
+IMPORTED_ACCOUNT_PREFIX = "import:"
+#: A labeler's gold accuracy counts (quality page, export filter) from this many gold judgments on.
+MIN_GOLD_JUDGMENTS = 5
+
+
+def imported_account_name(source: str) -> str:
+    return f"{IMPORTED_ACCOUNT_PREFIX}{source}"[:150]
+
+
 class Judgment(models.Model):
     """One labeler's verdict on one comparison. Stores what was preferred, not which side it was on."""
 

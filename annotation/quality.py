@@ -12,7 +12,7 @@ import statistics
 from collections import Counter, defaultdict
 from itertools import combinations
 
-from annotation.models import Judgment, Project, Strength
+from annotation.models import IMPORTED_ACCOUNT_PREFIX, MIN_GOLD_JUDGMENTS, Judgment, Project, Strength
 
 #: Position on the signed 8-point scale: + for response A of the comparison, - for B.
 LEVEL = {
@@ -119,7 +119,7 @@ def project_quality(*, project: Project) -> dict:
     """Agreement on the winner and per-labeler quality, from the project's human judgments."""
     rows = list(
         Judgment.objects.filter(comparison__project=project)
-        .exclude(labeler__username__startswith="import:")
+        .exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
         .values(
             "comparison_id", "labeler__username", "chosen_response_id", "left_response_id", "strength", "time_on_task_ms",
             "submitted_at", "comparison__response_a_id", "comparison__is_gold", "comparison__gold_winner_id",
@@ -165,7 +165,7 @@ def project_quality(*, project: Project) -> dict:
             "left_share": round(sum(r["chosen_response_id"] == r["left_response_id"] for r in mine) / len(mine), 4),
             "strengths": dict(Counter(r["strength"] for r in mine)),
             "median_seconds": round(statistics.median(r["time_on_task_ms"] for r in mine) / 1000, 1),
-            "below_threshold": bool(gold) and len(gold) >= 5 and
+            "below_threshold": len(gold) >= MIN_GOLD_JUDGMENTS and
             sum(r["chosen_response_id"] == r["comparison__gold_winner_id"] for r in gold) / len(gold) < project.labeler_quality_threshold,
         })
     per_day = Counter(r["submitted_at"].date().isoformat() for r in rows)

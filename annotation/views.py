@@ -19,6 +19,7 @@ from annotation import charts, selectors
 from annotation.access import project_page
 from annotation.importers import ImportValidationError
 from annotation.models import (
+    MIN_GOLD_JUDGMENTS,
     AuditAction,
     AuditEvent,
     Comparison,
@@ -267,7 +268,7 @@ def quality(request: HttpRequest, project, role) -> HttpResponse:
         "project": project, "role": role, "q": stats,
         "per_day_chart": charts.bars(stats["per_day"]),
         "strength_chart": charts.bars({s.label: stats["strengths"].get(s.value, 0) for s in Strength}),
-        "has_gold": project.comparisons.filter(is_gold=True).exists(),
+        "has_gold": project.comparisons.filter(is_gold=True).exists(), "min_gold": MIN_GOLD_JUDGMENTS,
     }
     return render(request, "annotation/quality.html", context)
 

@@ -23,6 +23,7 @@ from modeling.serializers import (
 from modeling.services import (
     MemberTestBusy,
     MemberTestError,
+    RoundConflict,
     RoundError,
     SamplingError,
     member_register,
@@ -141,7 +142,7 @@ class RoundsApi(APIView):
                 project=self.project, user=request.user, config=body.validated_data["config"], preset=body.validated_data["preset"]
             )
         except RoundError as exc:
-            code = status.HTTP_409_CONFLICT if "already" in str(exc) else status.HTTP_400_BAD_REQUEST
+            code = status.HTTP_409_CONFLICT if isinstance(exc, RoundConflict) else status.HTTP_400_BAD_REQUEST
             return Response({"error": "round", "detail": str(exc)}, status=code)
         return Response(RoundSerializer(round_).data, status=status.HTTP_202_ACCEPTED)
 

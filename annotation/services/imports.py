@@ -23,6 +23,7 @@ from annotation.models import (
     Response,
     ResponseSource,
     Strength,
+    imported_account_name,
 )
 from annotation.services.prompts import prompt_content_hash
 
@@ -43,7 +44,7 @@ class PairImportResult:
 def import_user(*, source: str):
     """The account imported judgments are recorded under: inactive, no password, no project role."""
     User = get_user_model()
-    user, created = User.objects.get_or_create(username=f"import:{source}"[:150], defaults={"is_active": False})
+    user, created = User.objects.get_or_create(username=imported_account_name(source), defaults={"is_active": False})
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])

@@ -125,18 +125,14 @@ def resolve_local_dir(spec: ModelSpec, cache_root: str | os.PathLike) -> Path:
     return path
 
 
-def pick_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class LocalBackend:
     """A transformers causal LM, generating a batch of conversations at once (left padding)."""
 
     def __init__(self, spec: ModelSpec, cache_root: str | os.PathLike, device: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from modeling.ml.devices import pick_device
 
         self.device = device or pick_device()
         if spec.kind == "checkpoint" and (Path(spec.model_path) / "adapter_config.json").exists():

@@ -13,7 +13,7 @@ class RewardScorer:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from modeling.ml.generation import pick_device
+        from modeling.ml.devices import pick_device
 
         self.device = device or pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -87,11 +87,9 @@ class DPOResult:
 
 
 def _device_bf16(config: TrainConfig) -> bool:
-    import torch
+    from modeling.ml.devices import bf16_supported
 
-    if config.bf16 is not None:
-        return config.bf16
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    return config.bf16 if config.bf16 is not None else bf16_supported()
 
 
 def train_steps(config: TrainConfig, pairs: int) -> int:
@@ -104,7 +102,7 @@ def train_steps(config: TrainConfig, pairs: int) -> int:
 
 def _trainer_args(config: TrainConfig, output_dir: str, steps: int) -> dict:
     """TrainingArguments shared by the RM and DPO trainers: no checkpoints, no reporting."""
-    import torch
+    from modeling.ml.devices import cuda_available
 
     return {
         "output_dir": str(Path(output_dir) / "trainer"),
@@ -113,7 +111,7 @@ def _trainer_args(config: TrainConfig, output_dir: str, steps: int) -> dict:
         "learning_rate": config.learning_rate,
         "max_length": config.max_length,
         "bf16": _device_bf16(config),
-        "use_cpu": not torch.cuda.is_available(),  # transformers refuses bf16 on CPU without it
+        "use_cpu": not cuda_available(),  # transformers refuses bf16 on CPU without it
         "gradient_checkpointing": config.gradient_checkpointing,
         "logging_steps": max(1, steps // LOG_LINES),
         "save_strategy": "no",

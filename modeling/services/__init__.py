@@ -16,6 +16,7 @@ from modeling.services.members import (
     member_update,
 )
 from modeling.services.rounds import (
+    RoundConflict,
     RoundError,
     round_cancel,
     round_execute,
@@ -29,6 +30,6 @@ from modeling.services.sampling import SamplingError, near_duplicates, sampling_
 __all__ = [
     "SMOLLM2_GGUF", "SMOLLM2_NAME", "SMOLLM2_PACKAGE", "SamplingError", "MemberTestBusy", "MemberTestError", "member_test_execute", "member_test_start", "member_register",
     "member_register_smollm2", "member_set_active", "member_set_project_weight", "member_spec", "member_update", "near_duplicates", "sampling_execute",
-    "sampling_start", "RoundError", "round_cancel", "round_execute", "round_retry", "round_start",
+    "sampling_start", "RoundConflict", "RoundError", "round_cancel", "round_execute", "round_retry", "round_start",
     "rounds_start_due", "rounds_watchdog",
 ]

@@ -81,7 +81,11 @@ PRESETS = {
 
 
 class RoundError(Exception):
-    pass
+    """A round that cannot start, retry or run; the message says why (a 400 on the API)."""
+
+
+class RoundConflict(RoundError):
+    """Another round of the project is queued or running, or this one cannot change state (a 409)."""
 
 
 def _is(value, kinds: tuple) -> bool:
@@ -177,7 +181,7 @@ def round_start(*, project: Project, user=None, config: dict | None = None, pres
         with transaction.atomic():
             round_ = Round.objects.create(project=project, number=number, config=merged, created_by=user)
     except IntegrityError:
-        raise RoundError("A round is already queued or running in this project") from None
+        raise RoundConflict("A round is already queued or running in this project") from None
     audit_record(
         action=AuditAction.ROUND_STARTED, project=project, target=f"round {number}", actor=user,
         details={"round": round_.pk, "scheduled": user is None, "config": merged},
@@ -192,14 +196,14 @@ def round_retry(*, round_: Round, user=None) -> Round:
     from modeling import tasks
 
     if round_.state not in (RoundState.FAILED, RoundState.CANCELLED):
-        raise RoundError(f"Only a failed or cancelled round can be retried (this one is {round_.state})")
+        raise RoundConflict(f"Only a failed or cancelled round can be retried (this one is {round_.state})")
     try:
         with transaction.atomic():
             updated = Round.objects.filter(pk=round_.pk, state=round_.state).update(
                 state=RoundState.QUEUED, error="", finished_at=None, heartbeat_at=None
             )
     except IntegrityError:
-        raise RoundError("Another round is queued or running in this project") from None
+        raise RoundConflict("Another round is queued or running in this project") from None
     if updated:
         _log(round_.pk, "retry queued: resuming at the first unfinished step")
         audit_record(action=AuditAction.ROUND_RETRIED, project=round_.project, target=f"round {round_.number}", actor=user, details={"round": round_.pk})
@@ -423,10 +427,10 @@ def _train(kind: str, round_: Round, *, model_dir: str, rows: list[dict], heldou
         "output_dir": str(output_dir), "config": config.as_dict(),
     }
     (jobdir / "job.json").write_text(json.dumps(job))
-    import torch
+    from modeling.ml.devices import cuda_available
 
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(int(launch.get("num_processes", 1)))]
-    if not torch.cuda.is_available():
+    if not cuda_available():
         command.append("--cpu")
     command += [*map(str, launch.get("args", [])), "-m", "modeling.ml.launch", kind, str(jobdir / "job.json")]
     _log(round_.pk, f"{kind}: accelerate launch with {launch.get('num_processes', 1)} process(es)")
