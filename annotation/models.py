@@ -10,6 +10,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from config.jobs import Job, JobState
+
+__all__ = ["JobState"]  # re-exported: annotation code reads it from here
 
 class Role(models.TextChoices):
     LABELER = "labeler", "Labeler"
@@ -395,17 +398,11 @@ class SnapshotPurpose(models.TextChoices):
     EVALUATION = "evaluation", "Held-out evaluation"
 
 
-class JobState(models.TextChoices):
-    """States of a job whose database row is the job (exports here; sampling runs in modeling)."""
-
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
-class DatasetSnapshot(models.Model):
+class DatasetSnapshot(Job):
     """An export with its filters, row count and sha256: every checkpoint traces back to its labels."""
+
+    job_task = "annotation.tasks.export_run"
+    stale_error = "worker lost: no progress for over {minutes} minutes; export again"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="snapshots")
     purpose = models.CharField(max_length=16, choices=SnapshotPurpose.choices, default=SnapshotPurpose.EXPORT)
@@ -423,14 +420,9 @@ class DatasetSnapshot(models.Model):
     progress = models.JSONField(
         default=dict, blank=True, help_text="While an export writes: judgments read of total, rows written, elapsed_s, eta_s.",
     )
-    error = models.TextField(blank=True)
     file_format = models.CharField(max_length=8, default="jsonl", help_text="jsonl or parquet")
     card = models.TextField(blank=True, help_text="The dataset card (README) written with the file.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # When the watchdog last re-sent the message of an export still queued (its first was lost).
-    resent_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

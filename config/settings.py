@@ -305,7 +305,7 @@ CELERY_BEAT_SCHEDULE = {
     # whose Celery message was lost while they sat queued.
     # Rounds, sampling runs and exports still queued 10 minutes on get their message again: it was
     # lost with a broker that was down (the request still answered 202) or restarted empty.
-    "rounds-watchdog": {"task": "modeling.tasks.rounds_watchdog", "schedule": 60.0},
+    "jobs-watchdog": {"task": "modeling.tasks.jobs_watchdog", "schedule": 60.0},
     # Scheduled retraining: a project with its schedule on gets a round once it has gathered
     # round_min_new_judgments new judgments (both are project settings admins edit on the page).
     "rounds-start-due": {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -10,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from annotation.models import JobState
+from config.jobs import Job, JobState
 
 
 class MemberKind(models.TextChoices):
@@ -141,12 +142,18 @@ ACTIVE_ROUND_STATES = (
 )
 
 
-class Round(models.Model):
+class Round(Job):
     """Snapshot the data, train the RM, train the DPO policy, evaluate, register the new policy.
 
-    The row is the job: its state, heartbeat, log and error are the truth a page or a periodic
-    check reads, whatever happened to the Celery message.
+    The row is the job (config/jobs.py): its state, heartbeat, log and error are the truth a page
+    or a periodic check reads, whatever happened to the Celery message. Its running state is the
+    step it is on.
     """
+
+    job_task = "modeling.tasks.round_run"
+    running_states = tuple(s for s in ACTIVE_ROUND_STATES if s != RoundState.QUEUED)
+    stale_after = timedelta(minutes=5)
+    stale_error = "worker lost: no heartbeat for over {minutes} minutes; retry to resume"
 
     project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="rounds")
     number = models.PositiveIntegerField()
@@ -159,13 +166,8 @@ class Round(models.Model):
         help_text="The running step's latest report: step, phase, done/total and unit, loss, accuracy, elapsed_s, eta_s.",
     )
     log = models.TextField(blank=True)
-    error = models.TextField(blank=True)
     artifacts_path = models.CharField(max_length=500, blank=True, help_text="Relative to ARTIFACTS_DIR.")
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["project", "-number"]
@@ -185,9 +187,12 @@ class Round(models.Model):
         return f"{self.project} round {self.number}"
 
 
-class SamplingRun(models.Model):
-    """One pass of the committee over a project's pending prompts. The row is the job: progress,
-    counts and errors live here, whatever happens to the Celery message."""
+class SamplingRun(Job):
+    """One pass of the committee over a project's pending prompts. The row is the job
+    (config/jobs.py): progress, counts and errors live here, whatever happens to the Celery message."""
+
+    job_task = "modeling.tasks.sample_run"
+    stale_error = "worker lost: no progress for over {minutes} minutes; start a new pass to resume"
 
     class Mode(models.TextChoices):
         COMMITTEE = "committee", "Two members by weight (Llama 3)"
@@ -205,12 +210,7 @@ class SamplingRun(models.Model):
     pairs_created = models.PositiveIntegerField(default=0)
     pairs_near_duplicate = models.PositiveIntegerField(default=0)
     member_errors = models.JSONField(default=dict, blank=True, help_text="Member name → the error it failed with.")
-    error = models.TextField(blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

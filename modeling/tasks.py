@@ -60,17 +60,12 @@ def round_run(round_id: int) -> dict:
 
 
 @shared_task(acks_late=True)  # conditional updates only: safe to run twice
-def rounds_watchdog() -> dict:
-    """Rounds and sampling runs whose worker died are failed; rounds, sampling runs and exports
-    whose message was lost (a broker down or restarted empty) are sent again."""
-    from annotation.services.exports import exports_resend_lost
-    from modeling.services import rounds_watchdog as watchdog
-    from modeling.services.sampling import sampling_fail_stale, sampling_resend_lost
+def jobs_watchdog() -> dict:
+    """Jobs (rounds, sampling runs, exports) whose worker died are failed; jobs whose message was
+    lost (a broker down or restarted empty) are sent again."""
+    from modeling.services.watchdog import jobs_watchdog as watchdog
 
-    return {
-        **watchdog(), "sampling_failed_stale": sampling_fail_stale(),
-        "sampling_resent": sampling_resend_lost(), "exports_resent": exports_resend_lost(),
-    }
+    return watchdog()
 
 
 @shared_task(acks_late=True)  # the one-active-round constraint makes a duplicate start a no-op

@@ -11,19 +11,17 @@ import hashlib
 import json
 import os
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, ReadCounter, export_rows, filtered_judgments
 from annotation.models import AuditAction, DatasetSnapshot, JobState, Project, SnapshotPurpose
 from annotation.services.audit import audit_record
-from config.jobs import send_after_commit
+from config.jobs import job_claim, send_after_commit
 
 PARQUET_BATCH = 10_000
 #: jsonl and parquet are for training; csv is for reading in a spreadsheet (see _write_csv).
@@ -194,10 +192,9 @@ def _reporting(rows, *, counter: ReadCounter, total: int, stats: CardStats, repo
 
 
 def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
-    """Write an export's file (again, if a previous attempt died). A finished export is left alone."""
-    claimed = DatasetSnapshot.objects.filter(pk=snapshot_id, state__in=[JobState.QUEUED, JobState.RUNNING]).update(
-        state=JobState.RUNNING
-    )
+    """Write a queued export's file. A second delivery of its message (or a second worker on it)
+    loses the claim and leaves the export to the first; a finished export is left alone."""
+    claimed = job_claim(DatasetSnapshot, snapshot_id)
     snapshot = DatasetSnapshot.objects.select_related("project").get(pk=snapshot_id)
     if not claimed:
         return snapshot
@@ -213,7 +210,7 @@ def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
         total = filtered_judgments(project=snapshot.project, filters=filters).count()
         writer = {"parquet": _write_parquet, "csv": _write_csv}.get(snapshot.file_format, _write_jsonl)
         def report(progress: dict) -> None:
-            DatasetSnapshot.objects.filter(pk=snapshot_id).update(progress=progress)
+            DatasetSnapshot.objects.filter(pk=snapshot_id).update(progress=progress, heartbeat_at=timezone.now())
 
         writer(_reporting(rows, counter=counter, total=total, stats=stats, report=report), tmp, stats)
         digest = hashlib.sha256()
@@ -234,21 +231,3 @@ def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
         )
         snapshot.refresh_from_db()
     return snapshot
-
-
-def exports_resend_lost(*, now=None, after: timedelta = timedelta(minutes=10)) -> list[int]:
-    """Re-send the message of exports still queued ``after`` their creation (or their last
-    re-send): it was lost with a broker that was down or restarted empty. A duplicate is harmless:
-    the export task leaves a finished export alone."""
-    from annotation import tasks
-
-    now = now or timezone.now()
-    lost = list(
-        DatasetSnapshot.objects.filter(state=JobState.QUEUED, created_at__lt=now - after)
-        .filter(Q(resent_at__isnull=True) | Q(resent_at__lt=now - after))
-        .values_list("id", flat=True)
-    )
-    for snapshot_id in lost:
-        DatasetSnapshot.objects.filter(pk=snapshot_id).update(resent_at=now)
-        send_after_commit(tasks.export_run, snapshot_id)
-    return lost

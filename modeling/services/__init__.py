@@ -23,7 +23,6 @@ from modeling.services.rounds import (
     round_retry,
     round_start,
     rounds_start_due,
-    rounds_watchdog,
 )
 from modeling.services.sampling import SamplingError, near_duplicates, sampling_execute, sampling_start
 
@@ -31,5 +30,5 @@ __all__ = [
     "SMOLLM2_GGUF", "SMOLLM2_NAME", "SMOLLM2_PACKAGE", "SamplingError", "MemberTestBusy", "MemberTestError", "member_test_execute", "member_test_start", "member_register",
     "member_register_smollm2", "member_set_active", "member_set_project_weight", "member_spec", "member_update", "near_duplicates", "sampling_execute",
     "sampling_start", "RoundConflict", "RoundError", "round_cancel", "round_execute", "round_retry", "round_start",
-    "rounds_start_due", "rounds_watchdog",
+    "rounds_start_due",
 ]

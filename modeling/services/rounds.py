@@ -3,8 +3,9 @@
 The Round row is the job. ``round_execute`` runs the steps not yet recorded in
 ``step_timings``, so a retried round resumes where it failed; every step writes its files into
 a temporary folder and renames it into place last, so a half-written checkpoint is never
-read. A heartbeat thread keeps ``heartbeat_at`` fresh while a step runs; ``rounds_watchdog``
-fails rounds whose worker died and re-sends rounds whose message was lost. Labels are only
+read. A heartbeat thread keeps ``heartbeat_at`` fresh while a step runs; the jobs' watchdog
+(modeling/services/watchdog.py) fails rounds whose worker died and re-sends rounds whose message
+was lost. Labels are only
 read here, never written.
 """
 
@@ -17,12 +18,11 @@ import os
 import shutil
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Max
 from django.utils import timezone
 
 from annotation.exports import is_heldout, judgments_for_training, preference_rows
@@ -36,7 +36,7 @@ from annotation.models import (
     Strength,
 )
 from annotation.services.audit import audit_record
-from config.jobs import send_after_commit
+from config.jobs import job_claim, send_after_commit
 from modeling.models import ACTIVE_ROUND_STATES, CommitteeMember, MemberKind, Round, RoundState
 from modeling.selectors import REWARD_MODEL_DIR, current_reward_model
 from modeling.services.members import member_spec
@@ -45,9 +45,8 @@ logger = logging.getLogger(__name__)
 
 POLICY_DIR = "policy"
 SNAPSHOT_DIR = "snapshot"
+#: Well inside Round.stale_after (5 minutes), after which the watchdog calls the worker lost.
 HEARTBEAT_EVERY_S = 15
-STALE_AFTER = timedelta(minutes=5)
-LOST_MESSAGE_AFTER = timedelta(minutes=10)
 
 DEFAULT_CONFIG = {
     "heldout_percent": 10,
@@ -200,12 +199,13 @@ def round_retry(*, round_: Round, user=None) -> Round:
     try:
         with transaction.atomic():
             updated = Round.objects.filter(pk=round_.pk, state=round_.state).update(
-                state=RoundState.QUEUED, error="", finished_at=None, heartbeat_at=None
+                state=RoundState.QUEUED, error="", finished_at=None, heartbeat_at=None,
+                resent_at=timezone.now(),  # its message is sent now: the watchdog counts from here
             )
     except IntegrityError:
         raise RoundConflict("Another round is queued or running in this project") from None
     if updated:
-        _log(round_.pk, "retry queued: resuming at the first unfinished step")
+        round_log(round_.pk, "retry queued: resuming at the first unfinished step")
         audit_record(action=AuditAction.ROUND_RETRIED, project=round_.project, target=f"round {round_.number}", actor=user, details={"round": round_.pk})
         send_after_commit(tasks.round_run, round_.pk)
     round_.refresh_from_db()
@@ -227,7 +227,7 @@ def round_cancel(*, round_: Round, user=None) -> Round:
 # --- execution ----------------------------------------------------------------------------------
 
 
-def _log(round_id: int, message: str) -> None:
+def round_log(round_id: int, message: str) -> None:
     line = f"{timezone.now():%Y-%m-%d %H:%M:%S} {message}\n"
     with connection.cursor() as cursor:  # append without reading the whole log back
         cursor.execute(
@@ -272,7 +272,7 @@ class _StepProgress:
         report = dict(report)
         line = report.pop("log", None)
         if line:
-            _log(self.round_id, f"{self.step}: {line}")
+            round_log(self.round_id, f"{self.step}: {line}")
         now = timezone.now()
         Round.objects.filter(pk=self.round_id).update(
             progress={"step": self.step, **report, "updated_at": now.isoformat()}, heartbeat_at=now
@@ -303,7 +303,7 @@ def _claim_round_dir(round_: Round) -> Path:
         if found != mine:
             aside = workdir.with_name(f"{workdir.name}.stale-{timezone.now():%Y%m%d%H%M%S}")
             workdir.rename(aside)
-            _log(round_.pk, f"{workdir.name} held another round's files; moved aside to {aside.name}")
+            round_log(round_.pk, f"{workdir.name} held another round's files; moved aside to {aside.name}")
     workdir.mkdir(parents=True, exist_ok=True)
     owner.write_text(json.dumps(mine))
     return workdir
@@ -433,7 +433,7 @@ def _train(kind: str, round_: Round, *, model_dir: str, rows: list[dict], heldou
     if not cuda_available():
         command.append("--cpu")
     command += [*map(str, launch.get("args", [])), "-m", "modeling.ml.launch", kind, str(jobdir / "job.json")]
-    _log(round_.pk, f"{kind}: accelerate launch with {launch.get('num_processes', 1)} process(es)")
+    round_log(round_.pk, f"{kind}: accelerate launch with {launch.get('num_processes', 1)} process(es)")
     # The launched processes cannot reach the database: the main one appends its progress reports
     # to a file (modeling/ml/launch.py), relayed here while it runs. stderr goes to a file too, so
     # a chatty trainer cannot fill a pipe nobody reads until the end.
@@ -586,10 +586,7 @@ def round_execute(*, round_id: int) -> Round:
     or a call on a finished round, changes nothing."""
     round_ = Round.objects.select_related("project").get(pk=round_id)
     first = next((state for state, _ in STEPS if state not in round_.step_timings), RoundState.EVALUATING)
-    claimed = Round.objects.filter(pk=round_id, state=RoundState.QUEUED).update(
-        state=first, started_at=round_.started_at or timezone.now(), heartbeat_at=timezone.now()
-    )
-    if not claimed:
+    if not job_claim(Round, round_id, to_state=first):
         return round_
     workdir = _claim_round_dir(round_)
     try:
@@ -597,14 +594,14 @@ def round_execute(*, round_id: int) -> Round:
             for state, step in STEPS:
                 round_.refresh_from_db()
                 if round_.state == RoundState.CANCELLED:
-                    _log(round_id, "cancelled; stopping before " + state)
+                    round_log(round_id, "cancelled; stopping before " + state)
                     return round_
                 if state in round_.step_timings:
                     continue
                 Round.objects.filter(pk=round_id).exclude(state=RoundState.CANCELLED).update(
                     state=state, progress={"step": state, "phase": "starting", "updated_at": timezone.now().isoformat()}
                 )
-                _log(round_id, f"{state}: started")
+                round_log(round_id, f"{state}: started")
                 started = timezone.now()
                 metrics = step(round_, workdir)
                 seconds = round((timezone.now() - started).total_seconds(), 2)
@@ -612,7 +609,7 @@ def round_execute(*, round_id: int) -> Round:
                 round_.step_timings = {**round_.step_timings, state: seconds}
                 round_.artifacts_path = str(workdir.relative_to(settings.ARTIFACTS_DIR))
                 round_.save(update_fields=["metrics", "step_timings", "artifacts_path"])
-                _log(round_id, f"{state}: done in {seconds} s")
+                round_log(round_id, f"{state}: done in {seconds} s")
             round_.refresh_from_db()
             if round_.state == RoundState.CANCELLED:
                 return round_
@@ -621,40 +618,15 @@ def round_execute(*, round_id: int) -> Round:
             Round.objects.filter(pk=round_id).exclude(state=RoundState.CANCELLED).update(
                 state=RoundState.SUCCEEDED, finished_at=timezone.now(), progress={}
             )
-            _log(round_id, f"succeeded; new policy: {member.name + (' (active)' if member.is_active else ' (not admitted)') if member else 'none'}")
+            round_log(round_id, f"succeeded; new policy: {member.name + (' (active)' if member.is_active else ' (not admitted)') if member else 'none'}")
     except Exception as exc:
         logger.exception("round %s failed", round_id)
         Round.objects.filter(pk=round_id).update(
             state=RoundState.FAILED, error=f"{type(exc).__name__}: {exc}"[:4000], finished_at=timezone.now()
         )
-        _log(round_id, f"failed: {type(exc).__name__}: {exc}")
+        round_log(round_id, f"failed: {type(exc).__name__}: {exc}")
     round_.refresh_from_db()
     return round_
-
-
-def rounds_watchdog(*, now=None) -> dict:
-    """Fail running rounds whose heartbeat stopped (their worker died) and re-send queued rounds
-    whose message seems lost. Safe to run anywhere, any number of times."""
-    from modeling import tasks
-
-    now = now or timezone.now()
-    running = [s for s in ACTIVE_ROUND_STATES if s != RoundState.QUEUED]
-    stale = list(Round.objects.filter(state__in=running, heartbeat_at__lt=now - STALE_AFTER).values_list("id", flat=True))
-    for round_id in stale:
-        if Round.objects.filter(pk=round_id, state__in=running, heartbeat_at__lt=now - STALE_AFTER).update(
-            state=RoundState.FAILED, finished_at=now,
-            error=f"worker lost: no heartbeat for over {int(STALE_AFTER.total_seconds())} s; retry to resume",
-        ):
-            _log(round_id, "failed: worker lost (stale heartbeat)")
-    lost = list(
-        Round.objects.filter(state=RoundState.QUEUED, created_at__lt=now - LOST_MESSAGE_AFTER)
-        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - LOST_MESSAGE_AFTER))
-        .values_list("id", flat=True)
-    )
-    for round_id in lost:
-        Round.objects.filter(pk=round_id).update(heartbeat_at=now)  # re-send once per period, not every tick
-        send_after_commit(tasks.round_run, round_id)
-    return {"failed_stale": stale, "resent": lost}
 
 
 def rounds_start_due() -> list[int]:

@@ -15,12 +15,11 @@ import random
 import re
 from collections import defaultdict
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import F
 from django.utils import timezone
 from rapidfuzz import fuzz
 
@@ -29,7 +28,7 @@ from annotation.services.audit import audit_record
 from annotation.rendering import comparison_rendering
 from annotation.selectors import pending_prompts
 from modeling.selectors import project_committee
-from config.jobs import send_after_commit
+from config.jobs import job_claim, send_after_commit
 from config.untrusted import text_problem
 from modeling.models import CommitteeMember, JobState, SamplingRun
 from modeling.services.members import member_spec
@@ -39,8 +38,6 @@ logger = logging.getLogger(__name__)
 #: Two answers this similar after normalisation (rapidfuzz ratio, 0-100) are not worth a human's time.
 NEAR_DUPLICATE_RATIO = 97.0
 DEFAULT_BATCH_SIZE = 8
-#: A running run this long without a heartbeat has lost its worker (every response and pair beats).
-SAMPLING_STALE_AFTER = timedelta(minutes=10)
 
 
 class SamplingError(Exception):
@@ -221,11 +218,9 @@ def default_scorer_loader(project: Project):
 
 def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scorer_loader=default_scorer_loader) -> SamplingRun:
     """Run (or finish) a sampling pass. Safe to call twice; a finished run is left as it is."""
-    now = timezone.now()
     # A running run is resumed only when its worker is gone: Redis redelivers an unacknowledged
     # message after its visibility timeout even while the first worker is still on it.
-    claimable = Q(state=JobState.QUEUED) | Q(state=JobState.RUNNING, heartbeat_at__lt=now - SAMPLING_STALE_AFTER)
-    claimed = SamplingRun.objects.filter(claimable, pk=run_id).update(state=JobState.RUNNING, started_at=now, heartbeat_at=now)
+    claimed = job_claim(SamplingRun, run_id, resume_stale=True)
     run = SamplingRun.objects.select_related("project").get(pk=run_id)
     if not claimed:
         return run
@@ -321,35 +316,3 @@ def _rejection_pair(run, prompt, candidates: list[Response], scorer) -> None:
         return
     other = random.Random(prompt.pk).choice(others)
     _create_comparison(run, prompt, best, other, ComparisonSource.REJECTION_SAMPLING)
-
-
-def sampling_fail_stale(*, now=None) -> list[int]:
-    """Fail sampling runs whose worker stopped reporting, so they no longer block a new pass.
-    Their responses stay; a new pass reuses them and samples only what is missing."""
-    now = now or timezone.now()
-    stale = list(
-        SamplingRun.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=now - SAMPLING_STALE_AFTER).values_list("id", flat=True)
-    )
-    SamplingRun.objects.filter(pk__in=stale, state=JobState.RUNNING).update(
-        state=JobState.FAILED, finished_at=now,
-        error=f"worker lost: no progress for over {int(SAMPLING_STALE_AFTER.total_seconds() // 60)} minutes; start a new pass to resume",
-    )
-    return stale
-
-
-def sampling_resend_lost(*, now=None) -> list[int]:
-    """Re-send the message of sampling runs still queued ``SAMPLING_STALE_AFTER`` after their
-    creation (or their last re-send): the first was lost with the broker. While one stays queued no
-    other pass can start in its project, so a lost message must not stay lost."""
-    from modeling import tasks
-
-    now = now or timezone.now()
-    lost = list(
-        SamplingRun.objects.filter(state=JobState.QUEUED, created_at__lt=now - SAMPLING_STALE_AFTER)
-        .filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=now - SAMPLING_STALE_AFTER))
-        .values_list("id", flat=True)
-    )
-    for run_id in lost:
-        SamplingRun.objects.filter(pk=run_id, state=JobState.QUEUED).update(heartbeat_at=now)  # once per period
-        send_after_commit(tasks.sample_run, run_id)
-    return lost

@@ -11,11 +11,10 @@ from rest_framework.test import APIClient
 
 from annotation import tasks as annotation_tasks
 from annotation.models import DatasetSnapshot, JobState, Role
-from annotation.services.exports import exports_resend_lost
+from config.jobs import jobs_resend_lost
 from modeling import tasks as modeling_tasks
 from modeling.models import Round, RoundState, SamplingRun
-from modeling.services import rounds_watchdog
-from modeling.services.sampling import sampling_resend_lost
+from modeling.services.watchdog import jobs_watchdog
 
 pytestmark = pytest.mark.django_db
 
@@ -55,16 +54,16 @@ def test_an_export_asked_for_while_the_broker_is_down_is_queued_then_resent(brok
     assert "broker unreachable" in caplog.text and broker.sent == []
     # The watchdog leaves it alone for 10 minutes, then sends it again, once per 10 minutes.
     broker.down = False
-    assert exports_resend_lost() == []
+    assert jobs_resend_lost(DatasetSnapshot) == []
     later = timezone.now() + timedelta(minutes=11)
     with django_capture_on_commit_callbacks(execute=True):
-        assert exports_resend_lost(now=later) == [snapshot.pk]
-    assert exports_resend_lost(now=later + timedelta(minutes=1)) == []
+        assert jobs_resend_lost(DatasetSnapshot, now=later) == [snapshot.pk]
+    assert jobs_resend_lost(DatasetSnapshot, now=later + timedelta(minutes=1)) == []
     assert broker.sent == [("export_run", snapshot.pk)]
-    assert exports_resend_lost(now=later + timedelta(minutes=11)) == [snapshot.pk]
+    assert jobs_resend_lost(DatasetSnapshot, now=later + timedelta(minutes=11)) == [snapshot.pk]
     # a finished export is never resent
     DatasetSnapshot.objects.filter(pk=snapshot.pk).update(state=JobState.SUCCEEDED)
-    assert exports_resend_lost(now=later + timedelta(hours=2)) == []
+    assert jobs_resend_lost(DatasetSnapshot, now=later + timedelta(hours=2)) == []
 
 
 def test_lost_sampling_and_round_messages_are_resent(broker, project, django_capture_on_commit_callbacks):
@@ -73,12 +72,13 @@ def test_lost_sampling_and_round_messages_are_resent(broker, project, django_cap
     broker.down = False
     later = timezone.now() + timedelta(minutes=11)
     with django_capture_on_commit_callbacks(execute=True):
-        assert sampling_resend_lost(now=later) == [run.pk]
-        assert sampling_resend_lost(now=later + timedelta(minutes=1)) == []
-        assert rounds_watchdog(now=later)["resent"] == [round_.pk]
-        assert rounds_watchdog(now=later + timedelta(minutes=1))["resent"] == []
+        assert jobs_resend_lost(SamplingRun, now=later) == [run.pk]
+        assert jobs_resend_lost(SamplingRun, now=later + timedelta(minutes=1)) == []
+        assert jobs_watchdog(now=later)["round"]["resent"] == [round_.pk]
+        assert jobs_watchdog(now=later + timedelta(minutes=1))["round"]["resent"] == []
         # a second loss is covered too: sent again a period after the last re-send
-        assert rounds_watchdog(now=later + timedelta(minutes=11))["resent"] == [round_.pk]
-    assert broker.sent == [("sample_run", run.pk), ("round_run", round_.pk), ("round_run", round_.pk)]
+        assert jobs_watchdog(now=later + timedelta(minutes=11))["round"]["resent"] == [round_.pk]
+    # The watchdog re-sends every kind of job alike: the sampling run's second loss too.
+    assert broker.sent == [("sample_run", run.pk), ("round_run", round_.pk), ("round_run", round_.pk), ("sample_run", run.pk)]
     Round.objects.filter(pk=round_.pk).update(state=RoundState.SUCCEEDED)
-    assert rounds_watchdog(now=later + timedelta(hours=1))["resent"] == []
+    assert jobs_watchdog(now=later + timedelta(hours=1))["round"]["resent"] == []

@@ -14,8 +14,8 @@ from django.utils import timezone
 from annotation.models import Comparison, Response, ResponseSource
 from modeling.models import JobState, MemberKind, SamplingRun
 from modeling.services import sampling_start
-from modeling.services.sampling import SAMPLING_STALE_AFTER, sampling_execute
-from modeling.tasks import rounds_watchdog
+from modeling.services.sampling import sampling_execute
+from modeling.tasks import jobs_watchdog
 from tests.factories import MemberFactory, ProjectFactory, PromptFactory
 from tests.faults.support import broker_is_redis, counts, endpoint_holding_request, kill, redeliver_unacked, wait_for
 from tests.processes import database_url_for_workers, start_worker, stop
@@ -114,11 +114,11 @@ def test_a_sampling_run_whose_worker_was_killed_is_failed_by_the_watchdog_and_a_
         finally:
             stop(first)
         # Eleven minutes on, with no heartbeat: the beat-scheduled watchdog, on a real worker.
-        SamplingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - SAMPLING_STALE_AFTER - timedelta(minutes=1))
+        SamplingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - SamplingRun.stale_after - timedelta(minutes=1))
         second = gpu_worker("after", tmp_path, queues="default,gpu")
         try:
-            report = rounds_watchdog.delay().get(timeout=120)
-            assert report["sampling_failed_stale"] == [run.pk]
+            report = jobs_watchdog.delay().get(timeout=120)
+            assert report["samplingrun"]["failed_stale"] == [run.pk]
             run.refresh_from_db()
             assert run.state == JobState.FAILED and "worker lost" in run.error
             again = sampling_start(project=project, batch_size=1)

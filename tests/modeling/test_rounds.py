@@ -20,7 +20,6 @@ from modeling.services import (
     round_retry,
     round_start,
     rounds_start_due,
-    rounds_watchdog,
 )
 from modeling.tasks import round_run
 from tests.factories import (
@@ -32,6 +31,7 @@ from tests.factories import (
     ResponseFactory,
     UserFactory,
 )
+from modeling.services.watchdog import jobs_watchdog
 from tests.processes import database_url_for_workers, start_worker, stop, wait_until
 
 SMALL = {
@@ -260,12 +260,12 @@ def test_the_watchdog_fails_rounds_whose_heartbeat_stopped_and_resends_lost_ones
     lost = Round.objects.create(project=ProjectFactory(), number=1, state=RoundState.QUEUED)
     Round.objects.filter(pk=lost.pk).update(created_at=now - timedelta(minutes=30))
     with django_capture_on_commit_callbacks(execute=True):  # sent once committed (config.jobs)
-        result = rounds_watchdog(now=now)
+        result = jobs_watchdog(now=now)["round"]
     assert result == {"failed_stale": [stale.pk], "resent": [lost.pk]} and sent == [lost.pk]
     stale.refresh_from_db(), alive.refresh_from_db()
     assert stale.state == RoundState.FAILED and "worker lost" in stale.error
     assert alive.state == RoundState.TRAINING_DPO
-    assert rounds_watchdog(now=now) == {"failed_stale": [], "resent": []}  # a second tick changes nothing
+    assert jobs_watchdog(now=now)["round"] == {"failed_stale": [], "resent": []}  # a second tick changes nothing
 
 
 @pytest.mark.django_db
@@ -301,7 +301,7 @@ def test_a_worker_killed_mid_step_leaves_the_round_failed_and_a_retry_finishes_i
         stop(worker)
     round_.refresh_from_db()
     assert round_.state == RoundState.TRAINING_RM  # the row alone cannot know the worker is gone
-    rounds_watchdog(now=round_.heartbeat_at + timedelta(minutes=6))
+    jobs_watchdog(now=round_.heartbeat_at + timedelta(minutes=6))
     round_.refresh_from_db()
     assert round_.state == RoundState.FAILED and "worker lost" in round_.error
     assert not (tmp_path / "artifacts" / round_.artifacts_path / "reward_model").exists()

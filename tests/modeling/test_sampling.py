@@ -235,12 +235,12 @@ def test_a_sampling_run_whose_worker_died_is_failed_and_no_longer_blocks(project
 
     from django.utils import timezone
 
-    from modeling.services.sampling import sampling_fail_stale
+    from config.jobs import jobs_fail_stale
 
     run = SamplingRun.objects.create(project=project_with_prompts, state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=30))
     with pytest.raises(SamplingError):
         sampling_start(project=project_with_prompts)
-    assert sampling_fail_stale() == [run.pk] and sampling_fail_stale() == []
+    assert jobs_fail_stale(SamplingRun) == [run.pk] and jobs_fail_stale(SamplingRun) == []
     run.refresh_from_db()
     assert run.state == JobState.FAILED and "worker lost" in run.error
     with django_capture_on_commit_callbacks():
