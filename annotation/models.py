@@ -10,9 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-from config.jobs import Job, JobState
-
-__all__ = ["JobState"]  # re-exported: annotation code reads it from here
+from config.jobs import Job, JobState  # JobState: annotation code reads it from here too
 
 class Role(models.TextChoices):
     LABELER = "labeler", "Labeler"
