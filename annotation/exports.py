@@ -102,10 +102,8 @@ def _round_cut(project: Project, number: int | None) -> int | None:
         return None
     if number == 0:
         return 0
-    from modeling.models import Round
-
-    round_ = Round.objects.filter(project=project, number=number).first()
-    cut = (round_.metrics.get("snapshot", {}) or {}).get("last_judgment_id") if round_ else None
+    # Through the project's reverse relation: annotation does not import modeling.
+    cut = project.rounds.filter(number=number).values_list("last_judgment_id", flat=True).first()
     if cut is None:
         raise ExportError(f"round {number} has no snapshot to cut at")
     return cut

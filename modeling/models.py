@@ -167,6 +167,9 @@ class Round(Job):
     )
     log = models.TextField(blank=True)
     artifacts_path = models.CharField(max_length=500, blank=True, help_text="Relative to ARTIFACTS_DIR.")
+    # The round's cut, set by its snapshot step: it trained on the project's judgments up to this id.
+    # The next round's DPO data starts after it; exports can cut at it ("round_to": N).
+    last_judgment_id = models.PositiveBigIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
     class Meta:

@@ -360,9 +360,11 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
     final = workdir / SNAPSHOT_DIR
     existing = {s.purpose: s for s in DatasetSnapshot.objects.filter(round=round_)}
     if final.exists() and len(existing) == 3:
-        return json.loads((final / "summary.json").read_text())
+        summary = json.loads((final / "summary.json").read_text())
+        Round.objects.filter(pk=round_.pk).update(last_judgment_id=summary["last_judgment_id"])
+        return summary
     previous = Round.objects.filter(project=project, state=RoundState.SUCCEEDED, number__lt=round_.number).order_by("-number").first()
-    since_id = (previous.metrics.get("snapshot", {}).get("last_judgment_id", 0) if previous else 0) or 0
+    since_id = (previous.last_judgment_id if previous else 0) or 0
     last_id = Judgment.objects.filter(comparison__project=project).aggregate(n=Max("id"))["n"] or 0
     judgments = judgments_for_training(project=project).filter(id__lte=last_id)
     percent = int(config["heldout_percent"])
@@ -385,6 +387,7 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
         summary["files"][name] = {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     _publish(tmp, final)
+    Round.objects.filter(pk=round_.pk).update(last_judgment_id=last_id)
     purposes = {"rm": SnapshotPurpose.REWARD_MODEL, "dpo": SnapshotPurpose.DPO, "heldout": SnapshotPurpose.EVALUATION}
     filters = {
         "rm": {"judgments": f"all up to #{last_id}", "both_bad": "excluded", "split": f"not held out ({percent}% by prompt)"},
@@ -636,7 +639,7 @@ def rounds_start_due() -> list[int]:
         if Round.objects.filter(project=project, state__in=ACTIVE_ROUND_STATES).exists():
             continue
         last = Round.objects.filter(project=project, state=RoundState.SUCCEEDED).order_by("-number").first()
-        since = (last.metrics.get("snapshot", {}).get("last_judgment_id", 0) if last else 0) or 0
+        since = (last.last_judgment_id if last else 0) or 0
         new = Judgment.objects.filter(comparison__project=project, id__gt=since).count()
         if new >= project.round_min_new_judgments:
             try:

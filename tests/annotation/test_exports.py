@@ -85,6 +85,19 @@ def test_filters_negligible_gold_both_bad_and_majority(dataset):
     assert [r["pair_type"] for r in majority if r["comparison_id"] == c1.pk][1:] == ["edited_chosen", "edited_rejected"]
 
 
+def test_round_from_and_to_cut_at_the_rounds_last_judgment(dataset):
+    from annotation.models import Judgment
+    from modeling.models import Round
+
+    project = dataset[0]
+    ids = sorted(Judgment.objects.filter(comparison__project=project, both_bad=False).values_list("id", flat=True))
+    Round.objects.create(project=project, number=1, state="succeeded", last_judgment_id=ids[1])
+    up_to = {r["judgment_id"] for r in rows(project, "raw", round_to=1)}
+    after = {r["judgment_id"] for r in rows(project, "raw", round_from=1)}
+    assert up_to and max(up_to) <= ids[1] and after and min(after) > ids[1]
+    assert up_to | after == {r["judgment_id"] for r in rows(project, "raw")}
+
+
 @pytest.mark.parametrize(
     ("filters", "message"),
     [({"colour": "red"}, "unknown filter"), ({"date_from": "yesterday"}, "expected a date"),

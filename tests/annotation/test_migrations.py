@@ -55,3 +55,19 @@ def test_labeler_days_are_backfilled_from_the_judgments_already_submitted():
     finally:
         # Back to the newest schema for the tests after this one (the rows go with the flush).
         migrate(next(key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] == "annotation"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rounds_cut_moves_from_its_metrics_to_its_column():
+    apps = migrate(("modeling", "0007_job_base"))
+    Project, Round = apps.get_model("annotation", "Project"), apps.get_model("modeling", "Round")
+    project = Project.objects.create(name="p", slug="p")
+    snapshotted = Round.objects.create(project=project, number=1, state="succeeded", metrics={"snapshot": {"last_judgment_id": 41}})
+    fresh = Round.objects.create(project=project, number=2, state="failed", metrics={})
+    try:
+        apps = migrate(("modeling", "0008_round_last_judgment_id"))
+        Round = apps.get_model("modeling", "Round")
+        assert Round.objects.get(pk=snapshotted.pk).last_judgment_id == 41
+        assert Round.objects.get(pk=fresh.pk).last_judgment_id is None
+    finally:
+        migrate(next(key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] == "modeling"))

@@ -209,7 +209,8 @@ def test_the_next_round_trains_dpo_only_on_new_judgments_from_the_new_policy(tin
     dpo = third.metrics["training_dpo"]
     assert dpo["starting_member"] == f"{project.slug}-round-1"  # from the current best policy
     first.refresh_from_db()
-    first_ids = first.metrics["snapshot"]["last_judgment_id"]
+    first_ids = first.last_judgment_id  # the round's cut, a column
+    assert first_ids == first.metrics["snapshot"]["last_judgment_id"] and third.last_judgment_id > first_ids
     dpo_rows = (Path(settings.ARTIFACTS_DIR) / third.artifacts_path / "snapshot/dpo.jsonl").read_text().splitlines()
     assert dpo_rows and all(json.loads(r)["judgment_id"] > first_ids for r in dpo_rows)
 
