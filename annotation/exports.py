@@ -45,6 +45,11 @@ class ExportFilters:
     min_labeler_gold_accuracy: float | None = None  # drop labelers below this (with at least MIN_GOLD_JUDGMENTS gold judgments)
     include_both_bad: bool = False
     include_imported: bool = True
+    strengths: list | None = None  # only judgments of these strengths (None: all)
+    # The stable split by prompt hash (is_heldout): "train" leaves out the held-out prompts,
+    # "heldout" keeps only them. A round's snapshot files are exports with these set.
+    split: str = "all"  # all | train | heldout
+    heldout_percent: int = 10
 
     @classmethod
     def from_dict(cls, data: dict | None) -> ExportFilters:
@@ -78,6 +83,12 @@ class ExportFilters:
             value = getattr(filters, name)
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise ExportError(f"{name}: expected a round number")
+        if filters.strengths is not None and not all(isinstance(s, str) and s in Strength.values for s in filters.strengths):
+            raise ExportError(f"strengths: expected a list of {', '.join(Strength.values)}")
+        if filters.split not in ("all", "train", "heldout"):
+            raise ExportError("split: expected 'all', 'train' or 'heldout'")
+        if not 0 <= filters.heldout_percent <= 100:
+            raise ExportError("heldout_percent: expected a whole number from 0 to 100")
         return filters
 
     def as_dict(self) -> dict:
@@ -88,13 +99,10 @@ _FILTER_TYPES = {
     "date_from": (str,), "date_to": (str,), "round_from": (int,), "round_to": (int,),
     "exclude_gold": (bool,), "negligible": (str,), "aggregation": (str,),
     "min_labeler_gold_accuracy": (int, float), "include_both_bad": (bool,), "include_imported": (bool,),
+    "strengths": (list,), "split": (str,), "heldout_percent": (int,),
 }
-_NULLABLE_FILTERS = {"date_from", "date_to", "round_from", "round_to", "min_labeler_gold_accuracy"}
-_TYPE_NAMES = {(str,): "a string", (int,): "a whole number", (bool,): "true or false", (int, float): "a number"}
-
-
-def judgments_for_training(*, project: Project) -> QuerySet[Judgment]:
-    return Judgment.objects.filter(comparison__project=project, both_bad=False).order_by("id")
+_NULLABLE_FILTERS = {"date_from", "date_to", "round_from", "round_to", "min_labeler_gold_accuracy", "strengths"}
+_TYPE_NAMES = {(str,): "a string", (int,): "a whole number", (bool,): "true or false", (int, float): "a number", (list,): "a list"}
 
 
 def _round_cut(project: Project, number: int | None) -> int | None:
@@ -131,6 +139,8 @@ def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[
         query = query.exclude(strength=Strength.NEGLIGIBLY_BETTER)
     if not filters.include_imported:
         query = query.exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
+    if filters.strengths is not None:
+        query = query.filter(strength__in=filters.strengths)
     if filters.date_from:
         query = query.filter(submitted_at__date__gte=filters.date_from)
     if filters.date_to:
@@ -165,7 +175,7 @@ class ReadCounter:
         self.read = 0
 
 
-def _records(judgments, counter: ReadCounter | None = None) -> Iterator[SimpleNamespace]:
+def _records(judgments, counter: ReadCounter | None = None, split: tuple[str, int] | None = None) -> Iterator[SimpleNamespace]:
     """Judgments as light records with the attribute shape of the models (``j.chosen_response.text``).
 
     One ``values()`` query, streamed: building model instances for a judgment and its five
@@ -174,6 +184,8 @@ def _records(judgments, counter: ReadCounter | None = None) -> Iterator[SimpleNa
     for r in judgments.values(*_FIELDS).iterator(chunk_size=CHUNK):
         if counter is not None:
             counter.read += 1
+        if split is not None and is_heldout(r["comparison__prompt__content_hash"], split[1]) != (split[0] == "heldout"):
+            continue
         prompt = SimpleNamespace(
             pk=r["comparison__prompt_id"], messages=r["comparison__prompt__messages"],
             content_hash=r["comparison__prompt__content_hash"], category=r["comparison__prompt__category"],
@@ -229,15 +241,15 @@ def _pairs_of(judgment: Judgment, project: Project) -> Iterator[dict]:
         yield _pair(judgment, project, edited, rejected, judgment.strength, "edited_rejected")
 
 
-def preference_rows(*, project: Project, judgments, counter: ReadCounter | None = None) -> Iterator[dict]:
+def preference_rows(*, project: Project, judgments, counter: ReadCounter | None = None, split=None) -> Iterator[dict]:
     """TRL conversational preference rows (prompt/chosen/rejected/margin) with provenance."""
-    for judgment in _records(judgments, counter):
+    for judgment in _records(judgments, counter, split):
         yield from _pairs_of(judgment, project)
 
 
-def _by_comparison(judgments, counter: ReadCounter | None = None) -> Iterator[list[Judgment]]:
+def _by_comparison(judgments, counter: ReadCounter | None = None, split=None) -> Iterator[list[Judgment]]:
     group: list[Judgment] = []
-    for judgment in _records(judgments, counter):
+    for judgment in _records(judgments, counter, split):
         if group and judgment.comparison_id != group[0].comparison_id:
             yield group
             group = []
@@ -246,11 +258,11 @@ def _by_comparison(judgments, counter: ReadCounter | None = None) -> Iterator[li
         yield group
 
 
-def majority_rows(*, project: Project, judgments, counter: ReadCounter | None = None) -> Iterator[dict]:
+def majority_rows(*, project: Project, judgments, counter: ReadCounter | None = None, split=None) -> Iterator[dict]:
     """One chosen/rejected pair per comparison: the majority's winner, with the mean margin of
     all k labels signed toward it (a label for the other side counts negative); ties are dropped.
     Edits of labelers who agree with the majority follow as their own pairs."""
-    for group in _by_comparison(judgments, counter):
+    for group in _by_comparison(judgments, counter, split):
         votes = Counter(j.chosen_response_id for j in group)
         ranked = votes.most_common()
         if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
@@ -311,14 +323,15 @@ def export_rows(*, project: Project, format: str, filters: ExportFilters, counte
     if format not in FORMATS:
         raise ExportError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
     judgments = filtered_judgments(project=project, filters=filters)
+    split = None if filters.split == "all" else (filters.split, filters.heldout_percent)
     if format == "raw":
-        for judgment in _records(judgments, counter):
+        for judgment in _records(judgments, counter, split):
             yield _raw(judgment)
         return
     pairs = (
-        majority_rows(project=project, judgments=judgments, counter=counter)
+        majority_rows(project=project, judgments=judgments, counter=counter, split=split)
         if filters.aggregation == "majority"
-        else preference_rows(project=project, judgments=judgments, counter=counter)
+        else preference_rows(project=project, judgments=judgments, counter=counter, split=split)
     )
     if format == "trl-preference":
         yield from pairs

@@ -43,6 +43,9 @@ class FlagsField(serializers.DictField):
         "min_labeler_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
         "include_both_bad": {"type": "boolean"},
         "include_imported": {"type": "boolean"},
+        "strengths": {"type": "array", "items": {"type": "string", "enum": list(Strength.values)}, "nullable": True},
+        "split": {"type": "string", "enum": ["all", "train", "heldout"]},
+        "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
     },
 })
 class ExportFiltersField(serializers.DictField):

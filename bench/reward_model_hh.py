@@ -83,7 +83,7 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     import torch
 
-    from annotation.exports import is_heldout, judgments_for_training, preference_rows
+    from annotation.exports import ExportFilters, export_rows, is_heldout
     from annotation.importers import parse_hh
     from annotation.models import Project, Strength
     from annotation.services import preference_pairs_import
@@ -95,7 +95,9 @@ def main() -> int:
     with gzip.open(HH, "rt", encoding="utf-8") as lines:
         pairs, skipped = parse_hh(lines)
     imported = preference_pairs_import(project=project, pairs=pairs, source="hh-rlhf", strength=Strength.BETTER)
-    rows = list(preference_rows(project=project, judgments=judgments_for_training(project=project)))
+    # The rows a round's snapshot holds (modeling.services.rounds.snapshot_filters), split here at 20%.
+    everything = ExportFilters.from_dict({"exclude_gold": False, "include_imported": True})
+    rows = list(export_rows(project=project, format="trl-preference", filters=everything))
     train = [r for r in rows if not is_heldout(r["prompt_hash"], 20)][: args.train_pairs]
     heldout = [r for r in rows if is_heldout(r["prompt_hash"], 20)]
     if args.heldout_limit:

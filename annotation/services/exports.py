@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -191,6 +192,40 @@ def _reporting(rows, *, counter: ReadCounter, total: int, stats: CardStats, repo
             })
 
 
+@dataclass
+class Written:
+    """What ``dataset_write`` wrote: the file's sha256 and size, and the rows' statistics."""
+
+    sha256: str
+    size_bytes: int
+    stats: CardStats
+
+
+def dataset_write(*, project: Project, format: str, filters: ExportFilters, final: Path, file_format: str = "jsonl",
+                  report=None) -> Written:
+    """The one dataset writer, for a lead's export and a round's snapshot files alike: the rows of
+    ``format`` under ``filters``, streamed into a temporary file beside ``final`` (bounded memory
+    whatever the number of judgments), hashed, then renamed into place; nothing is left behind on
+    an error. ``report(progress)``: judgments read of the total, rows written, time and ETA."""
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    stats, counter = CardStats(), ReadCounter()
+    try:
+        rows = export_rows(project=project, format=format, filters=filters, counter=counter)
+        if report is not None:
+            total = filtered_judgments(project=project, filters=filters).count()
+            rows = _reporting(rows, counter=counter, total=total, stats=stats, report=report)
+        {"parquet": _write_parquet, "csv": _write_csv}.get(file_format, _write_jsonl)(rows, tmp, stats)
+        digest = hashlib.sha256()
+        with tmp.open("rb") as written:
+            for block in iter(lambda: written.read(1 << 20), b""):
+                digest.update(block)
+        tmp.rename(final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return Written(sha256=digest.hexdigest(), size_bytes=final.stat().st_size, stats=stats)
+
+
 def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
     """Write a queued export's file. A second delivery of its message (or a second worker on it)
     loses the claim and leaves the export to the first; a finished export is left alone."""
@@ -201,31 +236,22 @@ def export_execute(*, snapshot_id: int) -> DatasetSnapshot:
     folder = Path(settings.ARTIFACTS_DIR) / snapshot.project.slug / "exports"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"export-{snapshot.pk}-{snapshot.format}.{snapshot.file_format}"
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    stats = CardStats()
-    try:
-        filters = ExportFilters.from_dict(snapshot.filters)
-        counter = ReadCounter()
-        rows = export_rows(project=snapshot.project, format=snapshot.format, filters=filters, counter=counter)
-        total = filtered_judgments(project=snapshot.project, filters=filters).count()
-        writer = {"parquet": _write_parquet, "csv": _write_csv}.get(snapshot.file_format, _write_jsonl)
-        def report(progress: dict) -> None:
-            DatasetSnapshot.objects.filter(pk=snapshot_id).update(progress=progress, heartbeat_at=timezone.now())
 
-        writer(_reporting(rows, counter=counter, total=total, stats=stats, report=report), tmp, stats)
-        digest = hashlib.sha256()
-        with tmp.open("rb") as written:
-            for block in iter(lambda: written.read(1 << 20), b""):
-                digest.update(block)
-        tmp.rename(final)
-        snapshot.sha256, snapshot.row_count, snapshot.size_bytes = digest.hexdigest(), stats.rows, final.stat().st_size
+    def report(progress: dict) -> None:
+        DatasetSnapshot.objects.filter(pk=snapshot_id).update(progress=progress, heartbeat_at=timezone.now())
+
+    try:
+        written = dataset_write(
+            project=snapshot.project, format=snapshot.format, filters=ExportFilters.from_dict(snapshot.filters),
+            final=final, file_format=snapshot.file_format, report=report,
+        )
+        snapshot.sha256, snapshot.row_count, snapshot.size_bytes = written.sha256, written.stats.rows, written.size_bytes
         snapshot.path = str(final.relative_to(settings.ARTIFACTS_DIR))
-        snapshot.card = dataset_card(snapshot=snapshot, stats=stats)
+        snapshot.card = dataset_card(snapshot=snapshot, stats=written.stats)
         snapshot.state, snapshot.finished_at, snapshot.progress = JobState.SUCCEEDED, timezone.now(), {}
         snapshot.save(update_fields=["sha256", "row_count", "size_bytes", "path", "card", "state", "finished_at", "progress"])
         final.with_suffix(".README.md").write_text(snapshot.card)
     except Exception as exc:
-        tmp.unlink(missing_ok=True)
         DatasetSnapshot.objects.filter(pk=snapshot_id).update(
             state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
         )

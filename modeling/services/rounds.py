@@ -11,7 +11,6 @@ read here, never written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,6 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from annotation.exports import is_heldout, judgments_for_training, preference_rows
 from annotation.models import (
     AuditAction,
     DatasetSnapshot,
@@ -353,9 +351,27 @@ def _model_dir(member: CommitteeMember) -> str:
     return str(resolve_local_dir(member_spec(member), Path(settings.ARTIFACTS_DIR) / "models"))
 
 
+def snapshot_filters(*, round_number: int, previous_number: int | None, heldout_percent: int, dpo_strengths: list) -> dict:
+    """The export filters of a round's three files: every judgment up to the round's cut (gold and
+    imported ones included, both-bad ones not) split by prompt into training and held-out files,
+    and for DPO the strong ones since the previous successful round. An export with the same
+    filters is the same file, byte for byte."""
+    common = {"round_to": round_number, "exclude_gold": False, "include_imported": True, "include_both_bad": False,
+              "heldout_percent": heldout_percent}
+    return {
+        "rm": {**common, "split": "train"},
+        "dpo": {**common, "split": "train", "round_from": previous_number, "strengths": list(dpo_strengths)},
+        "heldout": {**common, "split": "heldout"},
+    }
+
+
 def _step_snapshot(round_: Round, workdir: Path) -> dict:
-    """Freeze the training data: all judgments for the RM, those since the last successful round
-    (strong ones) for DPO, a held-out split by prompt for evaluation. Each is a DatasetSnapshot."""
+    """Freeze the training data: the round's cut (its last judgment) is set, then its three files
+    are written by the export writer (annotation.services.exports.dataset_write), each recorded as a
+    DatasetSnapshot of the round with the filters that reproduce it."""
+    from annotation.exports import ExportFilters
+    from annotation.services.exports import dataset_write
+
     project, config = round_.project, round_.config
     final = workdir / SNAPSHOT_DIR
     existing = {s.purpose: s for s in DatasetSnapshot.objects.filter(round=round_)}
@@ -366,38 +382,26 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
     previous = Round.objects.filter(project=project, state=RoundState.SUCCEEDED, number__lt=round_.number).order_by("-number").first()
     since_id = (previous.last_judgment_id if previous else 0) or 0
     last_id = Judgment.objects.filter(comparison__project=project).aggregate(n=Max("id"))["n"] or 0
-    judgments = judgments_for_training(project=project).filter(id__lte=last_id)
+    Round.objects.filter(pk=round_.pk).update(last_judgment_id=last_id)  # the cut the files' filters name
     percent = int(config["heldout_percent"])
-    strengths = set(config["dpo_strengths"])
-    files = {"rm": [], "dpo": [], "heldout": []}
-    for row in preference_rows(project=project, judgments=judgments):
-        if is_heldout(row["prompt_hash"], percent):
-            files["heldout"].append(row)
-        else:
-            files["rm"].append(row)
-            if row["judgment_id"] > since_id and row["strength"] in strengths:
-                files["dpo"].append(row)
-    if not files["rm"]:
-        raise RoundError("No judgments to train on outside the held-out split yet")
+    filters = snapshot_filters(round_number=round_.number, previous_number=previous.number if previous else None,
+                               heldout_percent=percent, dpo_strengths=config["dpo_strengths"])
     tmp = _tmp_dir(final)
     summary = {"last_judgment_id": last_id, "dpo_since_judgment_id": since_id, "heldout_percent": percent, "files": {}}
-    for name, rows in files.items():
-        data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode("utf-8")
-        (tmp / f"{name}.jsonl").write_bytes(data)
-        summary["files"][name] = {"rows": len(rows), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    for name, part in filters.items():
+        written = dataset_write(project=project, format="trl-preference", filters=ExportFilters.from_dict(part),
+                                final=tmp / f"{name}.jsonl")
+        summary["files"][name] = {"rows": written.stats.rows, "sha256": written.sha256, "bytes": written.size_bytes}
+    if not summary["files"]["rm"]["rows"]:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RoundError("No judgments to train on outside the held-out split yet")
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
     _publish(tmp, final)
-    Round.objects.filter(pk=round_.pk).update(last_judgment_id=last_id)
     purposes = {"rm": SnapshotPurpose.REWARD_MODEL, "dpo": SnapshotPurpose.DPO, "heldout": SnapshotPurpose.EVALUATION}
-    filters = {
-        "rm": {"judgments": f"all up to #{last_id}", "both_bad": "excluded", "split": f"not held out ({percent}% by prompt)"},
-        "dpo": {"judgments": f"#{since_id + 1} to #{last_id}", "strengths": sorted(strengths), "split": "not held out"},
-        "heldout": {"judgments": f"all up to #{last_id}", "split": f"held out ({percent}% by prompt)"},
-    }
     DatasetSnapshot.objects.filter(round=round_).delete()
     for name, info in summary["files"].items():
         DatasetSnapshot.objects.create(
-            project=project, purpose=purposes[name], format="trl-preference", filters=filters[name],
+            project=project, purpose=purposes[name], format="trl-preference", filters=ExportFilters.from_dict(filters[name]).as_dict(),
             row_count=info["rows"], sha256=info["sha256"], size_bytes=info["bytes"],
             path=str((final / f"{name}.jsonl").relative_to(settings.ARTIFACTS_DIR)), round=round_,
             created_by=round_.created_by,

@@ -85,6 +85,19 @@ def test_filters_negligible_gold_both_bad_and_majority(dataset):
     assert [r["pair_type"] for r in majority if r["comparison_id"] == c1.pk][1:] == ["edited_chosen", "edited_rejected"]
 
 
+def test_strengths_and_the_split_by_prompt_select_rows(dataset):
+    from annotation.exports import is_heldout
+
+    project = dataset[0]
+    everything = rows(project, "trl-preference", exclude_gold=False)
+    strong = rows(project, "trl-preference", exclude_gold=False, strengths=["significantly_better"])
+    assert strong and {r["strength"] for r in strong if r["pair_type"] == "chosen_rejected"} == {"significantly_better"}
+    train = rows(project, "trl-preference", exclude_gold=False, split="train", heldout_percent=50)
+    heldout = rows(project, "trl-preference", exclude_gold=False, split="heldout", heldout_percent=50)
+    assert all(not is_heldout(r["prompt_hash"], 50) for r in train) and all(is_heldout(r["prompt_hash"], 50) for r in heldout)
+    assert len(train) + len(heldout) == len(everything)
+
+
 def test_round_from_and_to_cut_at_the_rounds_last_judgment(dataset):
     from annotation.models import Judgment
     from modeling.models import Round
@@ -102,7 +115,9 @@ def test_round_from_and_to_cut_at_the_rounds_last_judgment(dataset):
     ("filters", "message"),
     [({"colour": "red"}, "unknown filter"), ({"date_from": "yesterday"}, "expected a date"),
      ({"aggregation": "mean"}, "'each' or 'majority'"), ({"min_labeler_gold_accuracy": 2}, "from 0 to 1"),
-     ({"round_from": 3}, "round 3 has no snapshot")],
+     ({"round_from": 3}, "round 3 has no snapshot"), ({"strengths": ["huge"]}, "strengths: expected a list of"),
+     ({"strengths": "better"}, "strengths: expected a list"), ({"split": "test"}, "'all', 'train' or 'heldout'"),
+     ({"heldout_percent": 101}, "from 0 to 100")],
 )
 def test_bad_filters_are_named(dataset, filters, message):
     project = dataset[0]

@@ -31,6 +31,7 @@ from tests.factories import (
     ResponseFactory,
     UserFactory,
 )
+from annotation.services.exports import export_execute, export_start
 from modeling.services.watchdog import jobs_watchdog
 from tests.processes import database_url_for_workers, start_worker, stop, wait_until
 
@@ -101,6 +102,11 @@ def test_a_round_trains_evaluates_and_registers_a_policy_then_a_rerun_is_a_no_op
     for snap in snapshots.values():
         data = (Path(settings.ARTIFACTS_DIR) / snap.path).read_bytes()
         assert hashlib.sha256(data).hexdigest() == snap.sha256 and data.count(b"\n") == snap.row_count
+        # One dataset writer: a lead's export with the snapshot's filters is the same file.
+        with django_capture_on_commit_callbacks():
+            export = export_start(project=project, format=snap.format, filters=snap.filters)
+        export = export_execute(snapshot_id=export.pk)
+        assert (Path(settings.ARTIFACTS_DIR) / export.path).read_bytes() == data and export.sha256 == snap.sha256
     rm_rows = [json.loads(line) for line in (workdir / "snapshot/rm.jsonl").read_text().splitlines()]
     dpo_rows = [json.loads(line) for line in (workdir / "snapshot/dpo.jsonl").read_text().splitlines()]
     assert {r["strength"] for r in dpo_rows} <= {"significantly_better", "better"}
