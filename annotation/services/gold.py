@@ -1,6 +1,6 @@
 """Gold items: a lead marks a comparison whose better answer is known, from the comparison's page.
 
-The queue then shows it to every labeler at the project's gold rate (annotation/services/labeling.py)
+The queue then shows it to every labeler at the project's gold rate (annotation/services/labeling/queue.py)
 and the quality page scores labelers on it. Clearing the mark makes it an ordinary comparison again;
 judgments already given on it stay.
 """

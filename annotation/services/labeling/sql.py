@@ -1,0 +1,108 @@
+"""The labeling hot path's SQL: the lease, the live-lease read, the lease's insert, the locked
+assignment, the one-statement submit (PostgreSQL) and the day count, each with why it is written
+so. Raw SQL because these run on every "next" and submit, where the ORM spent more time compiling
+than the database spent answering; together, a reviewer reads all the queue asks of the database
+in one place."""
+
+# The lease is one UPDATE: pick the first comparison of a kind, lock it, take a slot, return its
+# responses. On PostgreSQL the pick is ``FOR UPDATE SKIP LOCKED``: a comparison another request
+# is leasing right now is passed over, not waited for; a comparison whose slot count a
+# committed lease changed after our snapshot is re-read when locked (READ COMMITTED re-checks
+# the row's WHERE against its newest version), so ``slots_taken < k`` holds at the moment the
+# slot is taken. On SQLite writers are serialised (BEGIN IMMEDIATE) and the clause is empty.
+# Raw SQL because this runs on every "next" and the ORM spent more time compiling the
+# Exists/OuterRef version than PostgreSQL spent answering it.
+LEASE_SQL = """
+UPDATE annotation_comparison SET slots_taken = slots_taken + 1
+WHERE id = (
+    SELECT c.id FROM annotation_comparison c
+    WHERE c.project_id = %(project)s AND c.is_gold = %(gold)s AND c.source <> %(imported)s
+      AND c.slots_taken >= %(low)s AND c.slots_taken < %(high)s
+      AND NOT EXISTS (
+          SELECT 1 FROM annotation_assignment a WHERE a.comparison_id = c.id AND a.labeler_id = %(labeler)s
+      )
+    ORDER BY c.slots_taken, c.id
+    LIMIT 1{lock}
+)
+RETURNING id, response_a_id, response_b_id
+"""
+
+
+LIVE_LEASES_SQL = """
+SELECT a.id, a.comparison_id, a.left_response_id, a.leased_at, a.expires_at
+FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
+WHERE a.labeler_id = %s AND a.state = 'leased' AND a.expires_at > %s AND c.project_id = %s
+ORDER BY a.leased_at, a.id
+"""
+
+
+# PostgreSQL: the slot and the assignment in one statement, atomic by itself (no BEGIN/COMMIT
+# round trips): the UPDATE above as a data-modifying CTE feeding the INSERT. A unique violation
+# (the same labeler leasing in two tabs) fails the whole statement, slot included.
+LEASE_INSERT_SQL = """
+WITH picked AS ({lease})
+INSERT INTO annotation_assignment (comparison_id, labeler_id, left_response_id, state, leased_at, expires_at, skip_reason)
+SELECT id, %(labeler)s, CASE WHEN %(left_is_a)s THEN response_a_id ELSE response_b_id END, 'leased', %(now)s, %(expires)s, ''
+FROM picked
+RETURNING id, comparison_id, left_response_id
+"""
+
+
+# The caller's own assignment with what a submit needs of its comparison, row-locked, in a
+# project where the caller still has a role (a superuser always has one). Raw SQL for the same
+# reason as the lease: this runs on every submit.
+LOCKED_ASSIGNMENT_SQL = """
+SELECT a.id, a.comparison_id, a.labeler_id, a.left_response_id, a.state, a.leased_at, a.expires_at,
+       a.ended_at, a.skip_reason, c.project_id, c.prompt_id, c.response_a_id, c.response_b_id
+FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
+WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
+  AND (%(superuser)s OR EXISTS (
+      SELECT 1 FROM annotation_membership m WHERE m.project_id = c.project_id AND m.user_id = %(labeler)s
+  )){lock}
+"""
+
+
+# PostgreSQL, a verdict without an edit (most submits): end the lease and write the judgment in
+# one statement, atomic by itself. It matches only the caller's own live lease in a project they
+# belong to; anything else (replay, expired, foreign, unknown) matches nothing and takes the
+# locked path below, which says exactly why.
+SUBMIT_SQL = """
+WITH ended AS (
+    UPDATE annotation_assignment AS a SET state = 'submitted', ended_at = %(now)s
+    FROM annotation_comparison c
+    WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s AND a.state = 'leased' AND a.expires_at > %(now)s
+      AND c.id = a.comparison_id
+      AND (%(superuser)s OR EXISTS (
+          SELECT 1 FROM annotation_membership m WHERE m.project_id = c.project_id AND m.user_id = %(labeler)s
+      ))
+    RETURNING a.id, a.comparison_id, a.left_response_id, a.leased_at, c.project_id,
+              CASE WHEN a.left_response_id = c.response_a_id THEN c.response_b_id ELSE c.response_a_id END AS right_id
+), counted AS (  -- "done today" (LabelerDay), in the same statement as the judgment
+    INSERT INTO annotation_labelerday (labeler_id, project_id, day, judgments)
+    SELECT %(labeler)s, project_id, %(day)s, 1 FROM ended
+    ON CONFLICT (labeler_id, project_id, day) DO UPDATE SET judgments = annotation_labelerday.judgments + 1
+)
+INSERT INTO annotation_judgment (
+    assignment_id, comparison_id, labeler_id, chosen_response_id, rejected_response_id, strength,
+    left_response_id, both_bad, edited_response_id, attributes, flags, rationale, leased_at,
+    submitted_at, time_on_task_ms, idempotency_key
+)
+SELECT id, comparison_id, %(labeler)s,
+       CASE WHEN %(chosen_left)s THEN left_response_id ELSE right_id END,
+       CASE WHEN %(chosen_left)s THEN right_id ELSE left_response_id END,
+       %(strength)s, left_response_id, %(both_bad)s, NULL,
+       jsonb_strip_nulls(jsonb_build_object(left_response_id::text, %(attributes_left)s::jsonb, right_id::text, %(attributes_right)s::jsonb)),
+       jsonb_strip_nulls(jsonb_build_object(left_response_id::text, %(flags_left)s::jsonb, right_id::text, %(flags_right)s::jsonb)),
+       %(rationale)s, leased_at, %(now)s, floor(extract(epoch FROM (%(now)s - leased_at)) * 1000)::int, %(key)s
+FROM ended
+RETURNING id, assignment_id, comparison_id, chosen_response_id, rejected_response_id, left_response_id,
+          attributes, flags, leased_at, time_on_task_ms, (SELECT project_id FROM ended)
+"""
+
+
+# The locked path's "done today" (LabelerDay), in the submit's transaction; SQLite and
+# PostgreSQL both take ON CONFLICT ... DO UPDATE.
+COUNT_SQL = """
+INSERT INTO annotation_labelerday (labeler_id, project_id, day, judgments) VALUES (%s, %s, %s, 1)
+ON CONFLICT (labeler_id, project_id, day) DO UPDATE SET judgments = annotation_labelerday.judgments + 1
+"""

@@ -1,0 +1,300 @@
+"""Verdicts: validate, submit (one SQL statement on PostgreSQL without an edit, the locked Python
+path otherwise; tests/annotation/test_submit_paths.py keeps them equal) and skip."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from rapidfuzz.distance import Levenshtein
+
+from annotation.models import (
+    Assignment,
+    AssignmentState,
+    Comparison,
+    Judgment,
+    Project,
+    Response,
+    ResponseSource,
+    Strength,
+)
+from annotation.services.labeling.common import (
+    ATTRIBUTES,
+    AlreadyEnded,
+    AssignmentNotFound,
+    FLAGS,
+    IdempotencyKeyReused,
+    InvalidVerdict,
+    LeaseExpired,
+    MAX_RATIONALE_CHARS,
+    MAX_SKIP_REASON_CHARS,
+    SIDES,
+    aware,
+    db_time,
+    insert_row,
+)
+from annotation.services.labeling.sql import COUNT_SQL, LOCKED_ASSIGNMENT_SQL, SUBMIT_SQL
+from config import db
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a labeler submits, by screen side; the service maps sides to responses."""
+
+    chosen: str  # "left" | "right"
+    strength: str
+    both_bad: bool = False
+    edit: str | None = None  # the improved chosen response, or None for "no edit needed"
+    attributes: dict = field(default_factory=dict)  # {"left": {"helpfulness": 3, ...}, "right": {...}}
+    flags: dict = field(default_factory=dict)  # {"left": ["unsafe"], "right": []}
+    rationale: str = ""
+    idempotency_key: str = ""
+
+
+def _normalise_whitespace(text: str) -> str:
+    return " ".join(text.split())
+
+
+def verdict_validate(verdict: Verdict, project: Project | None) -> None:
+    """Check a verdict; ``project`` (for the edit rules) is needed only when it carries an edit."""
+    if verdict.chosen not in SIDES:
+        raise InvalidVerdict(f"chosen: expected 'left' or 'right', got {verdict.chosen!r}")
+    if verdict.strength not in Strength.values:
+        raise InvalidVerdict(f"strength: expected one of {', '.join(Strength.values)}, got {verdict.strength!r}")
+    if verdict.edit is not None:
+        if not project.edit_step:
+            raise InvalidVerdict("edit: this project has no edit step")
+        if len(verdict.edit) > project.max_edit_chars:
+            raise InvalidVerdict(f"edit: longer than the project's limit of {project.max_edit_chars} characters")
+        if not verdict.edit.strip():
+            raise InvalidVerdict("edit: an edit cannot be empty; send null for 'no edit needed'")
+    if len(verdict.rationale) > MAX_RATIONALE_CHARS:
+        raise InvalidVerdict(f"rationale: longer than {MAX_RATIONALE_CHARS} characters")
+    if len(verdict.idempotency_key) > 64:
+        raise InvalidVerdict("idempotency_key: at most 64 characters")
+    for side, ratings in verdict.attributes.items():
+        if side not in SIDES or not isinstance(ratings, dict):
+            raise InvalidVerdict("attributes: expected {'left': {...}, 'right': {...}}")
+        for name, value in ratings.items():
+            if name not in ATTRIBUTES:
+                raise InvalidVerdict(f"attributes.{side}.{name}: not one of {', '.join(ATTRIBUTES)}")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 4:
+                raise InvalidVerdict(f"attributes.{side}.{name}: expected an integer from 0 to 4")
+    for side, flags in verdict.flags.items():
+        if side not in SIDES or not isinstance(flags, list):
+            raise InvalidVerdict("flags: expected {'left': [...], 'right': [...]}")
+        unknown = set(flags) - set(FLAGS)
+        if unknown:
+            raise InvalidVerdict(f"flags.{side}: unknown {sorted(unknown)}; use {', '.join(FLAGS)}")
+
+
+def _locked_assignment(*, assignment_id: int, labeler) -> Assignment:
+    """The caller's own assignment, row-locked, with its comparison (ids only) attached."""
+    lock = " FOR UPDATE OF a" if connection.features.has_select_for_update_of else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            LOCKED_ASSIGNMENT_SQL.format(lock=lock),
+            {"assignment": assignment_id, "labeler": labeler.pk, "superuser": labeler.is_superuser},
+        )
+        row = cursor.fetchone()
+    if row is None:
+        # Someone else's lease reads as "not found": its existence is none of this labeler's business.
+        raise AssignmentNotFound("No such assignment for you")
+    pk, comparison_id, labeler_id, left_id, state, leased_at, expires_at, ended_at, skip_reason, project_id, prompt_id, a_id, b_id = row
+    assignment = Assignment(
+        id=pk, comparison_id=comparison_id, labeler_id=labeler_id, left_response_id=left_id, state=state,
+        leased_at=aware(leased_at), expires_at=aware(expires_at),
+        ended_at=ended_at and aware(ended_at), skip_reason=skip_reason,
+    )
+    assignment._state.adding, assignment._state.db = False, connection.alias
+    assignment.comparison = Comparison(
+        id=comparison_id, project_id=project_id, prompt_id=prompt_id, response_a_id=a_id, response_b_id=b_id
+    )
+    return assignment
+
+
+def _submit_postgresql(*, assignment_id: int, labeler, verdict: Verdict, now) -> Judgment | None:
+    def side(values: dict, name: str):
+        value = values.get(name)
+        return json.dumps(sorted(set(value)) if isinstance(value, list) else value) if value else None
+
+    params = {
+        "now": now, "day": timezone.localdate(now), "assignment": assignment_id, "labeler": labeler.pk,
+        "superuser": labeler.is_superuser,
+        "chosen_left": verdict.chosen == "left", "strength": verdict.strength, "both_bad": verdict.both_bad,
+        "attributes_left": side(verdict.attributes, "left"), "attributes_right": side(verdict.attributes, "right"),
+        "flags_left": side(verdict.flags, "left"), "flags_right": side(verdict.flags, "right"),
+        "rationale": verdict.rationale, "key": verdict.idempotency_key,
+    }
+    with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+        db.execute(cursor, "arbiter_submit", SUBMIT_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, assignment_pk, comparison_id, chosen_id, rejected_id, left_id, attributes, flags, leased_at, ms, project_id = row
+    # Django has psycopg hand jsonb back as text (JSONField decodes it); so do we.
+    attributes, flags = (json.loads(v) if isinstance(v, str) else v for v in (attributes, flags))
+    judgment = Judgment(
+        id=pk, assignment_id=assignment_pk, comparison_id=comparison_id, labeler_id=labeler.pk,
+        chosen_response_id=chosen_id, rejected_response_id=rejected_id, strength=verdict.strength,
+        left_response_id=left_id, both_bad=verdict.both_bad, edited_response_id=None, attributes=attributes,
+        flags=flags, rationale=verdict.rationale, leased_at=leased_at, submitted_at=now, time_on_task_ms=ms,
+        idempotency_key=verdict.idempotency_key,
+    )
+    judgment._state.adding, judgment._state.db = False, connection.alias
+    judgment.comparison = Comparison(id=comparison_id, project_id=project_id)
+    return judgment
+
+
+def judgment_submit(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[Judgment, bool]:
+    """Record the verdict, the edit and the end of the lease together, or nothing.
+
+    Returns ``(judgment, created)``; a retry with the same idempotency key returns the first
+    judgment with ``created=False``. A different second verdict is refused.
+    """
+    if connection.vendor == "postgresql" and verdict.edit is None:
+        verdict_validate(verdict, None)
+        judgment = _submit_postgresql(assignment_id=assignment_id, labeler=labeler, verdict=verdict, now=timezone.now())
+        if judgment is not None:
+            return judgment, True
+    return _judgment_submit_locked(assignment_id=assignment_id, labeler=labeler, verdict=verdict)
+
+
+def _response_by_side(assignment: Assignment) -> dict[str, int]:
+    """The response ids the labeler saw on the left and on the right."""
+    comparison, left_id = assignment.comparison, assignment.left_response_id
+    return {"left": left_id, "right": comparison.response_b_id if left_id == comparison.response_a_id else comparison.response_a_id}
+
+
+def _by_response(verdict: Verdict, by_side: dict[str, int]) -> tuple[dict, dict]:
+    """The verdict's ratings and flags keyed by response id, as a judgment stores them (sides the
+    labeler did not rate are left out; so are unknown sides, which only an unvalidated retry has)."""
+    attributes = {str(by_side[side]): ratings for side, ratings in verdict.attributes.items() if ratings and side in by_side}
+    flags = {str(by_side[side]): sorted(set(names)) for side, names in verdict.flags.items() if names and side in by_side}
+    return attributes, flags
+
+
+def _same_verdict(judgment: Judgment, verdict: Verdict, assignment: Assignment) -> bool:
+    """Whether ``verdict`` is the request that recorded ``judgment``, as the submit would store it."""
+    by_side = _response_by_side(assignment)
+    if verdict.edit is None:
+        same_edit = judgment.edited_response_id is None
+    elif judgment.edited_response_id is not None:
+        same_edit = judgment.edited_response.text == verdict.edit
+    else:  # the first edit changed only whitespace, so none was stored
+        same_edit = _normalise_whitespace(verdict.edit) == _normalise_whitespace(judgment.chosen_response.text)
+    return (
+        same_edit
+        and judgment.chosen_response_id == by_side.get(verdict.chosen)
+        and judgment.strength == verdict.strength
+        and judgment.both_bad == verdict.both_bad
+        and judgment.rationale == verdict.rationale
+        and (judgment.attributes, judgment.flags) == _by_response(verdict, by_side)
+    )
+
+
+@transaction.atomic
+def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[Judgment, bool]:
+    """The general path: lock the assignment, say why a submit cannot be taken, write an edit."""
+    assignment = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
+    if assignment.state == AssignmentState.SUBMITTED:
+        existing = Judgment.objects.select_related("edited_response", "chosen_response").get(assignment=assignment)
+        if verdict.idempotency_key and verdict.idempotency_key == existing.idempotency_key:
+            # A retry is the same request sent again; the same key on another verdict is a client
+            # bug, and answering 200 with the first judgment would drop the second one silently.
+            if not _same_verdict(existing, verdict, assignment):
+                raise IdempotencyKeyReused(
+                    "This Idempotency-Key was already used for a different verdict on this comparison; "
+                    "the first verdict stands. Use a new key for a new request."
+                )
+            return existing, False
+        raise AlreadyEnded("This comparison is already judged; a judgment cannot be changed by resubmitting")
+    now = timezone.now()
+    if assignment.state == AssignmentState.EXPIRED or (
+        assignment.state == AssignmentState.LEASED and assignment.expires_at <= now
+    ):
+        raise LeaseExpired("This lease expired and the comparison went back to the pool; ask for the next one")
+    if assignment.state != AssignmentState.LEASED:
+        raise AlreadyEnded(f"This assignment was {assignment.state}; ask for the next comparison")
+
+    # The project's settings matter only to an edit: don't read the project row for every submit.
+    verdict_validate(verdict, Project.objects.get(pk=assignment.comparison.project_id) if verdict.edit is not None else None)
+    comparison = assignment.comparison
+    by_side = _response_by_side(assignment)
+    left_id = by_side["left"]
+    chosen_id = by_side[verdict.chosen]
+    rejected_id = by_side["right" if verdict.chosen == "left" else "left"]
+    attributes, flags = _by_response(verdict, by_side)
+
+    edited = None
+    if verdict.edit is not None:
+        chosen = Response.objects.get(pk=chosen_id)
+        # Whitespace-only changes are not an edit: they would train "edited > chosen" on noise.
+        if _normalise_whitespace(verdict.edit) != _normalise_whitespace(chosen.text):
+            edited = Response.objects.create(
+                prompt_id=comparison.prompt_id,
+                source=ResponseSource.HUMAN_EDIT,
+                text=verdict.edit,
+                parent=chosen,
+                author=labeler,
+                edit_distance=Levenshtein.distance(chosen.text, verdict.edit),
+            )
+
+    judgment = insert_row(
+        Judgment,
+        assignment=assignment,
+        comparison=comparison,
+        labeler=labeler,
+        chosen_response_id=chosen_id,
+        rejected_response_id=rejected_id,
+        strength=verdict.strength,
+        left_response_id=left_id,
+        both_bad=verdict.both_bad,
+        edited_response=edited,
+        attributes=attributes,
+        flags=flags,
+        rationale=verdict.rationale,
+        leased_at=assignment.leased_at,
+        submitted_at=now,
+        time_on_task_ms=int((now - assignment.leased_at).total_seconds() * 1000),
+        idempotency_key=verdict.idempotency_key,
+    )
+    assignment.state = AssignmentState.SUBMITTED
+    assignment.ended_at = now
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE annotation_assignment SET state = %s, ended_at = %s WHERE id = %s",
+            [assignment.state, db_time(now), assignment.pk],
+        )
+        cursor.execute(COUNT_SQL, [labeler.pk, comparison.project_id, connection.ops.adapt_datefield_value(timezone.localdate(now))])
+    return judgment, True
+
+
+@transaction.atomic
+def assignment_skip(*, assignment_id: int, labeler, reason: str) -> Assignment:
+    """End a lease without a verdict; the comparison returns to the pool for other labelers."""
+    reason = reason.strip()
+    if not reason:
+        raise InvalidVerdict("reason: say why you skip (e.g. 'cannot judge code', 'prompt unclear')")
+    if len(reason) > MAX_SKIP_REASON_CHARS:
+        raise InvalidVerdict(f"reason: at most {MAX_SKIP_REASON_CHARS} characters")
+    assignment = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
+    if assignment.state == AssignmentState.SKIPPED:
+        return assignment  # a retried skip
+    now = timezone.now()
+    if assignment.state == AssignmentState.EXPIRED or (
+        assignment.state == AssignmentState.LEASED and assignment.expires_at <= now
+    ):
+        raise LeaseExpired("This lease expired already; ask for the next comparison")
+    if assignment.state != AssignmentState.LEASED:
+        raise AlreadyEnded(f"This assignment was {assignment.state}; it cannot be skipped")
+    assignment.state = AssignmentState.SKIPPED
+    assignment.ended_at = now
+    assignment.skip_reason = reason
+    assignment.save(update_fields=["state", "ended_at", "skip_reason"])
+    Comparison.objects.filter(pk=assignment.comparison_id, slots_taken__gt=0).update(slots_taken=F("slots_taken") - 1)
+    return assignment
