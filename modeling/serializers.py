@@ -37,7 +37,7 @@ def _train_settings_schema() -> dict:
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
-# The settings a round takes (modeling/services/rounds.py checks the same, with names in its errors).
+# The settings a round takes (modeling/services/rounds/settings.py checks the same, with names in its errors).
 @extend_schema_field({
     "type": "object", "additionalProperties": False,
     "properties": {

@@ -142,14 +142,14 @@ def test_a_round_reports_steps_loss_accuracy_and_eta_and_logs_the_trainer_not_st
 
     monkeypatch.setattr(training, "REPORT_EVERY_S", 0.0)  # every step, so a 3-step run shows each
     reports, rows = [], []
-    relay = rounds._StepProgress.__call__
+    relay = rounds.StepProgress.__call__
 
     def spy(self, report):
         reports.append((self.step, dict(report)))
         relay(self, report)
         rows.append(Round.objects.values("state", "progress").get(pk=self.round_id))  # what the page reads
 
-    monkeypatch.setattr(rounds._StepProgress, "__call__", spy)
+    monkeypatch.setattr(rounds.StepProgress, "__call__", spy)
     project, _ = labelled_project(tiny_model_dir)
     with django_capture_on_commit_callbacks():
         round_ = round_start(project=project, config=SMALL)
