@@ -21,6 +21,7 @@ from typing import Iterator
 from django.db.models import QuerySet
 
 from annotation.models import IMPORTED_ACCOUNT_PREFIX, MIN_GOLD_JUDGMENTS, Judgment, Project, Strength
+from config.schema import schema_problem
 
 EDIT_OVER_CHOSEN_STRENGTH = Strength.SLIGHTLY_BETTER
 FORMATS = ("trl-preference", "trl-preference-text", "kto", "sft", "hh", "raw")
@@ -58,13 +59,11 @@ class ExportFilters:
         unknown = set(data) - known
         if unknown:
             raise ExportError(f"unknown filter(s) {sorted(unknown)}; known: {sorted(known)}")
-        # Types first: a string where a number goes must be a 400, not a TypeError (a 500) below.
-        for name, value in data.items():
-            kinds = _FILTER_TYPES[name]
-            if value is None and name in _NULLABLE_FILTERS:
-                continue
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise ExportError(f"{name}: expected {_TYPE_NAMES[kinds]}, got {value!r}")
+        # Types, choices and ranges, from the schema the API publishes: a string where a number
+        # goes must be a 400 naming the filter, not a TypeError (a 500) below.
+        problem = schema_problem(data, FILTERS_SCHEMA)
+        if problem:
+            raise ExportError(problem)
         filters = cls(**data)
         for name in ("date_from", "date_to"):
             value = getattr(filters, name)
@@ -73,36 +72,33 @@ class ExportFilters:
                     date.fromisoformat(value)
                 except (TypeError, ValueError):
                     raise ExportError(f"{name}: expected a date like 2026-11-01, got {value!r}") from None
-        if filters.negligible not in ("keep", "exclude"):
-            raise ExportError("negligible: expected 'keep' or 'exclude'")
-        if filters.aggregation not in ("each", "majority"):
-            raise ExportError("aggregation: expected 'each' or 'majority'")
-        if filters.min_labeler_gold_accuracy is not None and not 0 <= filters.min_labeler_gold_accuracy <= 1:
-            raise ExportError("min_labeler_gold_accuracy: expected a number from 0 to 1")
-        for name in ("round_from", "round_to"):
-            value = getattr(filters, name)
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ExportError(f"{name}: expected a round number")
-        if filters.strengths is not None and not all(isinstance(s, str) and s in Strength.values for s in filters.strengths):
-            raise ExportError(f"strengths: expected a list of {', '.join(Strength.values)}")
-        if filters.split not in ("all", "train", "heldout"):
-            raise ExportError("split: expected 'all', 'train' or 'heldout'")
-        if not 0 <= filters.heldout_percent <= 100:
-            raise ExportError("heldout_percent: expected a whole number from 0 to 100")
         return filters
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-_FILTER_TYPES = {
-    "date_from": (str,), "date_to": (str,), "round_from": (int,), "round_to": (int,),
-    "exclude_gold": (bool,), "negligible": (str,), "aggregation": (str,),
-    "min_labeler_gold_accuracy": (int, float), "include_both_bad": (bool,), "include_imported": (bool,),
-    "strengths": (list,), "split": (str,), "heldout_percent": (int,),
+#: The filters' one declaration: published as the API's schema (annotation/serializers.py) and
+#: checked by ``ExportFilters.from_dict`` (config/schema.py), so the two cannot disagree.
+FILTERS_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "date_from": {"type": "string", "format": "date", "nullable": True},
+        "date_to": {"type": "string", "format": "date", "nullable": True},
+        "round_from": {"type": "integer", "minimum": 0, "nullable": True},
+        "round_to": {"type": "integer", "minimum": 0, "nullable": True},
+        "exclude_gold": {"type": "boolean"},
+        "negligible": {"type": "string", "enum": ["keep", "exclude"]},
+        "aggregation": {"type": "string", "enum": ["each", "majority"]},
+        "min_labeler_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
+        "include_both_bad": {"type": "boolean"},
+        "include_imported": {"type": "boolean"},
+        "strengths": {"type": "array", "items": {"type": "string", "enum": list(Strength.values)}, "nullable": True},
+        "split": {"type": "string", "enum": ["all", "train", "heldout"]},
+        "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+    },
 }
-_NULLABLE_FILTERS = {"date_from", "date_to", "round_from", "round_to", "min_labeler_gold_accuracy", "strengths"}
-_TYPE_NAMES = {(str,): "a string", (int,): "a whole number", (bool,): "true or false", (int, float): "a number", (list,): "a list"}
+assert set(FILTERS_SCHEMA["properties"]) == set(ExportFilters.__dataclass_fields__)
 
 
 def _round_cut(project: Project, number: int | None) -> int | None:

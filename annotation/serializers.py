@@ -4,7 +4,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from annotation.exports import FORMATS
+from annotation.exports import FILTERS_SCHEMA, FORMATS
 from annotation.models import Strength
 from annotation.selectors import QUEUE_REASONS
 from annotation.services import ATTRIBUTES, FLAGS
@@ -30,24 +30,7 @@ class FlagsField(serializers.DictField):
     """Flags per side: {"left": ["unsafe"], "right": []}."""
 
 
-@extend_schema_field({
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "date_from": {"type": "string", "format": "date", "nullable": True},
-        "date_to": {"type": "string", "format": "date", "nullable": True},
-        "round_from": {"type": "integer", "minimum": 0, "nullable": True},
-        "round_to": {"type": "integer", "minimum": 0, "nullable": True},
-        "exclude_gold": {"type": "boolean"},
-        "negligible": {"type": "string", "enum": ["keep", "exclude"]},
-        "aggregation": {"type": "string", "enum": ["each", "majority"]},
-        "min_labeler_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
-        "include_both_bad": {"type": "boolean"},
-        "include_imported": {"type": "boolean"},
-        "strengths": {"type": "array", "items": {"type": "string", "enum": list(Strength.values)}, "nullable": True},
-        "split": {"type": "string", "enum": ["all", "train", "heldout"]},
-        "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-    },
-})
+@extend_schema_field(FILTERS_SCHEMA)
 class ExportFiltersField(serializers.DictField):
     """Checked by ``annotation.exports.ExportFilters.from_dict``, which names a bad key or value."""
 

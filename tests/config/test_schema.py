@@ -1,0 +1,51 @@
+"""config.schema: the rules a JSON-valued field publishes are the rules it enforces."""
+
+import pytest
+
+from config.schema import schema_problem
+
+SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "n": {"type": "integer", "minimum": 0, "maximum": 100},
+        "rate": {"type": "number", "exclusiveMinimum": 0, "nullable": True},
+        "mode": {"type": "string", "enum": ["a", "b", "c"]},
+        "tags": {"type": "array", "items": {"type": "string", "enum": ["x", "y"]}},
+        "on": {"type": "boolean"},
+        "inner": {"type": "object", "additionalProperties": False, "properties": {"k": {"type": "integer"}}},
+    },
+}
+
+
+@pytest.mark.parametrize("value, said", [
+    ({"n": 101}, "n: expected a whole number from 0 to 100, got 101"),
+    ({"n": True}, "n: expected a whole number"),
+    ({"n": 1.5}, "n: expected a whole number"),
+    ({"rate": 0}, "rate: expected a number above 0"),
+    ({"rate": float("nan")}, "rate: expected a number"),
+    ({"mode": "d"}, "mode: expected 'a', 'b' or 'c', got 'd'"),
+    ({"tags": ["x", "z"]}, "tags: expected a list of x, y"),
+    ({"tags": "x"}, "tags: expected a list of x, y"),
+    ({"on": 1}, "on: expected true or false"),
+    ({"n": None}, "n: expected a whole number from 0 to 100, got null"),
+    ({"inner": {"k": "1"}}, "inner.k: expected a whole number"),
+    ({"inner": {"j": 1}}, "inner: unknown setting(s) ['j']"),
+    ({"other": 1}, "unknown setting(s) ['other']"),
+])
+def test_a_value_outside_the_schema_is_named_with_its_path_and_rule(value, said):
+    assert schema_problem(value, SCHEMA).startswith(said)
+
+
+def test_values_inside_the_schema_pass():
+    assert schema_problem({"n": 0, "rate": None, "mode": "c", "tags": [], "on": False, "inner": {"k": 3}}, SCHEMA) is None
+    assert schema_problem({}, SCHEMA) is None
+
+
+@pytest.mark.django_db
+def test_the_export_filters_the_api_publishes_are_the_ones_it_checks(client, django_user_model):
+    from annotation.exports import FILTERS_SCHEMA
+
+    client.force_login(django_user_model.objects.create(username="u"))
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    published = schema["components"]["schemas"]["ExportStartRequest"]["properties"]["filters"]
+    assert published["properties"] == FILTERS_SCHEMA["properties"]
