@@ -85,11 +85,9 @@ def labeler_progress(*, project: Project, labeler) -> dict[str, int]:
     return {"done_today": done_today, "remaining": remaining}
 
 
-def comparisons_open(*, project: Project) -> QuerySet[Comparison]:
-    """Regular comparisons short of their k labels (by the queue's slot hint; index-only)."""
-    return project.comparisons.filter(is_gold=False, slots_taken__lt=project.overlap_k).exclude(
-        source=ComparisonSource.IMPORT
-    )
+def labeling_pool(*, project: Project) -> QuerySet[Comparison]:
+    """The comparisons the queue serves as regular work: not gold, not imported with their labels."""
+    return Comparison.objects.filter(project=project, is_gold=False).exclude(source=ComparisonSource.IMPORT)
 
 
 def labeler_left(*, project: Project, labeler) -> int:
@@ -103,8 +101,7 @@ def labeler_left(*, project: Project, labeler) -> int:
     holding = Assignment.objects.filter(
         comparison=OuterRef("pk"), labeler=labeler, state=AssignmentState.LEASED, expires_at__gt=timezone.now()
     )
-    pool = Comparison.objects.filter(project=project, is_gold=False).exclude(source=ComparisonSource.IMPORT)
-    return pool.filter(Q(slots_taken__lt=project.overlap_k) | Exists(holding)).exclude(Exists(done)).count()
+    return labeling_pool(project=project).filter(Q(slots_taken__lt=project.overlap_k) | Exists(holding)).exclude(Exists(done)).count()
 
 
 # Why the queue has nothing for a labeler; the page polls again while work may still come.
@@ -127,7 +124,7 @@ def labeling_queue_status(*, project: Project, labeler, sampling: dict | None, p
     empty, so plain counts are fine here.
     """
     now = timezone.now()
-    pool = Comparison.objects.filter(project=project, is_gold=False).exclude(source=ComparisonSource.IMPORT)
+    pool = labeling_pool(project=project)
     comparisons = pool.count()
     yours = pool.filter(assignments__labeler=labeler).distinct().count()
     held = (
