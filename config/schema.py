@@ -3,8 +3,9 @@
 A field such as an export's filters is declared once, as a schema: drf-spectacular publishes it
 in the OpenAPI document and the service checks requests against it with ``schema_problem``, so
 the documented rules and the enforced ones cannot drift apart. Supported: type (object, array,
-string, integer, number, boolean), nullable, enum, minimum, maximum, exclusiveMinimum, items,
-properties and additionalProperties: false.
+string, integer, number, boolean), nullable, enum, minimum, maximum, exclusiveMinimum (OpenAPI
+3.0's form, a flag on minimum, as drf-spectacular publishes 3.0), items, properties and
+additionalProperties: false.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ def describe(schema: dict) -> str:
     if schema.get("type") == "array" and "enum" in schema.get("items", {}):
         return f"a list of {', '.join(schema['items']['enum'])}"
     words = _NAMES[schema["type"]]
-    low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
-    if low is not None and high is not None:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None and schema.get("exclusiveMinimum"):
+        words += f" above {low}"
+    elif low is not None and high is not None:
         words += f" from {low} to {high}"
-    elif "exclusiveMinimum" in schema:
-        words += f" above {schema['exclusiveMinimum']}"
     elif low is not None:
         words += f" from {low} up"
-    return words
+    return words + (" or null" if schema.get("nullable") else "")
 
 
 def schema_problem(value, schema: dict, path: str = "") -> str | None:
@@ -52,8 +53,9 @@ def schema_problem(value, schema: dict, path: str = "") -> str | None:
         return f"{where}expected {describe(schema)}, got {value!r}"
     if "enum" in schema and value not in schema["enum"]:
         return f"{where}expected {describe(schema)}, got {value!r}"
-    if ("minimum" in schema and value < schema["minimum"]) or ("maximum" in schema and value > schema["maximum"]) or (
-        "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]
+    low = schema.get("minimum")
+    if (low is not None and (value <= low if schema.get("exclusiveMinimum") else value < low)) or (
+        "maximum" in schema and value > schema["maximum"]
     ):
         return f"{where}expected {describe(schema)}, got {value!r}"
     if schema["type"] == "array" and "items" in schema:

@@ -1,13 +1,11 @@
-from dataclasses import fields
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from annotation.models import Strength
 from config.api import StrictJSONTypes
 from modeling.models import CommitteeMember, SamplingRun
 from modeling.selectors import sampling_timing
-from modeling.services.rounds import PRESETS
+from modeling.services.rounds import PRESETS, ROUND_SETTINGS_SCHEMA
 
 GENERATION_SCHEMA = {
     "type": "object", "additionalProperties": False,
@@ -24,37 +22,9 @@ class GenerationField(serializers.JSONField):
     """A member's generation overrides; checked in ``CommitteeMemberSerializer.validate_generation``."""
 
 
-def _train_settings_schema() -> dict:
-    from modeling.ml.training import POSITIVE_SETTINGS, TrainConfig
-
-    json_types = {"int": "integer", "float": "number", "bool": "boolean"}
-    properties = {}
-    for f in fields(TrainConfig):
-        parts = [part.strip() for part in str(f.type).split("|")]
-        properties[f.name] = {"type": json_types[parts[0]], **({"nullable": True} if "None" in parts else {})}
-        if f.name in POSITIVE_SETTINGS:
-            properties[f.name].update(minimum=0, exclusiveMinimum=True)
-    return {"type": "object", "additionalProperties": False, "properties": properties}
-
-
-# The settings a round takes (modeling/services/rounds/settings.py checks the same, with names in its errors).
-@extend_schema_field({
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-        "dpo_strengths": {"type": "array", "items": {"type": "string", "enum": list(Strength.values)}},
-        "eval_prompts": {"type": "integer", "minimum": 0},
-        "eval_max_new_tokens": {"type": "integer", "minimum": 1},
-        "rm": _train_settings_schema(),
-        "dpo": _train_settings_schema(),
-        "accelerate": {
-            "type": "object", "nullable": True, "additionalProperties": False,
-            "properties": {"num_processes": {"type": "integer", "minimum": 1}, "args": {"type": "array", "items": {"type": "string"}}},
-        },
-    },
-})
+@extend_schema_field(ROUND_SETTINGS_SCHEMA)
 class RoundConfigField(serializers.DictField):
-    """Overrides of a round's default settings."""
+    """Overrides of a round's default settings; checked by the round service against the schema."""
 
 
 class SamplingStartSerializer(StrictJSONTypes, serializers.Serializer):

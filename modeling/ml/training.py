@@ -54,9 +54,32 @@ class TrainConfig:
         return asdict(self)
 
 
-#: Settings that must be above 0 (a batch of 0 would divide by zero hours into a round); the
-#: round service checks them and the API schema states them.
+#: Settings that must be above 0 (a batch of 0 would divide by zero hours into a round).
 POSITIVE_SETTINGS = frozenset({"max_steps", "epochs", "batch_size", "learning_rate", "max_length", "max_length_cap", "lora_r", "beta"})
+
+
+def _train_settings_schema() -> dict:
+    """TrainConfig as a JSON schema (``int | None`` -> a nullable integer, ...), read from its
+    annotations so a new setting is published and checked without a second declaration."""
+    import types
+    import typing
+
+    json_types = {int: "integer", float: "number", bool: "boolean"}
+    properties = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        schema = {"type": json_types[kinds[0]]}
+        if type(None) in kinds:
+            schema["nullable"] = True
+        if name in POSITIVE_SETTINGS:
+            schema.update(minimum=0, exclusiveMinimum=True)
+        properties[name] = schema
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+#: The JSON schema of one training step's settings (a round's ``rm`` and ``dpo``): what the API
+#: publishes and what the round service checks (config/schema.py's subset of JSON Schema).
+TRAIN_SETTINGS_SCHEMA = _train_settings_schema()
 
 #: A fitted max_length is a multiple of this (fewer distinct shapes; a little room past the longest).
 MAX_LENGTH_STEP = 64

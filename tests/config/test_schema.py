@@ -8,7 +8,7 @@ SCHEMA = {
     "type": "object", "additionalProperties": False,
     "properties": {
         "n": {"type": "integer", "minimum": 0, "maximum": 100},
-        "rate": {"type": "number", "exclusiveMinimum": 0, "nullable": True},
+        "rate": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "nullable": True},
         "mode": {"type": "string", "enum": ["a", "b", "c"]},
         "tags": {"type": "array", "items": {"type": "string", "enum": ["x", "y"]}},
         "on": {"type": "boolean"},
@@ -41,11 +41,32 @@ def test_values_inside_the_schema_pass():
     assert schema_problem({}, SCHEMA) is None
 
 
-@pytest.mark.django_db
-def test_the_export_filters_the_api_publishes_are_the_ones_it_checks(client, django_user_model):
+def _export_filters():
     from annotation.exports import FILTERS_SCHEMA
 
+    return FILTERS_SCHEMA
+
+
+def _round_settings():
+    from modeling.services.rounds import ROUND_SETTINGS_SCHEMA
+
+    return ROUND_SETTINGS_SCHEMA
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("component, field, declared", [
+    ("ExportStartRequest", "filters", _export_filters), ("RoundStartRequest", "config", _round_settings),
+])
+def test_the_json_fields_the_api_publishes_are_the_ones_it_checks(client, django_user_model, component, field, declared):
     client.force_login(django_user_model.objects.create(username="u"))
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
-    published = schema["components"]["schemas"]["ExportStartRequest"]["properties"]["filters"]
-    assert published["properties"] == FILTERS_SCHEMA["properties"]
+    assert schema["components"]["schemas"][component]["properties"][field]["properties"] == declared()["properties"]
+
+
+def test_the_round_settings_follow_train_config_annotations():
+    from modeling.ml.training import TrainConfig
+
+    rm = _round_settings()["properties"]["rm"]["properties"]
+    assert set(rm) == set(TrainConfig.__dataclass_fields__)
+    assert rm["max_length"] == {"type": "integer", "nullable": True, "minimum": 0, "exclusiveMinimum": True}
+    assert rm["lora"] == {"type": "boolean"} and rm["learning_rate"]["type"] == "number"

@@ -30,7 +30,7 @@ def test_a_project_admin_starts_lists_cancels_and_retries_rounds(member_of, djan
     cancel = admin.post(reverse("api-round-cancel", kwargs={"round_id": body["id"]}))
     assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled"
     bad = admin.post(url, {"config": {"epochs": 2}}, format="json")
-    assert bad.status_code == 400 and "unknown round setting" in bad.json()["detail"]
+    assert bad.status_code == 400 and "unknown setting(s)" in bad.json()["detail"]
     with django_capture_on_commit_callbacks() as sent:
         retry = admin.post(reverse("api-round-retry", kwargs={"round_id": body["id"]}))
     assert retry.status_code == 200 and retry.json()["state"] == "queued" and len(sent) == 1

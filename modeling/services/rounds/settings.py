@@ -1,13 +1,13 @@
-"""A round's settings: the defaults, the presets (quick / standard) and the checks that name a
-bad setting before a worker spends hours on it (the API schema in modeling/serializers.py says
-the same)."""
+"""A round's settings: the defaults, the presets (quick / standard) and their one schema, which
+names a bad setting before a worker spends hours on it."""
 
 from __future__ import annotations
 
 import json
 
-
 from annotation.models import Strength
+from config.schema import schema_problem
+from modeling.ml.training import TRAIN_SETTINGS_SCHEMA, TrainConfig
 
 
 DEFAULT_CONFIG = {
@@ -49,51 +49,25 @@ class RoundConflict(RoundError):
     """Another round of the project is queued or running, or this one cannot change state (a 409)."""
 
 
-def _is(value, kinds: tuple) -> bool:
-    """``value`` is a JSON value of one of ``kinds`` (a bool is no int in JSON)."""
-    return isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-
-
-#: JSON types of the training settings, from TrainConfig's annotations ("float | None", ...).
-_TRAIN_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,)}
-
-
-def _check_types(overrides: dict) -> None:
-    """Wrong types are refused here, with the setting's name, not in the worker hours later
-    (and ``accelerate.num_processes: "x"`` was a 500 here). Schema: modeling/serializers.py."""
-    from dataclasses import fields
-
-    from modeling.ml.training import POSITIVE_SETTINGS, TrainConfig
-
-    train_types = {}
-    for f in fields(TrainConfig):
-        kinds = tuple(k for part in str(f.type).split("|") for k in _TRAIN_TYPES.get(part.strip(), ()))
-        train_types[f.name] = (kinds, "None" in str(f.type))
-    for key, value in overrides.items():
-        if key in ("heldout_percent", "eval_prompts", "eval_max_new_tokens"):
-            low, high = {"heldout_percent": (0, 100), "eval_prompts": (0, None), "eval_max_new_tokens": (1, None)}[key]
-            if not _is(value, (int,)) or value < low or (high is not None and value > high):
-                raise RoundError(f"{key}: expected a whole number from {low}" + (f" to {high}" if high else " up"))
-        elif key == "dpo_strengths":
-            if not isinstance(value, list) or not all(isinstance(v, str) and v in Strength.values for v in value):
-                raise RoundError(f"dpo_strengths: expected a list of {', '.join(Strength.values)}")
-        elif key == "accelerate" and value is not None:
-            if (
-                not isinstance(value, dict)
-                or set(value) - {"num_processes", "args"}
-                or not _is(value.get("num_processes", 1), (int,))
-                or value.get("num_processes", 1) < 1
-                or not isinstance(value.get("args", []), list)
-                or not all(isinstance(a, str) for a in value.get("args", []))
-            ):
-                raise RoundError('accelerate: expected null or {"num_processes": N, "args": ["--flag", ...]}')
-        elif key in ("rm", "dpo") and isinstance(value, dict):
-            for name, setting in value.items():
-                kinds, nullable = train_types.get(name, ((), False))
-                if kinds and not (setting is None and nullable) and not _is(setting, kinds):
-                    raise RoundError(f"{key}.{name}: expected {'/'.join(k.__name__ for k in kinds)}, got {setting!r}")
-                if name in POSITIVE_SETTINGS and setting is not None and not setting > 0:
-                    raise RoundError(f"{key}.{name}: must be above 0, got {setting!r}")
+#: The settings a round takes, declared once: the API publishes this schema (modeling/serializers.py)
+#: and ``merged_config`` checks requests against it (config/schema.py), with the setting's name in
+#: the error, so a wrong type is refused here and not in the worker hours later.
+ROUND_SETTINGS_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
+        "dpo_strengths": {"type": "array", "items": {"type": "string", "enum": list(Strength.values)}},
+        "eval_prompts": {"type": "integer", "minimum": 0},
+        "eval_max_new_tokens": {"type": "integer", "minimum": 1},
+        "rm": TRAIN_SETTINGS_SCHEMA,
+        "dpo": TRAIN_SETTINGS_SCHEMA,
+        "accelerate": {
+            "type": "object", "nullable": True, "additionalProperties": False,
+            "properties": {"num_processes": {"type": "integer", "minimum": 1}, "args": {"type": "array", "items": {"type": "string"}}},
+        },
+    },
+}
+assert set(ROUND_SETTINGS_SCHEMA["properties"]) == set(DEFAULT_CONFIG)
 
 
 def merged_config(overrides: dict | None, preset: str = "standard") -> dict:
@@ -105,8 +79,6 @@ def merged_config(overrides: dict | None, preset: str = "standard") -> dict:
     _apply(config, PRESETS[preset])
     _apply(config, overrides or {})
     config["preset"] = preset
-    from modeling.ml.training import TrainConfig
-
     for part in ("rm", "dpo"):
         try:
             TrainConfig(**config[part])
@@ -116,15 +88,11 @@ def merged_config(overrides: dict | None, preset: str = "standard") -> dict:
 
 
 def _apply(config: dict, overrides: dict) -> None:
-    _check_types({key: value for key, value in overrides.items() if key in config})
+    problem = schema_problem(overrides, ROUND_SETTINGS_SCHEMA)
+    if problem:
+        raise RoundError(problem)
     for key, value in overrides.items():
-        if key not in config:
-            raise RoundError(f"unknown round setting {key!r}; known: {', '.join(sorted(config))}")
-        if key == "accelerate":
-            config[key] = value
-        elif isinstance(config[key], dict):
-            if not isinstance(value, dict):
-                raise RoundError(f"{key}: expected an object of settings")
+        if isinstance(config[key], dict) and key != "accelerate":
             config[key].update(value)
         else:
             config[key] = value
