@@ -127,7 +127,6 @@ class ErrorSerializer(serializers.Serializer):
 class ExportStartSerializer(StrictJSONTypes, serializers.Serializer):
     format = serializers.ChoiceField(choices=FORMATS)
     filters = ExportFiltersField(required=False, default=dict)
-    parquet = serializers.BooleanField(default=False)
     file_format = serializers.ChoiceField(
         choices=["jsonl", "parquet", "csv"], required=False,
         help_text="jsonl (default) or parquet for training; csv for spreadsheets (formula cells quoted).",

@@ -53,15 +53,20 @@ def _json_type_errors(field: serializers.Field, value):
 
 
 class StrictJSONTypes:
-    """Serializer mixin: ``{"reason": 0}`` or ``{"parquet": "0"}`` is a 400, not "0" and false.
+    """Serializer mixin: ``{"reason": 0}`` or ``{"exclude_gold": "0"}`` is a 400, not "0" and
+    false; so is a key the serializer does not know (``{"parquet": true}``, a spelling that was
+    retired, or a typo of a real field), which DRF ignores.
 
-    DRF coerces numbers to strings and "0"/"yes" to booleans, so a request the schema calls
-    invalid was quietly read as something else.
+    DRF coerces numbers to strings and "0"/"yes" to booleans and drops unknown keys, so a request
+    the schema calls invalid was quietly read as something else. The schema says
+    ``additionalProperties: false`` on these bodies (``document_common_errors``). Read-only fields
+    are known: a client may send back what it read.
     """
 
     def to_internal_value(self, data):
         if isinstance(data, Mapping):
-            errors = {}
+            known = ", ".join(name for name, field in self.fields.items() if not field.read_only)
+            errors = {str(key): [f"Unknown field; known: {known}."] for key in data if key not in self.fields}
             for name, field in self.fields.items():
                 if not field.read_only and name in data:
                     error = _json_type_errors(field, data[name])
@@ -130,8 +135,9 @@ SCHEMA_RULES = {
 
 def document_common_errors(result, generator, request, public):
     """drf-spectacular postprocessing hook: a 403 for a caller without credentials or with too low
-    a role, a 404 for an object the caller cannot see (or a page past the end of a listing), and
-    400 bodies in both shapes, our ``{"error", "detail"}`` and DRF's field errors."""
+    a role, a 404 for an object the caller cannot see (or a page past the end of a listing), 400
+    bodies in both shapes, our ``{"error", "detail"}`` and DRF's field errors, and JSON request
+    bodies closed to unknown keys."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas["FieldErrors"] = FIELD_ERRORS
     for name, rules in SCHEMA_RULES.items():
@@ -145,6 +151,9 @@ def document_common_errors(result, generator, request, public):
         if not path.startswith("/api/v1/"):
             continue
         for operation in operations.values():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            if "$ref" in body:  # JSON bodies are read by StrictJSONTypes serializers: no unknown keys
+                schemas[body["$ref"].rsplit("/", 1)[-1]]["additionalProperties"] = False
             responses = operation.setdefault("responses", {})
             parameters = operation.get("parameters", [])
             responses.setdefault("403", _json(ERROR_REF, "No credentials, or a role too low for this"))

@@ -33,20 +33,17 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 @transaction.atomic
 def export_start(
-    *, project: Project, format: str, filters: dict | None = None, parquet: bool = False, file_format: str | None = None, user=None
+    *, project: Project, format: str, filters: dict | None = None, file_format: str | None = None, user=None
 ) -> DatasetSnapshot:
     """Validate and queue an export; the task is sent once the row is committed.
 
-    ``file_format``: jsonl (default), parquet or csv; ``parquet=True`` is the older spelling of
-    ``file_format="parquet"``.
+    ``file_format``: jsonl (default), parquet or csv.
     """
     from annotation import tasks
 
     if format not in FORMATS:
         raise ExportError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
-    if parquet and file_format not in (None, "parquet"):
-        raise ExportError(f"parquet: true contradicts file_format {file_format!r}")
-    file_format = file_format or ("parquet" if parquet else "jsonl")
+    file_format = file_format or "jsonl"
     if file_format not in FILE_FORMATS:
         raise ExportError(f"file_format: expected one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
     parsed = ExportFilters.from_dict(filters)

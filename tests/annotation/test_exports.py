@@ -176,17 +176,22 @@ def test_the_export_api_validates_then_queues(dataset, member_of, django_capture
     bad = client.post(url, {"format": "trl-preference", "filters": {"aggregation": "mean"}}, format="json")
     assert bad.status_code == 400 and "aggregation" in bad.json()["detail"]
     assert client.post(url, {"format": "csv"}, format="json").status_code == 400
+    # the retired spelling of file_format (or any typo) is named, not read as jsonl
+    retired = client.post(url, {"format": "kto", "parquet": True}, format="json")
+    assert retired.status_code == 400 and retired.json()["parquet"] == [
+        "Unknown field; known: format, filters, file_format."
+    ]
     with django_capture_on_commit_callbacks() as sent:
-        ok = client.post(url, {"format": "kto", "parquet": True}, format="json")
+        ok = client.post(url, {"format": "kto", "file_format": "parquet"}, format="json")
     assert ok.status_code == 202 and ok.json()["state"] == "queued" and len(sent) == 1
-    assert [e["format"] for e in client.get(url).json()] == ["kto"]
+    assert [(e["format"], e["file_format"]) for e in client.get(url).json()] == [("kto", "parquet")]
 
 
 def test_parquet_exports_hold_the_same_rows(dataset):
     import pyarrow.parquet as pq
 
     project = dataset[0]
-    snapshot = export_execute(snapshot_id=export_start(project=project, format="trl-preference", parquet=True).pk)
+    snapshot = export_execute(snapshot_id=export_start(project=project, format="trl-preference", file_format="parquet").pk)
     table = pq.read_table(Path(django_settings.ARTIFACTS_DIR) / snapshot.path)
     assert table.num_rows == snapshot.row_count == 6
     assert table.column("chosen").to_pylist()[0] == [{"role": "assistant", "content": "Paris."}]
@@ -229,10 +234,8 @@ def test_csv_exports_quote_formula_cells_and_keep_everything_else(dataset):
     assert [json.loads(r["chosen"]) for r in table] == [r["chosen"] for r in expected]
 
 
-def test_parquet_and_another_file_format_contradict(dataset):
+def test_an_unknown_file_format_is_refused(dataset):
     project, *_ = dataset
-    with pytest.raises(ExportError, match="contradicts"):
-        export_start(project=project, format="raw", parquet=True, file_format="csv")
     with pytest.raises(ExportError, match="file_format"):
         export_start(project=project, format="raw", file_format="xlsx")
 

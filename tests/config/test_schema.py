@@ -61,6 +61,7 @@ def test_the_json_fields_the_api_publishes_are_the_ones_it_checks(client, django
     client.force_login(django_user_model.objects.create(username="u"))
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
     assert schema["components"]["schemas"][component]["properties"][field]["properties"] == declared()["properties"]
+    assert schema["components"]["schemas"][component]["additionalProperties"] is False  # unknown keys are a 400
 
 
 def test_the_round_settings_follow_train_config_annotations():

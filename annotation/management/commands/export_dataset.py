@@ -17,16 +17,15 @@ class Command(BaseCommand):
         parser.add_argument("project", help="project slug")
         parser.add_argument("--format", choices=FORMATS, default="trl-preference")
         parser.add_argument("--filters", default="{}", help='JSON, e.g. \'{"negligible": "exclude", "aggregation": "majority"}\'')
-        parser.add_argument("--parquet", action="store_true", help="same as --file-format parquet")
         parser.add_argument("--file-format", choices=FILE_FORMATS, help="jsonl (default), parquet, or csv for spreadsheets")
         parser.add_argument("--out", help="also copy the file here")
 
-    def handle(self, *args, project, format, filters, parquet, file_format, out, **options):
+    def handle(self, *args, project, format, filters, file_format, out, **options):
         target = Project.objects.filter(slug=project).first()
         if target is None:
             raise CommandError(f"No project with slug {project!r}")
         try:
-            snapshot = export_start(project=target, format=format, filters=json.loads(filters), parquet=parquet, file_format=file_format)
+            snapshot = export_start(project=target, format=format, filters=json.loads(filters), file_format=file_format)
         except (ExportError, json.JSONDecodeError) as exc:
             raise CommandError(str(exc)) from None
         snapshot = export_execute(snapshot_id=snapshot.pk)  # the queued task will find it done
