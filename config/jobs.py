@@ -1,5 +1,5 @@
-"""Jobs: a database row is the job (``Job``: a Round, a SamplingRun, a DatasetSnapshot, and every
-job the next features add); its Celery message only says "look at row N".
+"""Jobs: a database row is the job (``Job``: a Round, a SamplingRun, a DatasetSnapshot, a
+MemberTest, and every job the next features add); its Celery message only says "look at row N".
 
 - Queued: the row is written QUEUED, and its message is sent once the row is committed
   (``send_after_commit``). A broker that is down delays the job; the request still answers 202.
@@ -50,6 +50,8 @@ class Job(models.Model):
 
     #: The Celery task that runs the job, given the row's id (for re-sends).
     job_task = ""
+    #: A column naming the queue a row's message goes to, when it is not the task's route.
+    job_queue_field: str | None = None
     #: States of a job a worker is on (a round has one per step).
     running_states: tuple = (JobState.RUNNING,)
     #: A running job whose heartbeat is older than this lost its worker.
@@ -101,12 +103,13 @@ def jobs_resend_lost(model: type[Job], *, now=None) -> list[int]:
     lost = Q(state=JobState.QUEUED, created_at__lt=now - model.lost_after) & (
         Q(resent_at__isnull=True) | Q(resent_at__lt=now - model.lost_after)
     )
-    ids = list(model.objects.filter(lost).values_list("id", flat=True))
-    resent = [pk for pk in ids if model.objects.filter(lost, pk=pk).update(resent_at=now)]
+    field = model.job_queue_field
+    rows = list(model.objects.filter(lost).values_list("id", field or "id"))
+    resent = [(pk, queue) for pk, queue in rows if model.objects.filter(lost, pk=pk).update(resent_at=now)]
     task = import_string(model.job_task)
-    for pk in resent:
-        send_after_commit(task, pk)
-    return resent
+    for pk, queue in resent:
+        send_after_commit(task, pk, queue=queue if field else None)
+    return [pk for pk, _ in resent]
 
 
 def send_after_commit(task, *args, queue: str | None = None) -> None:

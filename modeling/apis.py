@@ -104,8 +104,9 @@ class CommitteeMemberViewSet(
     def test(self, request, pk=None):
         body = MemberTestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        member = self.get_object()
         try:
-            member = member_test_start(member=self.get_object(), prompt=body.validated_data["prompt"], user=request.user)
+            member_test_start(member=member, prompt=body.validated_data["prompt"], user=request.user)
         except MemberTestError as exc:
             code = status.HTTP_409_CONFLICT if isinstance(exc, MemberTestBusy) else status.HTTP_400_BAD_REQUEST
             return Response({"error": "member_test", "detail": str(exc)}, status=code)

@@ -72,9 +72,6 @@ class CommitteeMember(models.Model):
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     retired_at = models.DateTimeField(null=True, blank=True)
-    # The latest "test with one prompt" (modeling/services/members.py): state, prompt, answer or
-    # error, timings. One at a time per member; a newer request replaces it.
-    last_test = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -98,6 +95,12 @@ class CommitteeMember(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def last_test(self) -> dict:
+        """The latest "test with one prompt" (``MemberTest.as_dict``), or {} before the first."""
+        test = self.tests.order_by("-created_at", "-id").first()
+        return test.as_dict() if test is not None else {}
+
     def generation_settings(self) -> dict:
         return {**DEFAULT_GENERATION, **(self.generation or {})}
 
@@ -120,6 +123,47 @@ class CommitteeSeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member} in {self.project}: {self.weight}"
+
+
+class MemberTest(Job):
+    """One prompt sent to one member to see that it answers (modeling/services/members.py): the
+    answer or why there is none, with load and answer times. One waits per member at a time."""
+
+    job_task = "modeling.tasks.sample_member_test"
+    job_queue_field = "queue"  # endpoints are tested on the default worker, models on the gpu worker
+    stale_error = "worker lost while testing: no answer for over {minutes} minutes; test again"
+
+    member = models.ForeignKey(CommitteeMember, on_delete=models.CASCADE, related_name="tests")
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    prompt = models.TextField()
+    queue = models.CharField(max_length=20)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # answer, answer_truncated, load_s, answer_s, completion_tokens, finish_reason, tokens_per_s
+    result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=JobState.values), name="member_test_state_valid"),
+            models.UniqueConstraint(
+                fields=["member"], condition=Q(state__in=[JobState.QUEUED, JobState.RUNNING]),
+                name="member_test_one_waiting_per_member",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Test #{self.pk} of {self.member} ({self.state})"
+
+    def as_dict(self) -> dict:
+        """What pages and the API show of the test."""
+        stamp = lambda t: t.isoformat() if t else None  # noqa: E731
+        return {
+            "id": self.pk, "state": self.state, "prompt": self.prompt, "queue": self.queue,
+            "requested_at": stamp(self.created_at),
+            "requested_by": self.requested_by.get_username() if self.requested_by_id else "system",
+            "started_at": stamp(self.started_at), "finished_at": stamp(self.finished_at),
+            **({"error": self.error} if self.error else {}), **self.result,
+        }
 
 
 class RoundState(models.TextChoices):

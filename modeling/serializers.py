@@ -3,6 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from config.api import StrictJSONTypes
+from config.schema import schema_problem
 from modeling.models import CommitteeMember, SamplingRun
 from modeling.selectors import sampling_timing
 from modeling.services.rounds import PRESETS, ROUND_SETTINGS_SCHEMA
@@ -66,30 +67,18 @@ class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
 
     generation = GenerationField(required=False)
     last_test = serializers.SerializerMethodField(help_text=(
-        "The latest test with one prompt: state (queued, running, succeeded, failed), prompt, "
+        "The latest test with one prompt (a job): id, state (queued, running, succeeded, failed), prompt, "
         "answer or error, load_s, answer_s, tokens_per_s; {} when never tested."
     ))
 
     def get_last_test(self, member) -> dict:
-        return _public_test(member)
+        return member.last_test
 
     def validate_generation(self, value):
-        allowed = {"temperature", "top_p", "max_new_tokens"}
-        if not isinstance(value, dict) or set(value) - allowed:
-            raise serializers.ValidationError(f"only {sorted(allowed)} may be set")
-        # Their types and ranges too, or a bad value waits for the worker to fail on it.
-        for name, rule in GENERATION_SCHEMA["properties"].items():
-            setting = value.get(name)
-            if setting is None and name not in value:
-                continue
-            kinds = (int,) if rule["type"] == "integer" else (int, float)
-            if isinstance(setting, bool) or not isinstance(setting, kinds) or setting < rule["minimum"] or setting > rule.get("maximum", setting):
-                raise serializers.ValidationError(f"{name}: expected {rule}")
+        problem = schema_problem(value, GENERATION_SCHEMA)  # its types and ranges, not only its keys
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
-
-
-def _public_test(member) -> dict:
-    return {k: v for k, v in (member.last_test or {}).items() if k != "token"}
 
 
 class ProjectCommitteeSerializer(serializers.Serializer):
@@ -105,7 +94,7 @@ class ProjectCommitteeSerializer(serializers.Serializer):
     last_test = serializers.SerializerMethodField()
 
     def get_last_test(self, member) -> dict:
-        return _public_test(member)
+        return member.last_test
 
 
 class MemberTestSerializer(StrictJSONTypes, serializers.Serializer):

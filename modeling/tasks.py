@@ -42,12 +42,12 @@ def sample_run(run_id: int) -> dict:
     return sampling_progress(run=sampling_execute(run_id=run_id))
 
 
-@shared_task(acks_late=True)  # claimed by its token: a second delivery finds it running and skips
-def sample_member_test(member_id: int, token: str) -> dict:
+@shared_task(acks_late=True)  # claimed (job_claim): a second delivery finds it running and skips
+def sample_member_test(test_id: int) -> dict:
     """Ask one committee member one prompt (gpu queue; endpoints are sent to default)."""
     from modeling.services.members import member_test_execute
 
-    return member_test_execute(member_id=member_id, token=token)
+    return member_test_execute(test_id=test_id)
 
 
 @shared_task(acks_late=True)  # resumable: finished steps are skipped, artifacts are renamed into place

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from modeling.models import CommitteeMember, JobState, MemberKind
+from modeling.models import CommitteeMember, JobState, MemberKind, MemberTest
 
 logger = logging.getLogger(__name__)
 
@@ -140,13 +138,6 @@ class MemberTestBusy(MemberTestError):
     """The member's previous test has not answered yet (a 409, not a 400)."""
 
 
-def _test_is_pending(test: dict, now) -> bool:
-    if test.get("state") not in (JobState.QUEUED, JobState.RUNNING):
-        return False
-    requested = parse_datetime(test.get("requested_at") or "")
-    return requested is not None and now - requested < MEMBER_TEST_STALE_AFTER
-
-
 def member_test_queue(member: CommitteeMember) -> str:
     """Endpoints answer over the network (the default worker); anything that loads a model goes
     to the ``gpu`` worker, where the model may already be loaded for sampling."""
@@ -156,8 +147,10 @@ def member_test_queue(member: CommitteeMember) -> str:
 
 
 @transaction.atomic
-def member_test_start(*, member: CommitteeMember, prompt: str, user=None) -> CommitteeMember:
-    """Queue one prompt for ``member``; the answer (or why there is none) lands in ``last_test``."""
+def member_test_start(*, member: CommitteeMember, prompt: str, user=None) -> MemberTest:
+    """Queue one prompt for ``member`` (a ``MemberTest`` job); the answer, or why there is none,
+    lands on the row. One test waits per member: a newer request is refused while one waits,
+    unless that one has waited MEMBER_TEST_STALE_AFTER (no worker on its queue), which it replaces."""
     from config.jobs import send_after_commit
     from config.untrusted import text_problem
     from modeling import tasks
@@ -170,62 +163,52 @@ def member_test_start(*, member: CommitteeMember, prompt: str, user=None) -> Com
     problem = text_problem(prompt)
     if problem:
         raise MemberTestError(f"The prompt cannot be sent: {problem}")
-    member = CommitteeMember.objects.select_for_update().get(pk=member.pk)
+    member = CommitteeMember.objects.select_for_update().get(pk=member.pk)  # one request at a time per member
     now = timezone.now()
-    if _test_is_pending(member.last_test, now):
-        raise MemberTestBusy(f"A test of {member.name} is already {member.last_test['state']}; wait for its answer")
-    queue = member_test_queue(member)
-    member.last_test = {
-        "token": uuid.uuid4().hex, "state": JobState.QUEUED, "prompt": prompt, "queue": queue,
-        "requested_at": now.isoformat(), "requested_by": user.get_username() if user is not None else "system",
-    }
-    member.save(update_fields=["last_test"])
-    send_after_commit(tasks.sample_member_test, member.pk, member.last_test["token"], queue=queue)
-    return member
+    waiting = member.tests.filter(state__in=[JobState.QUEUED, JobState.RUNNING]).first()
+    if waiting is not None:
+        if now - waiting.created_at < MEMBER_TEST_STALE_AFTER:
+            raise MemberTestBusy(f"A test of {member.name} is already {waiting.state}; wait for its answer")
+        MemberTest.objects.filter(pk=waiting.pk, state=waiting.state).update(
+            state=JobState.FAILED, finished_at=now, error="no answer in time: replaced by a newer test",
+        )
+    test = MemberTest.objects.create(member=member, prompt=prompt, queue=member_test_queue(member), requested_by=user)
+    send_after_commit(tasks.sample_member_test, test.pk, queue=test.queue)
+    return test
 
 
-def _test_update(member_id: int, token: str, states: tuple, **fields) -> bool:
-    """Write ``fields`` into the member's test if it is still test ``token`` in one of ``states``
-    (a newer request, or a second delivery of the same message, leaves it alone)."""
-    with transaction.atomic():
-        member = CommitteeMember.objects.select_for_update().filter(pk=member_id).first()
-        if member is None or member.last_test.get("token") != token or member.last_test.get("state") not in states:
-            return False
-        member.last_test = {**member.last_test, **fields}
-        member.save(update_fields=["last_test"])
-        return True
-
-
-def member_test_execute(*, member_id: int, token: str, backend_loader=None) -> dict:
+def member_test_execute(*, test_id: int, backend_loader=None) -> dict:
     """Run a queued test on this worker: load the member (timed apart from the answer), ask the
     prompt once with the member's sampling settings and at most MEMBER_TEST_MAX_NEW_TOKENS."""
     import time
 
+    from config.jobs import job_claim
     from config.untrusted import text_problem
     from modeling.ml.generation import SamplingParams
 
     if backend_loader is None:
         from modeling.services.sampling import default_backend_loader as backend_loader
-    if not _test_update(member_id, token, (JobState.QUEUED,), state=JobState.RUNNING, started_at=timezone.now().isoformat()):
-        return {"member": member_id, "skipped": "not this test, or not queued"}
-    member = CommitteeMember.objects.get(pk=member_id)
+    if not job_claim(MemberTest, test_id):  # a second delivery, or a test replaced meanwhile
+        return {"test": test_id, "skipped": "not queued"}
+    test = MemberTest.objects.select_related("member").get(pk=test_id)
+    member = test.member
     settings_ = member.generation_settings()
     params = SamplingParams(
         max_new_tokens=min(int(settings_["max_new_tokens"]), MEMBER_TEST_MAX_NEW_TOKENS),
         temperature=float(settings_["temperature"]), top_p=float(settings_["top_p"]), seed=0,
     )
     started = time.perf_counter()
-    result: dict
     try:
         backend = backend_loader(member)
         loaded = time.perf_counter()
-        [generation] = backend.generate([[{"role": "user", "content": member.last_test["prompt"]}]], params)
+        MemberTest.objects.filter(pk=test_id).update(heartbeat_at=timezone.now())
+        [generation] = backend.generate([[{"role": "user", "content": test.prompt}]], params)
         seconds = time.perf_counter() - loaded
         problem = generation.error or text_problem(generation.text)
         if problem:
             raise ValueError(f"the answer cannot be used: {problem}")
-        result = {
-            "state": JobState.SUCCEEDED, "answer": generation.text[:MEMBER_TEST_MAX_ANSWER_CHARS],
+        state, error, result = JobState.SUCCEEDED, "", {
+            "answer": generation.text[:MEMBER_TEST_MAX_ANSWER_CHARS],
             "answer_truncated": len(generation.text) > MEMBER_TEST_MAX_ANSWER_CHARS,
             "load_s": round(loaded - started, 2), "answer_s": round(seconds, 2),
             "completion_tokens": generation.completion_tokens, "finish_reason": generation.finish_reason,
@@ -233,7 +216,10 @@ def member_test_execute(*, member_id: int, token: str, backend_loader=None) -> d
         }
     except Exception as exc:  # the member's failure is the test's result, not the worker's
         logger.warning("member test: %s failed: %s", member.name, exc)
-        result = {"state": JobState.FAILED, "error": f"{type(exc).__name__}: {exc}"[:1000],
-                  "load_s": round(time.perf_counter() - started, 2)}
-    _test_update(member_id, token, (JobState.RUNNING,), finished_at=timezone.now().isoformat(), **result)
-    return {"member": member_id, "state": result["state"]}
+        state, error = JobState.FAILED, f"{type(exc).__name__}: {exc}"[:1000]
+        result = {"load_s": round(time.perf_counter() - started, 2)}
+    # Still this worker's (the watchdog may have failed it meanwhile: then it stays failed).
+    MemberTest.objects.filter(pk=test_id, state=JobState.RUNNING).update(
+        state=state, error=error, result=result, finished_at=timezone.now(),
+    )
+    return {"test": test_id, "member": member.pk, "state": state}

@@ -149,7 +149,7 @@ def test_a_lead_weighs_the_committee_for_the_project_and_follows_a_members_test(
     page.wait_for_selector("text=Prompt sent to smol-warm")
     assert "Queued on the gpu worker" in page.text_content(f"#member-test-{keep.pk}")
     keep.refresh_from_db()
-    member_test_execute(member_id=keep.pk, token=keep.last_test["token"], backend_loader=lambda m: FakeBackend("A banana."))
+    member_test_execute(test_id=keep.last_test["id"], backend_loader=lambda m: FakeBackend("A banana."))
     page.wait_for_function("sel => document.querySelector(sel).textContent.includes('A banana.')", arg=f"#member-test-{keep.pk}")
     page.screenshot(path=str(output_dir / "project-committee.png"), full_page=True)
     assert not page.js_errors

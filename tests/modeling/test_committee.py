@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from annotation.models import AuditAction, AuditEvent, Role
 from modeling.ml.generation import Generation
-from modeling.models import CommitteeMember, JobState, MemberKind
+from modeling.models import CommitteeMember, JobState, MemberKind, MemberTest
 from modeling.services import MemberTestBusy, MemberTestError, member_test_execute, member_test_start
 from modeling.services.members import MEMBER_TEST_MAX_ANSWER_CHARS, MEMBER_TEST_MAX_NEW_TOKENS
 from tests.factories import MemberFactory, MembershipFactory, ProjectFactory, UserFactory
@@ -42,10 +42,10 @@ def test_a_test_is_queued_on_the_gpu_queue_for_a_local_member_and_default_for_an
     local = MemberFactory(name="local")
     remote = MemberFactory(name="remote", kind=MemberKind.ENDPOINT, model_path="", base_url="http://h:8000/v1", endpoint_model="m")
     with django_capture_on_commit_callbacks(execute=True):
-        local = member_test_start(member=local, prompt="  Say hi.  ")
-        remote = member_test_start(member=remote, prompt="Say hi.")
+        local_test = member_test_start(member=local, prompt="  Say hi.  ")
+        remote_test = member_test_start(member=remote, prompt="Say hi.")
     assert local.last_test["state"] == "queued" and local.last_test["prompt"] == "Say hi."
-    assert sent == [((local.pk, local.last_test["token"]), {"queue": "gpu"}), ((remote.pk, remote.last_test["token"]), {"queue": "default"})]
+    assert sent == [((local_test.pk,), {"queue": "gpu"}), ((remote_test.pk,), {"queue": "default"})]
 
 
 def test_a_second_test_waits_for_the_first_unless_the_first_went_stale():
@@ -53,10 +53,11 @@ def test_a_second_test_waits_for_the_first_unless_the_first_went_stale():
     member_test_start(member=member, prompt="one")
     with pytest.raises(MemberTestBusy, match="already queued"):
         member_test_start(member=member, prompt="two")
-    member.refresh_from_db()
-    stale = (timezone.now() - timedelta(minutes=16)).isoformat()
-    CommitteeMember.objects.filter(pk=member.pk).update(last_test={**member.last_test, "requested_at": stale})
-    assert member_test_start(member=member, prompt="two").last_test["prompt"] == "two"
+    MemberTest.objects.filter(member=member).update(created_at=timezone.now() - timedelta(minutes=16))
+    assert member_test_start(member=member, prompt="two").prompt == "two"
+    first = MemberTest.objects.get(prompt="one")
+    assert first.state == JobState.FAILED and "replaced by a newer test" in first.error
+    assert member.last_test["prompt"] == "two"
 
 
 @pytest.mark.parametrize("prompt, said", [("", "Write a prompt"), ("x" * 2001, "longer than 2,000"), ("a\x00b", "cannot be sent")])
@@ -64,16 +65,14 @@ def test_a_bad_prompt_is_refused_and_changes_nothing(prompt, said):
     member = MemberFactory()
     with pytest.raises(MemberTestError, match=said):
         member_test_start(member=member, prompt=prompt)
-    member.refresh_from_db()
-    assert member.last_test == {}
+    assert member.last_test == {} and not MemberTest.objects.exists()
 
 
 def test_the_worker_answers_a_test_once_with_a_short_answer_and_timings():
     member = MemberFactory(generation={"max_new_tokens": 512, "temperature": 0.2})
-    token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
+    job = member_test_start(member=member, prompt="Say hi.")
     backend = FakeBackend()
-    assert member_test_execute(member_id=member.pk, token=token, backend_loader=lambda m: backend)["state"] == "succeeded"
-    member.refresh_from_db()
+    assert member_test_execute(test_id=job.pk, backend_loader=lambda m: backend)["state"] == "succeeded"
     test = member.last_test
     assert test["state"] == JobState.SUCCEEDED and test["answer"] == "Hello there." and test["completion_tokens"] == 3
     assert {"load_s", "answer_s", "tokens_per_s", "finished_at"} <= test.keys()
@@ -81,19 +80,34 @@ def test_the_worker_answers_a_test_once_with_a_short_answer_and_timings():
     assert conversations == [[{"role": "user", "content": "Say hi."}]]
     assert params.max_new_tokens == MEMBER_TEST_MAX_NEW_TOKENS and params.temperature == 0.2
     # A second delivery of the same message finds the test answered and leaves it alone.
-    assert "skipped" in member_test_execute(member_id=member.pk, token=token, backend_loader=lambda m: FakeBackend("other"))
-    member.refresh_from_db()
-    assert member.last_test["answer"] == "Hello there."
+    assert "skipped" in member_test_execute(test_id=job.pk, backend_loader=lambda m: FakeBackend("other"))
+    assert member.last_test["answer"] == "Hello there." and MemberTest.objects.get().attempts == 1
 
 
-def test_an_older_message_does_not_overwrite_a_newer_test():
+def test_the_message_of_a_replaced_test_does_not_run_it():
     member = MemberFactory()
-    old = member_test_start(member=member, prompt="old").last_test["token"]
-    CommitteeMember.objects.filter(pk=member.pk).update(last_test={})  # as if answered and replaced
-    new = member_test_start(member=member, prompt="new").last_test["token"]
-    assert "skipped" in member_test_execute(member_id=member.pk, token=old, backend_loader=lambda m: FakeBackend())
-    member.refresh_from_db()
-    assert member.last_test["token"] == new and member.last_test["state"] == "queued"
+    old = member_test_start(member=member, prompt="old")
+    MemberTest.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=16))
+    new = member_test_start(member=member, prompt="new")
+    assert "skipped" in member_test_execute(test_id=old.pk, backend_loader=lambda m: FakeBackend())
+    assert member.last_test["id"] == new.pk and member.last_test["state"] == "queued"
+
+
+def test_the_watchdog_resends_a_lost_test_to_its_queue_and_fails_one_whose_worker_died(django_capture_on_commit_callbacks, monkeypatch):
+    from modeling import tasks
+    from modeling.services.watchdog import jobs_watchdog
+
+    sent = []
+    monkeypatch.setattr(tasks.sample_member_test, "apply_async", lambda args, **options: sent.append((args, options)))
+    lost = member_test_start(member=MemberFactory(kind=MemberKind.ENDPOINT, model_path="", base_url="http://h/v1", endpoint_model="m"), prompt="a")
+    dead = member_test_start(member=MemberFactory(), prompt="b")
+    MemberTest.objects.filter(pk=dead.pk).update(state=JobState.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=11))
+    with django_capture_on_commit_callbacks(execute=True):
+        report = jobs_watchdog(now=timezone.now() + timedelta(minutes=11))["membertest"]
+    assert report == {"failed_stale": [dead.pk], "resent": [lost.pk]}
+    assert sent == [((lost.pk,), {"queue": "default"})]  # an endpoint's test goes back to the default worker
+    dead.refresh_from_db()
+    assert dead.state == JobState.FAILED and "worker lost while testing" in dead.error
 
 
 @pytest.mark.parametrize("backend, said", [
@@ -102,47 +116,43 @@ def test_an_older_message_does_not_overwrite_a_newer_test():
 ])
 def test_an_unusable_answer_fails_the_test_with_its_reason(backend, said):
     member = MemberFactory()
-    token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
-    member_test_execute(member_id=member.pk, token=token, backend_loader=lambda m: backend)
-    member.refresh_from_db()
+    job = member_test_start(member=member, prompt="Say hi.")
+    member_test_execute(test_id=job.pk, backend_loader=lambda m: backend)
     assert member.last_test["state"] == JobState.FAILED and said in member.last_test["error"]
 
 
 def test_a_member_that_cannot_load_fails_its_test_with_the_reason():
     member = MemberFactory(model_path="/no/such/model")
-    token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
+    job = member_test_start(member=member, prompt="Say hi.")
 
     def loader(m):
         raise OSError("/no/such/model is not a model directory")
 
-    member_test_execute(member_id=member.pk, token=token, backend_loader=loader)
-    member.refresh_from_db()
+    member_test_execute(test_id=job.pk, backend_loader=loader)
     assert member.last_test["state"] == "failed" and "OSError: /no/such/model" in member.last_test["error"]
 
 
 def test_a_long_answer_is_kept_up_to_its_limit():
     member = MemberFactory()
-    token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
-    member_test_execute(member_id=member.pk, token=token, backend_loader=lambda m: FakeBackend("y" * 10_000))
-    member.refresh_from_db()
+    job = member_test_start(member=member, prompt="Say hi.")
+    member_test_execute(test_id=job.pk, backend_loader=lambda m: FakeBackend("y" * 10_000))
     assert len(member.last_test["answer"]) == MEMBER_TEST_MAX_ANSWER_CHARS and member.last_test["answer_truncated"]
 
 
 def test_an_endpoint_member_is_tested_against_a_real_server_by_the_default_backend():
     with ChatServer() as server:
         member = MemberFactory(kind=MemberKind.ENDPOINT, model_path="", base_url=server.url, endpoint_model="served")
-        token = member_test_start(member=member, prompt="Say hi.").last_test["token"]
-        member_test_execute(member_id=member.pk, token=token)
-    member.refresh_from_db()
+        job = member_test_start(member=member, prompt="Say hi.")
+        member_test_execute(test_id=job.pk)
     assert member.last_test["answer"] == "echo (1 messages): Say hi."
     assert server.requests[0]["body"]["max_tokens"] == MEMBER_TEST_MAX_NEW_TOKENS
 
 
-def test_the_api_queues_a_test_and_shows_it_without_its_token(staff_client):
+def test_the_api_queues_a_test_and_shows_it(staff_client):
     member = MemberFactory()
     answer = staff_client.post(f"/api/v1/members/{member.pk}/test/", {"prompt": "Say hi."}, content_type="application/json")
     assert answer.status_code == 202 and answer.json()["last_test"]["state"] == "queued"
-    assert "token" not in answer.json()["last_test"]
+    assert answer.json()["last_test"]["id"] == MemberTest.objects.get().pk
     again = staff_client.post(f"/api/v1/members/{member.pk}/test/", {"prompt": "Again."}, content_type="application/json")
     assert again.status_code == 409 and "already queued" in again.json()["detail"]
     blank = staff_client.post(f"/api/v1/members/{member.pk}/test/", {"prompt": " "}, content_type="application/json")
@@ -214,7 +224,7 @@ def test_the_test_form_queues_a_test_and_the_page_shows_its_answer(staff_client)
     member.refresh_from_db()
     assert member.last_test["state"] == "queued"
     assert "Queued on the" in staff_client.get("/committee/").content.decode()
-    member_test_execute(member_id=member.pk, token=member.last_test["token"], backend_loader=lambda m: FakeBackend("<b>hi</b>"))
+    member_test_execute(test_id=member.last_test["id"], backend_loader=lambda m: FakeBackend("<b>hi</b>"))
     page = staff_client.get("/committee/").content.decode()
     assert "&lt;b&gt;hi&lt;/b&gt;" in page and "<b>hi</b>" not in page  # model output is text
 
@@ -287,9 +297,22 @@ def test_a_lead_tests_a_member_and_follows_it_on_the_project_committee_api(lead_
     lead_client.post(f"/p/{project.slug}/committee/{member.pk}/test/", {"prompt": "Say hi."})
     member.refresh_from_db()
     assert member.last_test["state"] == "queued" and member.last_test["requested_by"] == "lea"
-    member_test_execute(member_id=member.pk, token=member.last_test["token"], backend_loader=lambda m: FakeBackend())
+    member_test_execute(test_id=member.last_test["id"], backend_loader=lambda m: FakeBackend())
     listed = lead_client.get(f"/api/v1/projects/{project.slug}/committee/").json()
     assert [m["name"] for m in listed] == ["a"] and listed[0]["last_test"]["answer"] == "Hello there."
-    assert "model_path" not in listed[0] and "token" not in listed[0]["last_test"]  # where a member lives is for staff
+    assert "model_path" not in listed[0]  # where a member lives is for staff
     page = lead_client.get(f"/p/{project.slug}/").content.decode()
     assert "Hello there." in page and f"/p/{project.slug}/committee/{member.pk}/weight/" in page
+
+
+@pytest.mark.parametrize("generation, said", [
+    ({"temperature": -1}, "temperature: expected a number from 0 up, got -1"),
+    ({"top_p": 1.5}, "top_p: expected a number from 0 to 1, got 1.5"),
+    ({"max_new_tokens": True}, "max_new_tokens: expected a whole number from 1 up, got True"),
+    ({"seed": 1}, "unknown setting(s) ['seed']"),
+])
+def test_the_api_refuses_generation_settings_outside_their_schema(staff_client, generation, said):
+    answer = staff_client.post("/api/v1/members/", {"name": "x", "kind": "local", "model_path": "/m", "generation": generation},
+                               content_type="application/json")
+    assert answer.status_code == 400 and answer.json()["generation"][0].startswith(said)
+    assert not CommitteeMember.objects.filter(name="x").exists()
