@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench._common import machine, replace_section, utc_now  # noqa: E402
-from scripts.e2e import Stack, free_port  # noqa: E402
+from scripts.stack import Stack, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "first_hour.json"
 DEMO_SLUG = "mt-bench-demo"

@@ -153,7 +153,7 @@ LOGIN_FAILURE_WINDOW_S = env.integer("ARBITER_LOGIN_WINDOW_S", 15 * 60, minimum=
 # Behind a proxy, leaving this at 0 makes every client the proxy's address for the throttle.
 NUM_PROXIES = env.integer("NUM_PROXIES", 0, minimum=0)
 
-# What one imported file may hold (annotation/importers.py reads it as a stream against these; each
+# What one imported file may hold (annotation/importers/reading.py reads it as a stream against these; each
 # error names the variable it hit). Memory per import is bounded by them, not by the file: a gzip
 # bomb stops at the decompressed limit, a giant line at the line limit, while they are read.
 IMPORT_LIMITS = {

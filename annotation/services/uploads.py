@@ -1,7 +1,7 @@
 """One entry point for imported files, shared by the page, the API and the command.
 
 All of a file or nothing, in bounded memory: the file is read as a stream
-(``annotation.importers.read_lines``), each valid record is written as it is read, in batches,
+(``annotation.importers.reading.read_lines``), each valid record is written as it is read, in batches,
 inside one transaction, and the transaction is rolled back if any line was bad. Once a bad line
 is seen nothing more is written (the rest is still read, to list its problems). A bad file
 writes nothing; memory is a batch and the limits (``ImportLimits``), never the file's size.

@@ -1,4 +1,4 @@
-"""Reward-model and DPO training with Hugging Face TRL, and their evaluation. Plain Python.
+"""Reward-model and DPO training with Hugging Face TRL (their evaluation: ``evaluation.py``). Plain Python.
 
 Rows are TRL's conversational preference format: ``prompt`` (messages), ``chosen`` and
 ``rejected`` (one assistant message each), ``margin`` (from the strength), ``strength``.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -144,7 +143,7 @@ def _trainer_args(config: TrainConfig, output_dir: str, steps: int) -> dict:
     }
 
 
-def _report(progress: Progress | None, **fields) -> None:
+def report(progress: Progress | None, **fields) -> None:
     if progress is not None:
         progress(fields)
 
@@ -199,17 +198,6 @@ def _progress_callback(progress: Progress, *, phase: str):
 
 def _conversation(row: dict, side: str) -> list[dict]:
     return [*row["prompt"], *row[side]]
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion (ties may count as halves)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denominator = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def pair_length(tokenizer, row: dict) -> int:
@@ -274,14 +262,14 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
 
     _quiet_datasets()
     torch.manual_seed(config.seed)
-    _report(progress, phase="loading", done=0, total=len(rows), unit="pairs", log=f"loading {base_dir}; measuring {len(rows)} pairs")
+    report(progress, phase="loading", done=0, total=len(rows), unit="pairs", log=f"loading {base_dir}; measuring {len(rows)} pairs")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     config, kept = _fit(tokenizer, rows, config, base_dir)
     if not kept:
         raise ValueError(f"no training pair fits in max_length={config.max_length} ({len(rows)} pairs in the snapshot)")
-    _report(progress, phase="loading", done=0, total=len(rows), unit="pairs",
+    report(progress, phase="loading", done=0, total=len(rows), unit="pairs",
             log=f"max_length {config.max_length} tokens; {len(kept)} of {len(rows)} pairs fit")
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -321,35 +309,12 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
         max_length=config.max_length,
     )
     del trainer, model, final
-    _report(progress, phase="evaluating", done=0, total=len(heldout), unit="pairs",
+    report(progress, phase="evaluating", done=0, total=len(heldout), unit="pairs",
             log=f"trained {result.steps} steps in {result.seconds} s; scoring {len(heldout)} held-out pairs")
+    from modeling.ml.evaluation import evaluate_reward_model
+
     result.heldout = evaluate_reward_model(model_dir=output_dir, rows=heldout, max_length=config.max_length)
     return result
-
-
-def evaluate_reward_model(*, model_dir: str, rows: list[dict], max_length: int = 1024) -> dict:
-    """Held-out pairwise accuracy, overall and per strength: r(chosen) > r(rejected)."""
-    from modeling.ml.reward import RewardScorer
-
-    if not rows:
-        return {"pairs": 0, "accuracy": None, "per_strength": {}}
-    scorer = RewardScorer(model_dir)
-    chosen = scorer.score([r["prompt"] for r in rows], [r["chosen"][0]["content"] for r in rows], max_length)
-    rejected = scorer.score([r["prompt"] for r in rows], [r["rejected"][0]["content"] for r in rows], max_length)
-    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    correct = 0
-    for row, c, r in zip(rows, chosen, rejected):
-        hit = int(c > r)
-        correct += hit
-        per[row.get("strength", "unknown")][0] += hit
-        per[row.get("strength", "unknown")][1] += 1
-    low, high = wilson_interval(correct, len(rows))
-    return {
-        "pairs": len(rows),
-        "accuracy": round(correct / len(rows), 4),
-        "ci95": [round(low, 4), round(high, 4)],
-        "per_strength": {k: {"pairs": n, "accuracy": round(h / n, 4)} for k, (h, n) in sorted(per.items())},
-    }
 
 
 def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_dir: str, config: TrainConfig,
@@ -367,7 +332,7 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     if not rows:
         raise ValueError("no DPO pair in this round's snapshot (after the strength filter)")
     _quiet_datasets()
-    _report(progress, phase="loading", done=0, total=len(rows), unit="pairs", log=f"loading {policy_dir}; {len(rows)} pairs")
+    report(progress, phase="loading", done=0, total=len(rows), unit="pairs", log=f"loading {policy_dir}; {len(rows)} pairs")
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     if tokenizer.pad_token is None:
@@ -375,7 +340,7 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     config, kept = _fit(tokenizer, rows, config, policy_dir)
     if not kept:
         raise ValueError(f"no DPO pair fits in max_length={config.max_length} ({len(rows)} pairs in the snapshot)")
-    _report(progress, phase="loading", done=0, total=len(rows), unit="pairs",
+    report(progress, phase="loading", done=0, total=len(rows), unit="pairs",
             log=f"max_length {config.max_length} tokens; {len(kept)} of {len(rows)} pairs fit")
     dropped, rows = len(rows) - len(kept), kept
     model = AutoModelForCausalLM.from_pretrained(policy_dir)
@@ -407,7 +372,7 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     trainer.accelerator.wait_for_everyone()
     heldout_metrics = {}
     if evaluation is not None:
-        _report(progress, phase="evaluating", done=0, total=len(heldout), unit="pairs",
+        report(progress, phase="evaluating", done=0, total=len(heldout), unit="pairs",
                 log=f"trained {trainer.state.global_step} steps in {seconds:.1f} s; DPO metrics on {len(heldout)} held-out pairs")
         raw = trainer.evaluate()
         heldout_metrics = {
@@ -429,42 +394,3 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
         output_dir=output_dir, train_pairs=len(rows), steps=trainer.state.global_step, seconds=round(seconds, 2),
         train_loss=_last_loss(trainer), heldout=heldout_metrics, max_length=config.max_length, dropped_too_long=dropped,
     )
-
-
-def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, prompts: list[list[dict]],
-                 max_new_tokens: int = 128, cache_root: str = "/tmp", progress: Progress | None = None) -> dict:
-    """The new and the previous policy answer the same prompts; the reward model judges.
-
-    Win rate of the new policy (ties count half) with its 95% Wilson interval.
-    """
-    from modeling.ml.generation import LocalBackend, ModelSpec, SamplingParams
-    from modeling.ml.reward import RewardScorer
-
-    if not prompts:
-        return {"prompts": 0, "win_rate": None, "ci95": None}
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=1234)
-    answers = {}
-    started, total = time.perf_counter(), 2 * len(prompts)
-    for name, path in (("new", new_policy_dir), ("old", old_policy_dir)):
-        backend = LocalBackend(ModelSpec(kind="local", model_path=path), cache_root)
-        answers[name] = []
-        for b in range(0, len(prompts), 8):
-            answers[name] += [g.text for g in backend.generate(prompts[b : b + 8], params)]
-            done = sum(len(a) for a in answers.values())
-            elapsed = time.perf_counter() - started
-            _report(progress, phase=f"{name} policy answering", done=done, total=total, unit="answers",
-                    elapsed_s=round(elapsed, 1), eta_s=round(elapsed / done * (total - done), 1))
-        del backend
-    scorer = RewardScorer(reward_dir)
-    new = scorer.score(prompts, answers["new"])
-    old = scorer.score(prompts, answers["old"])
-    wins = sum(1.0 if n > o else 0.5 if n == o else 0.0 for n, o in zip(new, old))
-    low, high = wilson_interval(wins, len(prompts))
-    return {
-        "prompts": len(prompts),
-        "wins": wins,
-        "win_rate": round(wins / len(prompts), 4),
-        "ci95": [round(low, 4), round(high, 4)],
-        "mean_reward_new": round(sum(new) / len(new), 4),
-        "mean_reward_old": round(sum(old) / len(old), 4),
-    }

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from scripts.e2e import Stack, free_port
+from scripts.stack import Stack, free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -257,7 +257,7 @@ def _step_reward_model(round_: Round, workdir: Path) -> dict:
 
 
 def _previous_heldout(previous_rm: Path | None, heldout: list[dict], max_length: int, progress) -> dict | None:
-    from modeling.ml.training import evaluate_reward_model
+    from modeling.ml.evaluation import evaluate_reward_model
 
     if previous_rm is None:
         return None
@@ -292,7 +292,7 @@ def _step_dpo(round_: Round, workdir: Path) -> dict:
 
 
 def _step_evaluate(round_: Round, workdir: Path) -> dict:
-    from modeling.ml.training import head_to_head
+    from modeling.ml.evaluation import head_to_head
 
     dpo = round_.metrics.get(RoundState.TRAINING_DPO, {})
     if dpo.get("skipped"):

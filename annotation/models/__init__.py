@@ -1,0 +1,43 @@
+"""Projects, prompts, responses, comparisons, assignments, judgments, dataset snapshots.
+
+Models hold data and the invariants the database can enforce; every write that means something
+goes through ``annotation.services``. Vocabulary: ``../shared/SPEC.md``.
+
+One module each: ``projects`` (projects, roles, the strength scale), ``labels`` (prompts,
+responses, comparisons, assignments, judgments), ``records`` (dataset snapshots, audit events).
+"""
+
+from annotation.models.labels import (
+    IMPORTED_ACCOUNT_PREFIX,
+    MIN_GOLD_JUDGMENTS,
+    Assignment,
+    AssignmentState,
+    Comparison,
+    ComparisonSource,
+    Judgment,
+    LabelerDay,
+    Prompt,
+    Response,
+    ResponseSource,
+    imported_account_name,
+)
+from annotation.models.projects import (
+    MARGINS,
+    ROLE_RANK,
+    MarginTable,
+    Membership,
+    Pairing,
+    PolicyAdmission,
+    Project,
+    Role,
+    Strength,
+)
+from annotation.models.records import AuditAction, AuditEvent, DatasetSnapshot, SnapshotPurpose
+from config.jobs import Job, JobState  # JobState: annotation code reads it from here too
+
+__all__ = [
+    "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "Assignment", "AssignmentState", "AuditAction",
+    "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Job", "JobState", "Judgment", "LabelerDay",
+    "MarginTable", "Membership", "Pairing", "PolicyAdmission", "Project", "Prompt", "Response", "ResponseSource", "Role",
+    "SnapshotPurpose", "Strength", "imported_account_name",
+]

@@ -1,0 +1,127 @@
+"""Projects and who works in them: roles, the strength scale and its margins, how a project pairs
+responses and admits new policies."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Role(models.TextChoices):
+    LABELER = "labeler", "Labeler"
+    LEAD = "lead", "Project lead"
+    ADMIN = "admin", "Admin"
+
+
+#: Each role can do what the roles before it can.
+ROLE_RANK = {Role.LABELER: 1, Role.LEAD: 2, Role.ADMIN: 3}
+
+
+class Strength(models.TextChoices):
+    """The four-level scale of Llama 2 and Llama 3, strongest first."""
+
+    SIGNIFICANTLY_BETTER = "significantly_better", "Significantly better"
+    BETTER = "better", "Better"
+    SLIGHTLY_BETTER = "slightly_better", "Slightly better"
+    NEGLIGIBLY_BETTER = "negligibly_better", "Negligibly better / unsure"
+
+
+class MarginTable(models.TextChoices):
+    SMALL = "small", "Llama 2 small (1, 2/3, 1/3, 0)"
+    LARGE = "large", "Llama 2 large (3, 2, 1, 0)"
+
+
+#: Margin per strength (Llama 2, Table 27). "small" had the best average RM accuracy (Table 28).
+MARGINS = {
+    MarginTable.SMALL: {
+        Strength.SIGNIFICANTLY_BETTER: 1.0,
+        Strength.BETTER: 2.0 / 3.0,
+        Strength.SLIGHTLY_BETTER: 1.0 / 3.0,
+        Strength.NEGLIGIBLY_BETTER: 0.0,
+    },
+    MarginTable.LARGE: {
+        Strength.SIGNIFICANTLY_BETTER: 3.0,
+        Strength.BETTER: 2.0,
+        Strength.SLIGHTLY_BETTER: 1.0,
+        Strength.NEGLIGIBLY_BETTER: 0.0,
+    },
+}
+
+
+class Pairing(models.TextChoices):
+    COMMITTEE = "committee", "Two members by weight (Llama 3)"
+    REJECTION_SAMPLING = "rejection_sampling", "Best of K by the reward model vs. another sample"
+
+
+class PolicyAdmission(models.TextChoices):
+    ALWAYS = "always", "Always join the committee"
+    IF_WINS = "if_wins", "Join only if it beats the previous policy"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown, shown to labelers one key away.")
+
+    # Labeling settings.
+    overlap_k = models.PositiveSmallIntegerField(default=3, help_text="Labels wanted per comparison.")
+    gold_rate = models.FloatField(default=0.05, help_text="Share of leases that are gold comparisons.")
+    lease_minutes = models.PositiveIntegerField(default=30)
+    max_live_leases = models.PositiveSmallIntegerField(default=3, help_text="Live leases one labeler may hold.")
+    margin_table = models.CharField(max_length=10, choices=MarginTable.choices, default=MarginTable.SMALL)
+    ask_attributes = models.BooleanField(default=False, help_text="Ask HelpSteer2 ratings (0-4) per response.")
+    ask_flags = models.BooleanField(default=True)
+    ask_rationale = models.BooleanField(default=False)
+    edit_step = models.BooleanField(default=True, help_text="Ask labelers to edit the winner.")
+    max_edit_chars = models.PositiveIntegerField(default=20000)
+    verdict_change_minutes = models.PositiveIntegerField(
+        default=10, help_text="How long after a submit its labeler may change the verdict (0: never)."
+    )
+
+    # Committee and rounds.
+    pairing = models.CharField(max_length=24, choices=Pairing.choices, default=Pairing.COMMITTEE)
+    rejection_k = models.PositiveSmallIntegerField(default=4, help_text="Samples per prompt for rejection sampling.")
+    policy_admission = models.CharField(max_length=10, choices=PolicyAdmission.choices, default=PolicyAdmission.ALWAYS)
+    round_min_new_judgments = models.PositiveIntegerField(
+        default=200, help_text="A scheduled round starts once this many judgments arrived since the last one."
+    )
+    round_schedule_enabled = models.BooleanField(default=False)
+    labeler_quality_threshold = models.FloatField(
+        default=0.6, help_text="Gold accuracy below which a labeler can be excluded from exports."
+    )
+
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(overlap_k__gte=1), name="project_overlap_k_positive"),
+            models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_unit"),
+            models.CheckConstraint(condition=Q(lease_minutes__gte=1), name="project_lease_positive"),
+            models.CheckConstraint(condition=Q(max_live_leases__gte=1), name="project_live_leases_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def margin_for(self, strength: str) -> float:
+        return MARGINS[MarginTable(self.margin_table)][Strength(strength)]
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.LABELER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user_per_project"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} as {self.role} in {self.project}"

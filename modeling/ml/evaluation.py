@@ -1,0 +1,85 @@
+"""How good a round's models are: a reward model's held-out pairwise accuracy and a head-to-head
+of two policies judged by a reward model, each with a 95% Wilson interval. Plain Python."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+
+from modeling.ml.training import Progress, report
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion (ties may count as halves)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def evaluate_reward_model(*, model_dir: str, rows: list[dict], max_length: int = 1024) -> dict:
+    """Held-out pairwise accuracy, overall and per strength: r(chosen) > r(rejected)."""
+    from modeling.ml.reward import RewardScorer
+
+    if not rows:
+        return {"pairs": 0, "accuracy": None, "per_strength": {}}
+    scorer = RewardScorer(model_dir)
+    chosen = scorer.score([r["prompt"] for r in rows], [r["chosen"][0]["content"] for r in rows], max_length)
+    rejected = scorer.score([r["prompt"] for r in rows], [r["rejected"][0]["content"] for r in rows], max_length)
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    correct = 0
+    for row, c, r in zip(rows, chosen, rejected):
+        hit = int(c > r)
+        correct += hit
+        per[row.get("strength", "unknown")][0] += hit
+        per[row.get("strength", "unknown")][1] += 1
+    low, high = wilson_interval(correct, len(rows))
+    return {
+        "pairs": len(rows),
+        "accuracy": round(correct / len(rows), 4),
+        "ci95": [round(low, 4), round(high, 4)],
+        "per_strength": {k: {"pairs": n, "accuracy": round(h / n, 4)} for k, (h, n) in sorted(per.items())},
+    }
+
+
+def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, prompts: list[list[dict]],
+                 max_new_tokens: int = 128, cache_root: str = "/tmp", progress: Progress | None = None) -> dict:
+    """The new and the previous policy answer the same prompts; the reward model judges.
+
+    Win rate of the new policy (ties count half) with its 95% Wilson interval.
+    """
+    from modeling.ml.generation import LocalBackend, ModelSpec, SamplingParams
+    from modeling.ml.reward import RewardScorer
+
+    if not prompts:
+        return {"prompts": 0, "win_rate": None, "ci95": None}
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=1234)
+    answers = {}
+    started, total = time.perf_counter(), 2 * len(prompts)
+    for name, path in (("new", new_policy_dir), ("old", old_policy_dir)):
+        backend = LocalBackend(ModelSpec(kind="local", model_path=path), cache_root)
+        answers[name] = []
+        for b in range(0, len(prompts), 8):
+            answers[name] += [g.text for g in backend.generate(prompts[b : b + 8], params)]
+            done = sum(len(a) for a in answers.values())
+            elapsed = time.perf_counter() - started
+            report(progress, phase=f"{name} policy answering", done=done, total=total, unit="answers",
+                    elapsed_s=round(elapsed, 1), eta_s=round(elapsed / done * (total - done), 1))
+        del backend
+    scorer = RewardScorer(reward_dir)
+    new = scorer.score(prompts, answers["new"])
+    old = scorer.score(prompts, answers["old"])
+    wins = sum(1.0 if n > o else 0.5 if n == o else 0.0 for n, o in zip(new, old))
+    low, high = wilson_interval(wins, len(prompts))
+    return {
+        "prompts": len(prompts),
+        "wins": wins,
+        "win_rate": round(wins / len(prompts), 4),
+        "ci95": [round(low, 4), round(high, 4)],
+        "mean_reward_new": round(sum(new) / len(new), 4),
+        "mean_reward_old": round(sum(old) / len(old), 4),
+    }
