@@ -33,9 +33,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from scripts.labelers import label_all
-from scripts.stack import ROOT, Client, Stack, StackError, free_port, multipart, wait_for
-from scripts.trl_check import trl_check
+if __package__ in (None, ""):  # run as a file (make e2e): the repository root holds ``scripts``
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts.labelers import label_all  # noqa: E402
+from scripts.stack import ROOT, Client, Stack, StackError, free_port, multipart, wait_for  # noqa: E402
+from scripts.trl_check import trl_check  # noqa: E402
 
 MT_BENCH = "mt-bench-questions.jsonl"
 SLUG = "e2e"
