@@ -21,6 +21,9 @@ DEFAULT_CONFIG = {
     # max_length_cap 2048 and the model's context); pairs over it are dropped and counted.
     "rm": {"epochs": 1, "max_steps": 500, "batch_size": 4, "learning_rate": 1e-5, "max_length": None},
     "dpo": {"epochs": 1, "max_steps": 500, "batch_size": 2, "learning_rate": 1e-5, "max_length": None, "beta": 0.1, "sft_weight": 0.2},
+    # Weight averaging (modeling/services/rounds/averaging.py): M reward models and their soup;
+    # the new policy averaged with the K latest earlier policies of the same base. 1 and 0: off.
+    "averaging": {"rm_models": 1, "rm_soup": "greedy", "rm_validation_percent": 10, "policy_previous": 0},
     # None: train in the worker's process. {"num_processes": N, "args": [...]}: run the training
     # under `accelerate launch` (several GPUs; DDP/FSDP/DeepSpeed through its own flags/config).
     "accelerate": None,
@@ -61,6 +64,15 @@ ROUND_SETTINGS_SCHEMA = {
         "eval_max_new_tokens": {"type": "integer", "minimum": 1},
         "rm": TRAIN_SETTINGS_SCHEMA,
         "dpo": TRAIN_SETTINGS_SCHEMA,
+        "averaging": {
+            "type": "object", "additionalProperties": False,
+            "properties": {
+                "rm_models": {"type": "integer", "minimum": 1, "maximum": 16},
+                "rm_soup": {"type": "string", "enum": ["uniform", "greedy"]},
+                "rm_validation_percent": {"type": "integer", "minimum": 1, "maximum": 50},
+                "policy_previous": {"type": "integer", "minimum": 0, "maximum": 16},
+            },
+        },
         "accelerate": {
             "type": "object", "nullable": True, "additionalProperties": False,
             "properties": {"num_processes": {"type": "integer", "minimum": 1}, "args": {"type": "array", "items": {"type": "string"}}},

@@ -20,6 +20,7 @@ from annotation.models import DatasetSnapshot, Judgment, PolicyAdmission, Projec
 from modeling.models import CommitteeMember, MemberKind, Round, RoundState
 from modeling.selectors import REWARD_MODEL_DIR, current_reward_model
 from modeling.services.members import member_spec
+from modeling.services.rounds.averaging import policy_average, previous_policies, rm_ensemble
 from modeling.services.rounds.settings import RoundError
 
 
@@ -243,13 +244,24 @@ def _step_reward_model(round_: Round, workdir: Path) -> dict:
     tmp = _tmp_dir(final)
     base = _base_member(round_.project, round_.config)
     progress = StepProgress(round_.pk, RoundState.TRAINING_RM)
-    result = _train("rm", round_, model_dir=_model_dir(base), rows=rows, heldout=heldout, output_dir=tmp, config=config, progress=progress)
+    averaging = round_.config.get("averaging") or {}
+    soup = None
+
+    def train_one(train_rows: list[dict], output_dir: Path, train_config):
+        return _train("rm", round_, model_dir=_model_dir(base), rows=train_rows, heldout=heldout, output_dir=output_dir,
+                      config=train_config, progress=progress)
+
+    if int(averaging.get("rm_models", 1)) > 1:
+        result, soup = rm_ensemble(train_one=train_one, rows=rows, heldout=heldout, output_dir=tmp, config=config,
+                                   averaging=averaging, progress=progress)
+    else:
+        result = train_one(rows, tmp, config)
     metrics = {
         "base_member": base.name, "train_pairs": result.train_pairs, "dropped_too_long": result.dropped_too_long,
         "max_length": result.max_length,
         "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
         "previous_heldout": _previous_heldout(previous_rm, heldout, result.max_length, progress),
-        "config": config.as_dict(),
+        "config": config.as_dict(), **({"averaging": soup} if soup else {}),
     }
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _publish(tmp, final)
@@ -286,6 +298,11 @@ def _step_dpo(round_: Round, workdir: Path) -> dict:
         "dropped_too_long": result.dropped_too_long, "max_length": result.max_length, "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
         "config": config.as_dict(),
     }
+    previous = previous_policies(round_, start, int((round_.config.get("averaging") or {}).get("policy_previous", 0)))
+    if previous:
+        progress({"phase": "averaging policies", "done": 0, "total": len(previous) + 1, "unit": "models",
+                  "log": f"averaging the new policy with {', '.join(m.name for m in previous)}"})
+        metrics["averaging"] = policy_average(tmp, previous)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _publish(tmp, final)
     return metrics
