@@ -12,6 +12,17 @@ from modeling.services.rounds.averaging import validation_split
 from tests.modeling.test_rounds import SMALL, artifacts, labelled_project  # noqa: F401  (fixtures)
 
 
+def rounds_page(project) -> str:
+    from django.test import Client
+
+    from annotation.models import Role
+    from tests.factories import MembershipFactory
+
+    client = Client()
+    client.force_login(MembershipFactory(project=project, role=Role.ADMIN).user)
+    return client.get(f"/p/{project.slug}/rounds/").content.decode()
+
+
 def _run(project, config, capture):
     with capture():
         round_ = round_start(project=project, config=config)
@@ -37,15 +48,7 @@ def test_a_round_trains_m_reward_models_keeps_their_soup_and_reports_each(tiny_m
     assert "reward model 3 of 3" in round_.log and "greedy soup" in round_.log
     workdir = Path(settings.ARTIFACTS_DIR) / round_.artifacts_path
     assert (workdir / "reward_model" / "model.safetensors").exists() and not list(workdir.glob("*.members"))
-    # the rounds page says what the reward model is
-    from django.test import Client
-
-    from annotation.models import Role
-    from tests.factories import MembershipFactory
-
-    client = Client()
-    client.force_login(MembershipFactory(project=project, role=Role.ADMIN).user)
-    page = client.get(f"/p/{project.slug}/rounds/").content.decode()
+    page = rounds_page(project)  # it says what the reward model is
     assert f"greedy soup of {len(soup['chosen'])}/3; single: best {soup['best_member_accuracy']}" in page
 
 
@@ -67,6 +70,14 @@ def test_the_next_round_can_average_its_policy_with_the_previous_one(tiny_model_
     previous = dict(AutoModelForCausalLM.from_pretrained(first.policy_member.model_path).named_parameters())
     moved = [name for name, p in model.named_parameters() if not torch.equal(p, previous[name])]
     assert moved and (policy / "adapter").is_dir()  # a policy of its own, with this round's adapter beside it
+    # the page shows the DPO policy's held-out margin and the RMs' accuracy per strength, the previous in brackets
+    page = rounds_page(project)
+    margin = second.metrics["training_dpo"]["heldout"]["rewards/margins"]
+    assert f"margin {margin}" in page and "averaged with " + first.policy_member.name in page
+    rm = second.metrics["training_rm"]
+    strength, now = next(iter(rm["heldout"]["per_strength"].items()))
+    before = rm["previous_heldout"]["per_strength"][strength]["accuracy"]
+    assert f"{strength.removesuffix('_better')} {now['accuracy']} ({before})" in page
 
 
 def test_the_validation_split_keeps_a_prompts_pairs_together():
