@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -51,27 +51,6 @@ class E2EError(StackError):
     """A stage of the loop did not produce what it should."""
 
 
-# Users, the project and API tokens: there is no API for these (admins use the Django admin), so
-# one manage.py step makes them with the app's own services.
-SETUP_CODE = """
-import json
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
-from annotation.services import membership_set, project_create
-spec = json.loads({spec!r})
-project = project_create(name=spec["name"], slug=spec["slug"], description=spec["description"])
-tokens = {{}}
-for username, role in spec["users"]:
-    user = get_user_model().objects.create_user(username, f"{{username}}@e2e.invalid")
-    user.set_unusable_password()
-    user.is_staff = user.is_superuser = role == "admin"
-    user.save()
-    membership_set(project=project, user=user, role=role)
-    tokens[username] = Token.objects.create(user=user).key
-print("TOKENS " + json.dumps(tokens))
-"""
-
-
 # --- the run ---------------------------------------------------------------------------------------
 
 
@@ -88,6 +67,13 @@ def stage_table(stages: list[dict]) -> str:
         detail = ", ".join(f"{k}={v}" for k, v in s["details"].items())
         lines.append(f"{s['name']:<12} {s['seconds']:>8.1f} {cells}  {detail}")
     return "\n".join(lines)
+
+
+SIZE_HELP = {
+    "prompts": "prompts in the first sampling pass (labeled)",
+    "second_prompts": "prompts in the pass after the round (default: --prompts)",
+    "edit_every": "each labeler edits every N-th winner (0: never)",
+}
 
 
 @dataclass
@@ -154,8 +140,7 @@ class Loop:
 
     def stage_users(self, details: dict) -> None:
         spec = {"name": "End to end", "slug": SLUG, "description": "make e2e", "users": USERS}
-        output = self.stack.manage("shell", "-c", SETUP_CODE.format(spec=json.dumps(spec)))
-        tokens = json.loads(next(line for line in output.splitlines() if line.startswith("TOKENS "))[7:])
+        tokens = self.stack.create_project(spec)
         self.clients = {name: Client(self.stack.url, token) for name, token in tokens.items()}
         projects = self.lead.get("/api/v1/projects/")
         if [(p["slug"], p["role"]) for p in projects] != [(SLUG, "lead")]:
@@ -379,17 +364,9 @@ def run_e2e(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=8, help="prompts in the first sampling pass (labeled)")
-    parser.add_argument("--second-prompts", type=int, default=None, help="prompts in the pass after the round")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--rm-steps", type=int, default=8)
-    parser.add_argument("--dpo-steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--max-length", type=int, default=384)
-    parser.add_argument("--heldout-percent", type=int, default=35)
-    parser.add_argument("--eval-prompts", type=int, default=2)
-    parser.add_argument("--eval-max-new-tokens", type=int, default=32)
-    parser.add_argument("--edit-every", type=int, default=2, help="each labeler edits every N-th winner (0: never)")
+    for f in fields(Sizes):  # one flag per size, with Sizes' default: --prompts, --rm-steps, ...
+        kind = float if f.type in ("float", "float | None") else int
+        parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=SIZE_HELP.get(f.name))
     parser.add_argument("--workdir", help="where the stack keeps its state (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder after a successful run")
     parser.add_argument("--model-cache", default=None,
@@ -406,11 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {}
     try:
         result = run_e2e(
-            workdir, prompts=args.prompts, second_prompts=args.second_prompts, max_new_tokens=args.max_new_tokens,
-            rm_steps=args.rm_steps, dpo_steps=args.dpo_steps, batch_size=args.batch_size, max_length=args.max_length,
-            heldout_percent=args.heldout_percent, eval_prompts=args.eval_prompts,
-            eval_max_new_tokens=args.eval_max_new_tokens, edit_every=args.edit_every, model_cache=model_cache,
-            port=args.port, out=lambda line: print(line, flush=True),
+            workdir, model_cache=model_cache, port=args.port, out=lambda line: print(line, flush=True),
+            **{f.name: getattr(args, f.name) for f in fields(Sizes)},
         )
     except BaseException as exc:  # a failed stage, Ctrl-C or SIGTERM: the stack is stopped already
         print(f"\nmake e2e failed: {type(exc).__name__}: {exc}\n(state kept in {workdir})", file=sys.stderr)

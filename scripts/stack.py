@@ -117,6 +117,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Users, the project and API tokens: there is no API for these (admins use the Django admin), so
+# one manage.py step makes them with the app's own services.
+SETUP_CODE = """
+import json
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from annotation.services import membership_set, project_create
+spec = json.loads({spec!r})
+project = project_create(name=spec["name"], slug=spec["slug"], description=spec["description"])
+tokens = {{}}
+for username, role in spec["users"]:
+    user = get_user_model().objects.create_user(username, f"{{username}}@e2e.invalid")
+    user.set_unusable_password()
+    user.is_staff = user.is_superuser = role == "admin"
+    user.save()
+    membership_set(project=project, user=user, role=role)
+    tokens[username] = Token.objects.create(user=user).key
+print("TOKENS " + json.dumps(tokens))
+"""
+
+
 class Stack:
     """``python -m config.embedded`` in its own process group, with its own var and artifacts."""
 
@@ -145,6 +166,12 @@ class Stack:
         if done.returncode != 0:
             raise StackError(f"manage.py {args[0]} failed ({done.returncode}): {done.stderr[-3000:]}")
         return done.stdout
+
+    def create_project(self, spec: dict) -> dict[str, str]:
+        """The project and its users (``spec["users"]``: (name, role) pairs), each with an API
+        token; returns name -> token."""
+        output = self.manage("shell", "-c", SETUP_CODE.format(spec=json.dumps(spec)))
+        return json.loads(next(line for line in output.splitlines() if line.startswith("TOKENS "))[7:])
 
     def start(self, timeout_s: float = 300) -> None:
         with open(self.log_path, "wb") as log:
