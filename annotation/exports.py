@@ -18,9 +18,17 @@ from datetime import date
 from types import SimpleNamespace
 from typing import Iterator
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from annotation.models import IMPORTED_ACCOUNT_PREFIX, MIN_GOLD_JUDGMENTS, Judgment, Project, Strength
+from annotation.models import (
+    IMPORTED_ACCOUNT_PREFIX,
+    MIN_GOLD_JUDGMENTS,
+    STRENGTH_FILTER_VALUES,
+    UNKNOWN_STRENGTH,
+    Judgment,
+    Project,
+    Strength,
+)
 from config.schema import schema_problem
 
 EDIT_OVER_CHOSEN_STRENGTH = Strength.SLIGHTLY_BETTER
@@ -46,7 +54,7 @@ class ExportFilters:
     min_labeler_gold_accuracy: float | None = None  # drop labelers below this (with at least MIN_GOLD_JUDGMENTS gold judgments)
     include_both_bad: bool = False
     include_imported: bool = True
-    strengths: list | None = None  # only judgments of these strengths (None: all)
+    strengths: list | None = None  # only judgments of these strengths, "unknown" for none given (None: all)
     # The stable split by prompt hash (is_heldout): "train" leaves out the held-out prompts,
     # "heldout" keeps only them. A round's snapshot files are exports with these set.
     split: str = "all"  # all | train | heldout
@@ -93,7 +101,7 @@ FILTERS_SCHEMA = {
         "min_labeler_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
         "include_both_bad": {"type": "boolean"},
         "include_imported": {"type": "boolean"},
-        "strengths": {"type": "array", "items": {"type": "string", "enum": list(Strength.values)}, "nullable": True},
+        "strengths": {"type": "array", "items": {"type": "string", "enum": STRENGTH_FILTER_VALUES}, "nullable": True},
         "split": {"type": "string", "enum": ["all", "train", "heldout"]},
         "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
     },
@@ -135,8 +143,9 @@ def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[
         query = query.exclude(strength=Strength.NEGLIGIBLY_BETTER)
     if not filters.include_imported:
         query = query.exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
-    if filters.strengths is not None:
-        query = query.filter(strength__in=filters.strengths)
+    if filters.strengths is not None:  # "unknown": pairs whose source gave no strength (null)
+        unknown = Q(strength__isnull=True) if UNKNOWN_STRENGTH in filters.strengths else Q(pk__in=[])
+        query = query.filter(Q(strength__in=[s for s in filters.strengths if s != UNKNOWN_STRENGTH]) | unknown)
     if filters.date_from:
         query = query.filter(submitted_at__date__gte=filters.date_from)
     if filters.date_to:
@@ -380,7 +389,7 @@ class CardStats:
     def add(self, row: dict) -> None:
         self.rows += 1
         if "strength" in row:
-            self.strengths[row["strength"]] += 1
+            self.strengths[row["strength"] or UNKNOWN_STRENGTH] += 1
         if "pair_type" in row:
             self.pair_types[row["pair_type"]] += 1
         for name in (row.get("labeler") or "").split(","):

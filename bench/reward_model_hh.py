@@ -1,13 +1,18 @@
-"""Reward model on real preferences: HH-RLHF (harmless-base test) imported through the app.
+"""Reward model on real preferences: HH-RLHF (harmless-base test) imported through the app,
+against plain TRL on the same rows, in one invocation.
 
-    python bench/reward_model_hh.py [--train-pairs 800] [--max-length 512] [--lora]
+    python bench/reward_model_hh.py [--train-pairs 800] [--max-length 512] [--lora] [--strength none]
+                                    [--no-reference] [--no-write]
 
-The file goes through the app's own path: ``parse_hh`` → ``preference_pairs_import`` into a
-scratch SQLite database → the round's snapshot rows (``preference_rows``, margins from the
-project's table, the stable split by prompt: 20% held out) → ``train_reward_model`` on
+The app's path: ``parse_hh`` → ``preference_pairs_import`` into a scratch SQLite database → the
+round's snapshot rows (``export_rows``: margins from the project's table, 0 for pairs whose
+source gave no strength; the stable split by prompt: 20% held out) → ``train_reward_model`` on
 SmolLM2-135M-Instruct (GGUF dequantized) → held-out pairwise accuracy with a 95% Wilson
-interval. Defaults mirror the reference run in ../shared/TRL-NOTES.md (800 pairs, 1 epoch,
-batch 4, lr 1e-5, max_length 512, bf16 on CPU, full fine-tuning).
+interval. The reference (``plain_trl``): the same training and held-out rows given to TRL's
+``RewardTrainer`` directly, with the settings of the reference run in ../shared/TRL-NOTES.md
+(1 epoch, batch 4, lr 1e-5, max_length 512, bf16 on CPU, full fine-tuning, no centring, the
+rows' ``margin`` column), and scored by a few lines of plain transformers: no app code.
+``--strength better`` reproduces the old import, which gave every HH pair that strength's margin.
 
 Writes bench/results/reward_model_hh.json and the section of docs/benchmarks.md.
 """
@@ -32,20 +37,59 @@ RESULTS = ROOT / "bench" / "results" / "reward_model_hh.json"
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
+def plain_trl(base_dir: str, train: list[dict], heldout: list[dict], output_dir: str, *, batch_size: int,
+              learning_rate: float, max_length: int, bf16: bool) -> dict:
+    """TRL's RewardTrainer on ``train``, then held-out accuracy: a few lines, no app code."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    columns = ("prompt", "chosen", "rejected", "margin")
+    args = RewardConfig(output_dir=output_dir, num_train_epochs=1, per_device_train_batch_size=batch_size,
+                        learning_rate=learning_rate, max_length=max_length, bf16=bf16, use_cpu=not torch.cuda.is_available(),
+                        report_to="none", save_strategy="no", logging_steps=10, disable_tqdm=True, seed=0)
+    trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
+                            train_dataset=Dataset.from_list([{k: r[k] for k in columns} for r in train]))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    model = trainer.model.eval()
+    correct = 0
+    with torch.no_grad():
+        for row in heldout:
+            scores = []
+            for side in ("chosen", "rejected"):
+                ids = tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=True, return_tensors="pt", return_dict=True)
+                ids = {k: v[:, -max_length:].to(model.device) for k, v in ids.items()}
+                scores.append(model(**ids).logits[0, 0].float().item())
+            correct += scores[0] > scores[1]
+    return {"accuracy": round(correct / len(heldout), 4), "pairs": len(heldout), "correct": correct,
+            "steps": trainer.state.global_step, "train_seconds": round(seconds, 2)}
+
+
 def write_doc(r: dict) -> None:
     c = r["config"]
     section = (
                 f"Run {r['date']} on {r['machine']}, {r['device']}: SmolLM2-135M-Instruct + 1-output head, "
         f"{'LoRA r=16' if c['lora'] else 'full fine-tuning'}, {'bf16' if c['bf16'] else 'fp32'}, {r['train_pairs']} training pairs "
         f"({r['dropped_too_long']} dropped as longer than {c['max_length']} tokens), {r['steps']} steps of batch {c['batch_size']}, "
-        f"lr {c['learning_rate']}, margin {r['margin']} (imported HH pairs carry strength '{r['strength']}'), "
+        f"lr {c['learning_rate']}, margin {r['margin']} (imported HH pairs carry strength {r['strength'] or 'none'}), "
         f"center_rewards_coefficient {c['center_rewards_coefficient']}. Imported through the app: {r['imported_pairs']} pairs; "
         f"split by prompt, 20% held out.\n\n"
         "| held-out pairs | accuracy | 95% interval | s/step | training time | peak RSS |\n|---|---|---|---|---|---|\n"
         f"| {r['heldout_pairs']} | **{r['heldout_accuracy']}** | {r['ci95_low']}–{r['ci95_high']} | {r['seconds_per_step']} | "
         f"{r['train_seconds']:.0f} s | {r['peak_rss_mb']:.0f} MB |\n\n"
-        "Reference (TRL-NOTES.md, plain TRL on the same file, 800 pairs, bf16 CPU): 0.627 (0.583-0.671) on 469 pairs, "
-        f"≈11.6 s/step."
+        + (
+            f"Plain TRL on the same rows, same invocation: **{r['reference_accuracy']}** "
+            f"({r['reference_ci95'][0]}–{r['reference_ci95'][1]}) on {r['reference_pairs']} pairs, {r['reference_steps']} steps in "
+            f"{r['reference_train_seconds']:.0f} s; app minus reference: {r['difference']:+.4f}."
+            if "reference_accuracy" in r else
+            "Reference (TRL-NOTES.md, plain TRL on the same file, 800 pairs, bf16 CPU): 0.627 (0.583-0.671) on 469 pairs, ≈11.6 s/step."
+        )
     )
     replace_section("reward_model_hh", "Reward model on HH-RLHF (`bench/reward_model_hh.py`)", section)
 
@@ -59,6 +103,10 @@ def main() -> int:
     parser.add_argument("--lora", action="store_true", help="LoRA instead of full fine-tuning")
     parser.add_argument("--fp32", action="store_true", help="fp32 instead of bf16")
     parser.add_argument("--heldout-limit", type=int, default=0, help="evaluate on at most this many held-out pairs (0: all)")
+    parser.add_argument("--strength", default="none",
+                        help="strength given to the imported pairs: none (HH has none: margin 0, the app's default) or a level")
+    parser.add_argument("--center-rewards", type=float, default=0.01, help="the app's center_rewards_coefficient (0: off)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the plain-TRL run on the same rows")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -87,6 +135,7 @@ def main() -> int:
     from annotation.importers import parse_hh
     from annotation.models import Project, Strength
     from annotation.services import preference_pairs_import
+    from modeling.ml.devices import cuda_available
     from modeling.ml.generation import ModelSpec, resolve_local_dir
     from modeling.ml.training import TrainConfig, train_reward_model
     from modeling.services.members import SMOLLM2_GGUF, SMOLLM2_PACKAGE
@@ -94,7 +143,8 @@ def main() -> int:
     project = Project.objects.create(name="HH-RLHF bench", slug="hh-bench")
     with gzip.open(HH, "rt", encoding="utf-8") as lines:
         pairs, skipped = parse_hh(lines)
-    imported = preference_pairs_import(project=project, pairs=pairs, source="hh-rlhf", strength=Strength.BETTER)
+    strength = None if args.strength == "none" else Strength(args.strength)
+    imported = preference_pairs_import(project=project, pairs=pairs, source="hh-rlhf", strength=strength)
     # The rows a round's snapshot holds (modeling.services.rounds.snapshot_filters), split here at 20%.
     everything = ExportFilters.from_dict({"exclude_gold": False, "include_imported": True})
     rows = list(export_rows(project=project, format="trl-preference", filters=everything))
@@ -110,22 +160,30 @@ def main() -> int:
     base = resolve_local_dir(ModelSpec(kind="local", model_path=package, gguf_file=SMOLLM2_GGUF), ROOT / "artifacts" / "models")
     config = TrainConfig(
         max_steps=max(1, len(train) // args.batch_size), batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_length=args.max_length, bf16=not args.fp32, lora=args.lora, center_rewards_coefficient=0.01,
+        max_length=args.max_length, bf16=not args.fp32, lora=args.lora, center_rewards_coefficient=args.center_rewards or None,
     )
     started = time.perf_counter()
     result = train_reward_model(base_dir=str(base), rows=train, heldout=heldout, output_dir=f"{scratch}/rm", config=config)
     total = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    reference = None
+    if not args.no_reference:
+        print(f"app: held-out accuracy {result.heldout['accuracy']}; now plain TRL on the same {len(train)} rows", flush=True)
+        from modeling.ml.evaluation import wilson_interval
+
+        reference = plain_trl(str(base), train, heldout, f"{scratch}/reference", batch_size=args.batch_size,
+                              learning_rate=args.learning_rate, max_length=args.max_length, bf16=not args.fp32)
+        reference["ci95"] = [round(x, 4) for x in wilson_interval(reference["correct"], reference["pairs"])]
     out = {
         "benchmark": "reward_model_hh",
         "date": utc_now(),
         "machine": machine(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": "cuda" if cuda_available() else "cpu",
         "torch": torch.__version__,
         "imported_pairs": imported.comparisons_created,
         "skipped_rows": len(skipped),
-        "strength": Strength.BETTER,
-        "margin": project.margin_for(Strength.BETTER),
+        "strength": strength,
+        "margin": project.margin_for(strength),
         "train_pairs": result.train_pairs,
         "dropped_too_long": result.dropped_too_long,
         "heldout_pairs": result.heldout["pairs"],
@@ -141,6 +199,11 @@ def main() -> int:
         "config": config.as_dict(),
         "settings_artifacts": str(settings.ARTIFACTS_DIR),
     }
+    if reference is not None:
+        out.update(reference_accuracy=reference["accuracy"], reference_ci95=reference["ci95"],
+                   reference_pairs=reference["pairs"], reference_steps=reference["steps"],
+                   reference_train_seconds=reference["train_seconds"],
+                   difference=round(out["heldout_accuracy"] - reference["accuracy"], 4))
     print(json.dumps(out, indent=2))
     if not args.no_write:
         RESULTS.write_text(json.dumps(out, indent=2) + "\n")

@@ -24,6 +24,8 @@ from annotation.models.labels import (
 from annotation.models.projects import (
     MARGINS,
     ROLE_RANK,
+    STRENGTH_FILTER_VALUES,
+    UNKNOWN_STRENGTH,
     MarginTable,
     Membership,
     Pairing,
@@ -36,7 +38,7 @@ from annotation.models.records import AuditAction, AuditEvent, DatasetSnapshot, 
 from config.jobs import Job, JobState  # JobState: annotation code reads it from here too
 
 __all__ = [
-    "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "Assignment", "AssignmentState", "AuditAction",
+    "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "STRENGTH_FILTER_VALUES", "UNKNOWN_STRENGTH", "Assignment", "AssignmentState", "AuditAction",
     "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Job", "JobState", "Judgment", "LabelerDay",
     "MarginTable", "Membership", "Pairing", "PolicyAdmission", "Project", "Prompt", "Response", "ResponseSource", "Role",
     "SnapshotPurpose", "Strength", "imported_account_name",

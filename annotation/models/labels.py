@@ -198,7 +198,9 @@ class Judgment(models.Model):
     labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judgments")
     chosen_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     rejected_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
-    strength = models.CharField(max_length=24, choices=Strength.choices)
+    # Null: the source had no strength (an imported HH-RLHF pair is a bare choice); it gets margin
+    # 0 in exports, not an invented one (UNKNOWN_STRENGTH in filters). A labeler always gives one.
+    strength = models.CharField(max_length=24, choices=Strength.choices, null=True, blank=True)
     left_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     both_bad = models.BooleanField(default=False)
     # The labeler's improvement of the chosen response, a ``human_edit`` Response; null when
@@ -227,7 +229,9 @@ class Judgment(models.Model):
                 condition=~Q(idempotency_key=""),
                 name="judgment_unique_idempotency_key",
             ),
-            models.CheckConstraint(condition=Q(strength__in=Strength.values), name="judgment_strength_on_scale"),
+            models.CheckConstraint(
+                condition=Q(strength__in=Strength.values) | Q(strength__isnull=True), name="judgment_strength_on_scale"
+            ),
             models.CheckConstraint(
                 condition=~Q(chosen_response=F("rejected_response")), name="judgment_chosen_differs"
             ),

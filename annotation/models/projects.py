@@ -27,6 +27,13 @@ class Strength(models.TextChoices):
     NEGLIGIBLY_BETTER = "negligibly_better", "Negligibly better / unsure"
 
 
+#: How filters, rows and metrics name the strength of a pair whose source gave none (stored as
+#: null: an imported HH-RLHF pair says which answer won, not by how much).
+UNKNOWN_STRENGTH = "unknown"
+#: The strengths a filter may name: the scale, then "unknown".
+STRENGTH_FILTER_VALUES = [*Strength.values, UNKNOWN_STRENGTH]
+
+
 class MarginTable(models.TextChoices):
     SMALL = "small", "Llama 2 small (1, 2/3, 1/3, 0)"
     LARGE = "large", "Llama 2 large (3, 2, 1, 0)"
@@ -107,8 +114,9 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def margin_for(self, strength: str) -> float:
-        return MARGINS[MarginTable(self.margin_table)][Strength(strength)]
+    def margin_for(self, strength: str | None) -> float:
+        """The Bradley-Terry margin of a strength; 0 for a pair whose source gave none."""
+        return 0.0 if strength is None else MARGINS[MarginTable(self.margin_table)][Strength(strength)]
 
 
 class Membership(models.Model):

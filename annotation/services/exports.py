@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, ReadCounter, export_rows, filtered_judgments
-from annotation.models import AuditAction, DatasetSnapshot, JobState, Project, SnapshotPurpose
+from annotation.models import UNKNOWN_STRENGTH, AuditAction, DatasetSnapshot, JobState, Project, SnapshotPurpose
 from annotation.services.audit import audit_record
 from config.jobs import job_claim, send_after_commit
 
@@ -79,6 +79,9 @@ def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
     if stats.strengths:
         lines += ["", "## Rows per strength", "", "| strength | rows |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(stats.strengths.items())]
+        if stats.strengths.get(UNKNOWN_STRENGTH):
+            lines += ["", "`unknown`: the source gave no strength (imported pairs such as HH-RLHF's); such rows have"
+                      " `strength` null and `margin` 0 (plain Bradley-Terry), not an invented margin."]
     if stats.pair_types:
         lines += ["", "## Rows per pair type", "", "| pair type | rows |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(stats.pair_types.items())]

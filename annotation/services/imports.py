@@ -58,15 +58,17 @@ def _pair_key(content_hash: str, chosen: str, rejected: str) -> bytes:
 
 @transaction.atomic
 def preference_pairs_import(
-    *, project: Project, pairs: Iterable[PreferencePair], source: str, strength: str = Strength.BETTER, batch_size: int = 1000
+    *, project: Project, pairs: Iterable[PreferencePair], source: str, strength: str | None = None, batch_size: int = 1000
 ) -> PairImportResult:
     """Prompts plus pre-labelled comparisons (chosen > rejected), one judgment each by the import
     account. A pair already imported into the project (same conversation, same endings) is
     skipped as a duplicate. ``pairs`` is consumed ``batch_size`` at a time: an import's memory is
     one batch plus 32 bytes per pair, whatever the file's length.
-    Imported comparisons are training data, not labeling tasks: the queue never offers them."""
-    if strength not in Strength.values:
-        raise ValueError(f"strength must be one of {', '.join(Strength.values)}")
+    Imported comparisons are training data, not labeling tasks: the queue never offers them.
+    ``strength``: None (the default) when the source gives none, as HH-RLHF does: the pairs then
+    carry no strength and margin 0 in exports, instead of an invented one."""
+    if strength is not None and strength not in Strength.values:
+        raise ValueError(f"strength must be one of {', '.join(Strength.values)} or None")
     user, now = import_user(source=source), timezone.now()
     seen: set[bytes] = set()  # pairs of this file and the project's earlier imports, as _pair_key
     totals = PairImportResult(prompts_created=0, comparisons_created=0, duplicates=0)

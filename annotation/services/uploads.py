@@ -26,7 +26,7 @@ from annotation.importers import (
     prompt_jsonl_records,
     read_lines,
 )
-from annotation.models import AuditAction, Project, Strength
+from annotation.models import AuditAction, Project
 from annotation.services.audit import audit_record
 from annotation.services.imports import preference_pairs_import
 from annotation.services.prompts import prompts_create
@@ -63,7 +63,7 @@ def _until_error(records: Iterable[T], errors: LineErrors) -> Iterator[T]:
 
 
 def import_file(
-    *, project: Project, file: BinaryIO | bytes, name: str, format: str, strength: str = Strength.BETTER
+    *, project: Project, file: BinaryIO | bytes, name: str, format: str, strength: str | None = None
 ) -> ImportResult:
     """Validate all of ``file`` (a seekable binary stream, or bytes) while writing it in one
     transaction; or raise ``ImportValidationError``, having written nothing."""

@@ -35,8 +35,9 @@ def evaluate_reward_model(*, model_dir: str, rows: list[dict], max_length: int =
     for row, c, r in zip(rows, chosen, rejected):
         hit = int(c > r)
         correct += hit
-        per[row.get("strength", "unknown")][0] += hit
-        per[row.get("strength", "unknown")][1] += 1
+        strength = row.get("strength") or "unknown"  # null: the source gave none (imported pairs)
+        per[strength][0] += hit
+        per[strength][1] += 1
     low, high = wilson_interval(correct, len(rows))
     return {
         "pairs": len(rows),

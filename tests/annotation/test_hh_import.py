@@ -76,3 +76,35 @@ def test_a_bad_file_writes_nothing(tmp_path):
     with pytest.raises(CommandError, match="1 problem"):
         call_command("import_prompts", project.slug, str(path), "--format", "hh")
     assert not Prompt.objects.exists() and not Response.objects.exists() and not Comparison.objects.exists()
+
+
+def _hh_file(rows: int) -> bytes:
+    return "".join(
+        json.dumps({"chosen": transcript(("Human", f"q{i}"), ("Assistant", f"good {i}.")),
+                    "rejected": transcript(("Human", f"q{i}"), ("Assistant", f"bad {i}."))}) + "\n"
+        for i in range(rows)
+    ).encode()
+
+
+@pytest.mark.django_db
+def test_imported_pairs_carry_no_strength_and_export_with_margin_zero():
+    from annotation.exports import ExportFilters, export_rows
+    from annotation.services.uploads import import_file
+
+    def rows_of(project, format, filters):
+        return list(export_rows(project=project, format=format, filters=ExportFilters.from_dict(filters)))
+
+    project = ProjectFactory()
+    import_file(project=project, file=_hh_file(4), name="hh.jsonl", format="hh")
+    assert set(Judgment.objects.filter(comparison__project=project).values_list("strength", flat=True)) == {None}
+    rows = rows_of(project, "trl-preference", {"include_imported": True})
+    assert len(rows) == 4 and {(r["strength"], r["margin"]) for r in rows} == {(None, 0.0)}  # no invented margin
+    # "unknown" selects them in a strength filter; the scale's strengths do not
+    assert len(rows_of(project, "trl-preference", {"include_imported": True, "strengths": ["unknown"]})) == 4
+    assert rows_of(project, "trl-preference", {"include_imported": True, "strengths": ["better"]}) == []
+    from annotation.services.exports import export_execute, export_start
+
+    card = export_execute(snapshot_id=export_start(project=project, format="trl-preference", filters={"include_imported": True}).pk).card
+    assert "| unknown | 4 |" in card and "`margin` 0 (plain Bradley-Terry)" in card
+    # majority aggregation of such pairs keeps margin 0 too
+    assert {r["margin"] for r in rows_of(project, "trl-preference", {"include_imported": True, "aggregation": "majority"})} == {0.0}

@@ -71,3 +71,27 @@ def test_a_rounds_cut_moves_from_its_metrics_to_its_column():
         assert Round.objects.get(pk=fresh.pk).last_judgment_id is None
     finally:
         migrate(next(key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] == "modeling"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_imported_judgments_lose_the_strength_the_importer_invented():
+    apps = migrate(("annotation", "0015_job_base"))
+    User = apps.get_model("auth", "User")
+    M = {name: apps.get_model("annotation", name) for name in ("Project", "Prompt", "Response", "Comparison", "Assignment", "Judgment")}
+    project = M["Project"].objects.create(name="p", slug="p")
+    now = timezone.now()
+    for i, who in enumerate((User.objects.create(username="ada"), User.objects.create(username="import:hh-rlhf"))):
+        prompt = M["Prompt"].objects.create(project=project, messages=[], content_hash=f"h{i}")
+        a, b = (M["Response"].objects.create(prompt=prompt, source="import", text=t) for t in ("a", "b"))
+        comparison = M["Comparison"].objects.create(project=project, prompt=prompt, response_a=a, response_b=b)
+        assignment = M["Assignment"].objects.create(comparison=comparison, labeler=who, left_response=a, state="submitted",
+                                                    leased_at=now, expires_at=now + timedelta(minutes=9), ended_at=now)
+        M["Judgment"].objects.create(assignment=assignment, comparison=comparison, labeler=who, chosen_response=a,
+                                     rejected_response=b, left_response=a, strength="better", leased_at=now, submitted_at=now,
+                                     time_on_task_ms=0)
+    try:
+        apps = migrate(("annotation", "0016_judgment_strength_unknown"))
+        strengths = dict(apps.get_model("annotation", "Judgment").objects.values_list("labeler__username", "strength"))
+        assert strengths == {"ada": "better", "import:hh-rlhf": None}
+    finally:
+        migrate(next(key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] == "annotation"))

@@ -99,3 +99,21 @@ def test_bad_averaging_settings_are_refused_before_anything_runs(averaging, said
 
     with pytest.raises(RoundError, match=said):
         round_start(project=ProjectFactory(), config={"averaging": averaging})
+
+
+@pytest.mark.django_db
+def test_a_round_on_imported_pairs_trains_them_without_a_margin_and_reports_them_apart(tiny_model_dir, artifacts, django_capture_on_commit_callbacks):
+    import json
+
+    from annotation.services.uploads import import_file
+    from tests.annotation.test_hh_import import _hh_file
+
+    project, _ = labelled_project(tiny_model_dir, n=0)
+    import_file(project=project, file=_hh_file(16), name="hh.jsonl", format="hh")
+    round_ = _run(project, SMALL, django_capture_on_commit_callbacks)
+    files = round_.metrics["snapshot"]["files"]
+    assert files["dpo"]["rows"] == files["rm"]["rows"] > 0  # unknown strength is kept for DPO by default
+    assert list(round_.metrics["training_rm"]["heldout"]["per_strength"]) == ["unknown"]
+    workdir = Path(settings.ARTIFACTS_DIR) / round_.artifacts_path
+    rows = [json.loads(line) for line in (workdir / "snapshot" / "rm.jsonl").read_text().splitlines()]
+    assert {(r["strength"], r["margin"]) for r in rows} == {(None, 0.0)}

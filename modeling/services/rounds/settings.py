@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 
-from annotation.models import Strength
+from annotation.models import STRENGTH_FILTER_VALUES, UNKNOWN_STRENGTH, Strength
 from config.schema import schema_problem
 from modeling.ml.training import TRAIN_SETTINGS_SCHEMA, TrainConfig
 
 
 DEFAULT_CONFIG = {
     "heldout_percent": 10,
-    "dpo_strengths": [Strength.SIGNIFICANTLY_BETTER, Strength.BETTER],  # Llama 3 kept only these
+    # Llama 3 kept only its two strongest levels; pairs whose source gave no strength (imported
+    # HH-RLHF) are kept too: nothing says they are weak.
+    "dpo_strengths": [Strength.SIGNIFICANTLY_BETTER, Strength.BETTER, UNKNOWN_STRENGTH],
     "eval_prompts": 16,
     "eval_max_new_tokens": 128,
     # One epoch over the round's pairs (Llama 2 trained its RMs for one), at most 500 steps: 50 pairs
@@ -59,7 +61,7 @@ ROUND_SETTINGS_SCHEMA = {
     "type": "object", "additionalProperties": False,
     "properties": {
         "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
-        "dpo_strengths": {"type": "array", "items": {"type": "string", "enum": list(Strength.values)}},
+        "dpo_strengths": {"type": "array", "items": {"type": "string", "enum": STRENGTH_FILTER_VALUES}},
         "eval_prompts": {"type": "integer", "minimum": 0},
         "eval_max_new_tokens": {"type": "integer", "minimum": 1},
         "rm": TRAIN_SETTINGS_SCHEMA,

@@ -16,7 +16,7 @@ from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
-from annotation.models import DatasetSnapshot, Judgment, PolicyAdmission, Project, SnapshotPurpose
+from annotation.models import UNKNOWN_STRENGTH, DatasetSnapshot, Judgment, PolicyAdmission, Project, SnapshotPurpose
 from modeling.models import CommitteeMember, MemberKind, Round, RoundState
 from modeling.selectors import REWARD_MODEL_DIR, current_reward_model
 from modeling.services.members import member_spec
@@ -285,7 +285,7 @@ def _step_dpo(round_: Round, workdir: Path) -> dict:
     snapshot = workdir / SNAPSHOT_DIR
     rows = _read_jsonl(snapshot / "dpo.jsonl")
     strengths = set(round_.config["dpo_strengths"])
-    heldout = [r for r in _read_jsonl(snapshot / "heldout.jsonl") if r["strength"] in strengths]
+    heldout = [r for r in _read_jsonl(snapshot / "heldout.jsonl") if (r["strength"] or UNKNOWN_STRENGTH) in strengths]
     start = _starting_policy(round_.project, round_.config)
     if not rows:
         return {"skipped": "no new pairs of the DPO strengths since the last successful round", "starting_member": start.name}
