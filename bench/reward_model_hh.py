@@ -71,6 +71,23 @@ def plain_trl(base_dir: str, train: list[dict], heldout: list[dict], output_dir:
             "steps": trainer.state.global_step, "train_seconds": round(seconds, 2)}
 
 
+def reference_only(args, base, train: list[dict], heldout: list[dict], scratch: str) -> int:
+    """The plain-TRL run alone, on the rows the app's path would train and score."""
+    from modeling.ml.evaluation import wilson_interval
+
+    reference = plain_trl(str(base), train, heldout, f"{scratch}/reference", batch_size=args.batch_size,
+                          learning_rate=args.learning_rate, max_length=args.max_length, bf16=not args.fp32)
+    low, high = wilson_interval(reference["correct"], reference["pairs"])
+    out = {"benchmark": "reward_model_hh_reference", "date": utc_now(), "machine": machine(),
+           "train_rows": len(train), **reference, "ci95": [round(low, 4), round(high, 4)],
+           "settings": {"batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                        "max_length": args.max_length, "bf16": not args.fp32, "epochs": 1, "centring": None}}
+    print(json.dumps(out, indent=2))
+    if not args.no_write:
+        RESULTS.with_name("reward_model_hh_reference.json").write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
 def write_doc(r: dict) -> None:
     c = r["config"]
     section = (
@@ -107,6 +124,8 @@ def main() -> int:
                         help="strength given to the imported pairs: none (HH has none: margin 0, the app's default) or a level")
     parser.add_argument("--center-rewards", type=float, default=0.01, help="the app's center_rewards_coefficient (0: off)")
     parser.add_argument("--no-reference", action="store_true", help="skip the plain-TRL run on the same rows")
+    parser.add_argument("--reference-only", action="store_true",
+                        help="only the plain-TRL run on the app's rows (writes reward_model_hh_reference.json)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -162,6 +181,8 @@ def main() -> int:
         max_steps=max(1, len(train) // args.batch_size), batch_size=args.batch_size, learning_rate=args.learning_rate,
         max_length=args.max_length, bf16=not args.fp32, lora=args.lora, center_rewards_coefficient=args.center_rewards or None,
     )
+    if args.reference_only:
+        return reference_only(args, base, train, heldout, scratch)
     started = time.perf_counter()
     result = train_reward_model(base_dir=str(base), rows=train, heldout=heldout, output_dir=f"{scratch}/rm", config=config)
     total = time.perf_counter() - started
