@@ -60,13 +60,13 @@ def _base_of(model_dir: Path) -> dict:
     return {key: config.get(key) for key in SAME_BASE_FIELDS}
 
 
-def check_same_base(model_dirs: list[Path]) -> dict[str, Path]:
-    """The first checkpoint's parameter map, once every other has the same base and parameters;
-    AveragingError naming the first difference otherwise."""
+def check_same_base(model_dirs: list[Path]) -> list[dict[str, Path]]:
+    """Each checkpoint's parameter map (name -> file), once every other has the first one's base
+    and parameters; AveragingError naming the first difference otherwise."""
     if not model_dirs:
         raise AveragingError("no checkpoint to average")
     first, base = model_dirs[0], _base_of(model_dirs[0])
-    files = _tensor_files(first)
+    maps = [_tensor_files(first)]
     from safetensors import safe_open
 
     def shapes(tensor_files: dict[str, Path]) -> dict[str, tuple]:
@@ -76,7 +76,7 @@ def check_same_base(model_dirs: list[Path]) -> dict[str, Path]:
                 found.update({name: tuple(f.get_slice(name).get_shape()) for name in f.keys()})
         return found
 
-    first_shapes = shapes(files)
+    first_shapes = shapes(maps[0])
     for other in model_dirs[1:]:
         other_base = _base_of(other)
         differ = [k for k in SAME_BASE_FIELDS if other_base[k] != base[k]]
@@ -86,7 +86,8 @@ def check_same_base(model_dirs: list[Path]) -> dict[str, Path]:
                 f"different bases: {first.name} has {k}={base[k]!r}, {other.name} has {k}={other_base[k]!r}; "
                 "only checkpoints fine-tuned from the same model can be averaged"
             )
-        other_shapes = shapes(_tensor_files(other))
+        maps.append(_tensor_files(other))
+        other_shapes = shapes(maps[-1])
         if other_shapes != first_shapes:
             missing = sorted(set(first_shapes) ^ set(other_shapes))
             name = missing[0] if missing else next(n for n in first_shapes if first_shapes[n] != other_shapes[n])
@@ -94,7 +95,7 @@ def check_same_base(model_dirs: list[Path]) -> dict[str, Path]:
                 f"different bases: parameter {name!r} differs between {first.name} ({first_shapes.get(name)}) "
                 f"and {other.name} ({other_shapes.get(name)})"
             )
-    return files
+    return maps
 
 
 def average_checkpoints(model_dirs: list[str | Path], output_dir: str | Path, *, weights: list[float] | None = None) -> dict:
@@ -113,8 +114,8 @@ def average_checkpoints(model_dirs: list[str | Path], output_dir: str | Path, *,
     total = float(sum(weights))
     shares = [w / total for w in weights]
     started = time.perf_counter()
-    first_files = check_same_base(dirs)
-    maps = [first_files] + [_tensor_files(d) for d in dirs[1:]]
+    maps = check_same_base(dirs)
+    first_files = maps[0]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for item in dirs[0].iterdir():  # config, tokenizer, generation config; not the weights
