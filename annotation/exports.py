@@ -25,6 +25,7 @@ from annotation.models import (
     MIN_GOLD_JUDGMENTS,
     STRENGTH_FILTER_VALUES,
     UNKNOWN_STRENGTH,
+    ComparisonSource,
     Judgment,
     Project,
     Strength,
@@ -54,6 +55,9 @@ class ExportFilters:
     min_labeler_gold_accuracy: float | None = None  # drop labelers below this (with at least MIN_GOLD_JUDGMENTS gold judgments)
     include_both_bad: bool = False
     include_imported: bool = True
+    # Labels on a round's evaluation pairs (its new policy against the previous one): they measure
+    # the policy and are kept out unless asked; a round asks when its project says they train.
+    include_evaluation: bool = False
     strengths: list | None = None  # only judgments of these strengths, "unknown" for none given (None: all)
     # The stable split by prompt hash (is_heldout): "train" leaves out the held-out prompts,
     # "heldout" keeps only them. A round's snapshot files are exports with these set.
@@ -101,6 +105,7 @@ FILTERS_SCHEMA = {
         "min_labeler_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
         "include_both_bad": {"type": "boolean"},
         "include_imported": {"type": "boolean"},
+        "include_evaluation": {"type": "boolean"},
         "strengths": {"type": "array", "items": {"type": "string", "enum": STRENGTH_FILTER_VALUES}, "nullable": True},
         "split": {"type": "string", "enum": ["all", "train", "heldout"]},
         "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
@@ -143,6 +148,8 @@ def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[
         query = query.exclude(strength=Strength.NEGLIGIBLY_BETTER)
     if not filters.include_imported:
         query = query.exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
+    if not filters.include_evaluation:
+        query = query.exclude(comparison__source=ComparisonSource.EVALUATION)
     if filters.strengths is not None:  # "unknown": pairs whose source gave no strength (null)
         unknown = Q(strength__isnull=True) if UNKNOWN_STRENGTH in filters.strengths else Q(pk__in=[])
         query = query.filter(Q(strength__in=[s for s in filters.strengths if s != UNKNOWN_STRENGTH]) | unknown)

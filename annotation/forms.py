@@ -11,7 +11,7 @@ from annotation.models import Project
 SETTINGS_FIELDS = [
     "name", "description", "guidelines", "overlap_k", "gold_rate", "lease_minutes", "max_live_leases",
     "margin_table", "edit_step", "max_edit_chars", "verdict_change_minutes", "ask_attributes", "ask_flags",
-    "ask_rationale", "pairing", "rejection_k", "policy_admission",
+    "ask_rationale", "pairing", "rejection_k", "policy_admission", "admission_min_labels", "evaluation_trains",
 ]
 
 
@@ -20,6 +20,7 @@ SETTINGS_FIELDS = [
 BOUNDS = {
     "overlap_k": (1, 100), "lease_minutes": (1, 7 * 24 * 60), "max_live_leases": (1, 100),
     "max_edit_chars": (1, 200_000), "verdict_change_minutes": (0, 24 * 60), "rejection_k": (2, 64),
+    "admission_min_labels": (1, 100_000),
 }
 
 

@@ -306,6 +306,9 @@ CELERY_BEAT_SCHEDULE = {
     # Rounds, sampling runs and exports still queued 10 minutes on get their message again: it was
     # lost with a broker that was down (the request still answered 202) or restarted empty.
     "jobs-watchdog": {"task": "modeling.tasks.jobs_watchdog", "schedule": 60.0},
+    # A round's policy waiting for labelers' verdict (project rule "if_humans_prefer") joins the
+    # committee or stays out once its evaluation pairs have the project's minimum of labels.
+    "policies-admit": {"task": "modeling.tasks.policies_admit", "schedule": 60.0},
     # Scheduled retraining: a project with its schedule on gets a round once it has gathered
     # round_min_new_judgments new judgments (both are project settings admins edit on the page).
     "rounds-start-due": {

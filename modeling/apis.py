@@ -11,6 +11,7 @@ from annotation.access import ProjectRolePermission
 from annotation.models import Role
 from annotation.serializers import ErrorSerializer
 from modeling.models import CommitteeMember, Round
+from modeling.selectors import human_evaluation
 from modeling.serializers import (
     CommitteeMemberSerializer,
     MemberTestSerializer,
@@ -131,8 +132,8 @@ class RoundsApi(APIView):
 
     @extend_schema(responses=RoundSerializer(many=True), summary="Rounds of a project, newest first")
     def get(self, request, slug: str):
-        rounds = self.project.rounds.select_related("policy_member").prefetch_related("snapshots")
-        return Response(RoundSerializer(rounds, many=True).data)
+        rounds = list(self.project.rounds.select_related("policy_member").prefetch_related("snapshots"))
+        return Response(RoundSerializer(rounds, many=True, context={"human_evaluation": human_evaluation(rounds=rounds)}).data)
 
     @extend_schema(request=RoundStartSerializer, responses={202: RoundSerializer, 400: ErrorSerializer, 409: ErrorSerializer}, summary="Start a retraining round")
     def post(self, request, slug: str):

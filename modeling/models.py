@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from config.jobs import Job, JobState
 
@@ -273,3 +273,26 @@ class SamplingRun(Job):
 
     def __str__(self) -> str:
         return f"Sampling #{self.pk} of {self.project} ({self.state})"
+
+
+class EvaluationPair(models.Model):
+    """A comparison a round puts before labelers: its new policy's and the previous policy's answers
+    to one prompt neither trained on, blind and served like any pair (``ComparisonSource.EVALUATION``),
+    with the round's reward model's scores of both, so its predicted verdict can be set beside the
+    labelers' (``modeling.selectors.human_evaluation``)."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="evaluation_pairs")
+    comparison = models.OneToOneField("annotation.Comparison", on_delete=models.CASCADE, related_name="evaluation_pair")
+    new_response = models.ForeignKey("annotation.Response", on_delete=models.PROTECT, related_name="+")
+    previous_response = models.ForeignKey("annotation.Response", on_delete=models.PROTECT, related_name="+")
+    reward_new = models.FloatField(help_text="The round's reward model's score of the new policy's answer.")
+    reward_previous = models.FloatField(help_text="Its score of the previous policy's answer.")
+
+    class Meta:
+        ordering = ["round", "id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(new_response=F("previous_response")), name="evaluation_pair_sides_differ"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Evaluation pair #{self.pk} of {self.round}"

@@ -73,3 +73,60 @@ def sampling_progress(*, run) -> dict:
         "created_at": run.created_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
     }
+
+
+def human_evaluation(*, rounds) -> dict[int, dict]:
+    """What labelers say of each round's evaluation pairs (its new policy against the previous
+    one, modeling/services/rounds/evaluation.py), as labels arrive: per round id, the new policy's
+    human win rate over the labels ("negligibly better / unsure" counts half, as a tie in the
+    leaderboard) with its 95% Wilson interval; the reward model's predicted win rate on the same
+    pairs; and how often the reward model's verdict matches a labeler's (labels that pick a side,
+    pairs the reward model does not tie). One query for all the rounds."""
+    from annotation.models import IMPORTED_ACCOUNT_PREFIX, Judgment, Strength
+    from modeling.ml.evaluation import wilson_interval
+    from modeling.models import EvaluationPair
+
+    ids = [r.pk for r in rounds]
+    stats: dict[int, dict] = {}
+    for round_id, reward_new, reward_previous in EvaluationPair.objects.filter(round_id__in=ids).values_list(
+        "round_id", "reward_new", "reward_previous"
+    ):
+        s = stats.setdefault(round_id, {"pairs": 0, "rm_wins": 0.0, "labels": 0, "wins": 0.0, "agree": 0, "decisive": 0, "labelled": set()})
+        s["pairs"] += 1
+        s["rm_wins"] += 1.0 if reward_new > reward_previous else 0.5 if reward_new == reward_previous else 0.0
+    labels = (
+        Judgment.objects.filter(comparison__evaluation_pair__round_id__in=ids)
+        .exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
+        .values_list("comparison__evaluation_pair__round_id", "comparison_id", "comparison__evaluation_pair__new_response_id",
+                     "comparison__evaluation_pair__reward_new", "comparison__evaluation_pair__reward_previous",
+                     "chosen_response_id", "strength")
+    )
+    for round_id, comparison_id, new_id, reward_new, reward_previous, chosen_id, strength in labels.iterator(chunk_size=5000):
+        s = stats[round_id]
+        s["labels"] += 1
+        s["labelled"].add(comparison_id)
+        if strength == Strength.NEGLIGIBLY_BETTER:
+            s["wins"] += 0.5
+            continue
+        s["wins"] += chosen_id == new_id
+        if reward_new != reward_previous:
+            s["decisive"] += 1
+            s["agree"] += (chosen_id == new_id) == (reward_new > reward_previous)
+
+    def rate(successes: float, n: int) -> tuple[float | None, list[float] | None]:
+        if not n:
+            return None, None
+        low, high = wilson_interval(successes, n)
+        return round(successes / n, 4), [round(low, 4), round(high, 4)]
+
+    out = {}
+    for round_id, s in stats.items():
+        win_rate, ci95 = rate(s["wins"], s["labels"])
+        rm_win_rate, rm_ci95 = rate(s["rm_wins"], s["pairs"])
+        agreement, agreement_ci95 = rate(s["agree"], s["decisive"])
+        out[round_id] = {
+            "pairs": s["pairs"], "labelled_pairs": len(s["labelled"]), "labels": s["labels"],
+            "win_rate": win_rate, "ci95": ci95, "rm_win_rate": rm_win_rate, "rm_ci95": rm_ci95,
+            "rm_agreement": agreement, "rm_agreement_ci95": agreement_ci95, "rm_agreement_labels": s["decisive"],
+        }
+    return out

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from config.api import StrictJSONTypes
 from config.schema import schema_problem
 from modeling.models import CommitteeMember, SamplingRun
-from modeling.selectors import sampling_timing
+from modeling.selectors import human_evaluation, sampling_timing
 from modeling.services.rounds import PRESETS, ROUND_SETTINGS_SCHEMA
 
 GENERATION_SCHEMA = {
@@ -105,6 +105,10 @@ class RoundSerializer(serializers.ModelSerializer):
     state_display = serializers.CharField(source="get_state_display", read_only=True)
     policy_member = serializers.SerializerMethodField()
     snapshots = serializers.SerializerMethodField()
+    human_evaluation = serializers.SerializerMethodField(
+        help_text="Labelers on the round's evaluation pairs (new policy vs previous): pairs, labels, win_rate and ci95, "
+        "the reward model's rm_win_rate and rm_ci95 on the same pairs, rm_agreement with the labelers; null without pairs."
+    )
 
     class Meta:
         from modeling.models import Round
@@ -112,13 +116,20 @@ class RoundSerializer(serializers.ModelSerializer):
         model = Round
         fields = [
             "id", "number", "state", "state_display", "config", "step_timings", "metrics", "progress", "log", "error", "artifacts_path",
-            "heartbeat_at", "created_at", "started_at", "finished_at", "policy_member", "snapshots",
+            "heartbeat_at", "created_at", "started_at", "finished_at", "policy_member", "snapshots", "human_evaluation",
         ]
         read_only_fields = fields
 
     def get_policy_member(self, round_) -> dict | None:
         member = getattr(round_, "policy_member", None)
         return {"id": member.pk, "name": member.name, "is_active": member.is_active} if member else None
+
+    def get_human_evaluation(self, round_) -> dict | None:
+        # A list computes every round's figures in one query (the view passes them in the context).
+        stats = self.context.get("human_evaluation")
+        if stats is None:
+            stats = human_evaluation(rounds=[round_])
+        return stats.get(round_.pk)
 
     def get_snapshots(self, round_) -> list[dict]:
         return [

@@ -73,3 +73,12 @@ def rounds_start_due() -> list:
     from modeling.services import rounds_start_due as start_due
 
     return start_due()
+
+
+@shared_task(acks_late=True)  # each decision is taken under a row lock, once: safe to run twice
+def policies_admit() -> list:
+    """Round policies waiting for labelers' verdict (project rule if_humans_prefer) join the
+    committee or stay out once their evaluation pairs have enough labels."""
+    from modeling.services.rounds.evaluation import policies_admit as admit
+
+    return admit()

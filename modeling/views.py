@@ -14,6 +14,7 @@ from annotation.services import project_set_round_schedule
 from config.untrusted import STRICT_JSON, json_refusal
 from modeling.forms import MemberAddForm, MemberSettingsForm
 from modeling.models import ACTIVE_ROUND_STATES, CommitteeMember, Round
+from modeling.selectors import human_evaluation
 from modeling.services import (
     MemberTestError,
     RoundError,
@@ -31,21 +32,28 @@ CHART_W, CHART_H, PAD = 560, 180, 28
 
 
 def _chart(rounds) -> dict:
-    """Points for an inline SVG of RM held-out accuracy and policy win rate across rounds."""
+    """Points for an inline SVG across rounds: RM held-out accuracy, the new policy's win rate as
+    the reward model judges it and as labelers judge it (with its 95% interval as a whisker)."""
     done = sorted((r for r in rounds if r.state == "succeeded"), key=lambda r: r.number)
-    series = {"accuracy": [], "win_rate": []}
+    series = {"accuracy": [], "win_rate": [], "human": []}
     if not done:
         return {"series": series, "width": CHART_W, "height": CHART_H, "labels": []}
     step = (CHART_W - 2 * PAD) / max(1, len(done) - 1)
+    y = lambda value: round(CHART_H - PAD - value * (CHART_H - 2 * PAD), 1)  # noqa: E731
     labels = []
     for i, r in enumerate(done):
         x = PAD + i * step
         labels.append({"x": round(x, 1), "text": r.number})
         accuracy = r.metrics.get("training_rm", {}).get("heldout", {}).get("accuracy")
         win_rate = r.metrics.get("evaluating", {}).get("win_rate")
-        for name, value in (("accuracy", accuracy), ("win_rate", win_rate)):
+        human = getattr(r, "human", None) or {}
+        for name, value in (("accuracy", accuracy), ("win_rate", win_rate), ("human", human.get("win_rate"))):
             if value is not None:
-                series[name].append({"x": round(x, 1), "y": round(CHART_H - PAD - value * (CHART_H - 2 * PAD), 1), "v": value})
+                point = {"x": round(x, 1), "y": y(value), "v": value}
+                if name == "human":
+                    point.update(low=y(human["ci95"][0]), high=y(human["ci95"][1]), n=human["labels"], ci=human["ci95"],
+                                 left=round(x - 4, 1), top=round(point["y"] - 4, 1))
+                series[name].append(point)
     return {
         "series": series, "width": CHART_W, "height": CHART_H, "labels": labels,
         "polylines": {k: " ".join(f"{p['x']},{p['y']}" for p in v) for k, v in series.items()},
@@ -57,6 +65,9 @@ def _chart(rounds) -> dict:
 @project_page(Role.ADMIN)
 def rounds(request: HttpRequest, project, role) -> HttpResponse:
     rounds_ = list(project.rounds.select_related("policy_member").prefetch_related("snapshots"))
+    human = human_evaluation(rounds=rounds_)
+    for r in rounds_:
+        r.human = human.get(r.pk)
     return render(
         request,
         "modeling/rounds.html",

@@ -94,6 +94,9 @@ class ComparisonSource(models.TextChoices):
     COMMITTEE = "committee", "Committee pair"
     REJECTION_SAMPLING = "rejection_sampling", "Rejection sampling"
     IMPORT = "import", "Imported"
+    # A round's new policy against the previous one on a held-out prompt (modeling.EvaluationPair):
+    # served like any pair, kept out of exports and snapshots unless asked (include_evaluation).
+    EVALUATION = "evaluation", "Policy evaluation"
 
 
 class Comparison(models.Model):

@@ -63,7 +63,8 @@ class Pairing(models.TextChoices):
 
 class PolicyAdmission(models.TextChoices):
     ALWAYS = "always", "Always join the committee"
-    IF_WINS = "if_wins", "Join only if it beats the previous policy"
+    IF_WINS = "if_wins", "Join only if the reward model prefers it to the previous policy"
+    IF_HUMANS_PREFER = "if_humans_prefer", "Join once labelers prefer it to the previous policy"
 
 
 class Project(models.Model):
@@ -90,7 +91,14 @@ class Project(models.Model):
     # Committee and rounds.
     pairing = models.CharField(max_length=24, choices=Pairing.choices, default=Pairing.COMMITTEE)
     rejection_k = models.PositiveSmallIntegerField(default=4, help_text="Samples per prompt for rejection sampling.")
-    policy_admission = models.CharField(max_length=10, choices=PolicyAdmission.choices, default=PolicyAdmission.ALWAYS)
+    policy_admission = models.CharField(max_length=20, choices=PolicyAdmission.choices, default=PolicyAdmission.ALWAYS)
+    admission_min_labels = models.PositiveIntegerField(
+        default=30, help_text="Labels on a round's evaluation pairs before labelers' verdict admits or retires its policy."
+    )
+    evaluation_trains = models.BooleanField(
+        default=False,
+        help_text="Labels on evaluation pairs (a round's new policy against the previous one) also train the next rounds.",
+    )
     round_min_new_judgments = models.PositiveIntegerField(
         default=200, help_text="A scheduled round starts once this many judgments arrived since the last one."
     )

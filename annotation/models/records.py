@@ -58,6 +58,7 @@ class AuditAction(models.TextChoices):
     ROUND_STARTED = "round.started", "Round started"
     ROUND_CANCELLED = "round.cancelled", "Round cancelled"
     ROUND_RETRIED = "round.retried", "Round retried"
+    POLICY_DECIDED = "policy.decided", "New policy admitted or kept out on labelers' verdict"
     SAMPLING_STARTED = "sampling.started", "Sampling started"
     JUDGMENT_CHANGED = "judgment.changed", "Verdict changed by its labeler"
     GOLD_SET = "comparison.gold", "Gold answer set or cleared"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from dataclasses import replace
 
 from modeling.ml.training import Progress, report
 
@@ -51,31 +52,37 @@ def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, p
                  max_new_tokens: int = 128, cache_root: str = "/tmp", progress: Progress | None = None) -> dict:
     """The new and the previous policy answer the same prompts; the reward model judges.
 
-    Win rate of the new policy (ties count half) with its 95% Wilson interval.
+    Win rate of the new policy (ties count half) with its 95% Wilson interval, and ``answers``:
+    per prompt, both generations (text, tokens, finish reason, latency) and both rewards, which
+    the round puts before labelers as evaluation pairs.
     """
     from modeling.ml.generation import LocalBackend, ModelSpec, SamplingParams
     from modeling.ml.reward import RewardScorer
 
     if not prompts:
-        return {"prompts": 0, "win_rate": None, "ci95": None}
+        return {"prompts": 0, "win_rate": None, "ci95": None, "answers": [], "sampling": None}
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, seed=1234)
-    answers = {}
+    generations: dict[str, list] = {}
     started, total = time.perf_counter(), 2 * len(prompts)
-    for name, path in (("new", new_policy_dir), ("old", old_policy_dir)):
+    # Each policy samples with its own seed, as two members do: with one seed a policy that moved
+    # little from its start would give the same answers, pairs no labeler can tell apart.
+    for name, path, seed in (("new", new_policy_dir, 1234), ("old", old_policy_dir, 4321)):
         backend = LocalBackend(ModelSpec(kind="local", model_path=path), cache_root)
-        answers[name] = []
+        generations[name] = []
         for b in range(0, len(prompts), 8):
-            answers[name] += [g.text for g in backend.generate(prompts[b : b + 8], params)]
-            done = sum(len(a) for a in answers.values())
+            generations[name] += backend.generate(prompts[b : b + 8], replace(params, seed=seed + b))
+            done = sum(len(a) for a in generations.values())
             elapsed = time.perf_counter() - started
             report(progress, phase=f"{name} policy answering", done=done, total=total, unit="answers",
                     elapsed_s=round(elapsed, 1), eta_s=round(elapsed / done * (total - done), 1))
         del backend
+    report(progress, phase="reward model scoring both answers", done=total, total=total, unit="answers")
     scorer = RewardScorer(reward_dir)
-    new = scorer.score(prompts, answers["new"])
-    old = scorer.score(prompts, answers["old"])
+    new = scorer.score(prompts, [g.text for g in generations["new"]])
+    old = scorer.score(prompts, [g.text for g in generations["old"]])
     wins = sum(1.0 if n > o else 0.5 if n == o else 0.0 for n, o in zip(new, old))
     low, high = wilson_interval(wins, len(prompts))
+    fields = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "latency_ms", "error")
     return {
         "prompts": len(prompts),
         "wins": wins,
@@ -83,4 +90,10 @@ def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, p
         "ci95": [round(low, 4), round(high, 4)],
         "mean_reward_new": round(sum(new) / len(new), 4),
         "mean_reward_old": round(sum(old) / len(old), 4),
+        "sampling": {**params.as_dict(), "seed": {"new": 1234, "old": 4321}},
+        "answers": [
+            {"new": {f: getattr(gn, f) for f in fields}, "old": {f: getattr(go, f) for f in fields},
+             "reward_new": float(rn), "reward_old": float(ro)}
+            for gn, go, rn, ro in zip(generations["new"], generations["old"], new, old)
+        ],
     }

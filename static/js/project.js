@@ -124,6 +124,7 @@
     const form = new FormData(event.target);
     const filters = { aggregation: form.get("aggregation") };
     if (form.get("exclude_negligible")) filters.negligible = "exclude";
+    if (form.get("include_evaluation")) filters.include_evaluation = true;
     if (form.get("exclude_low_quality")) filters.min_labeler_gold_accuracy = Number(box.dataset.threshold);
     const response = await fetch(url, {
       method: "POST",

@@ -308,7 +308,7 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "project-settings": {
             "name": "matrix", "overlap_k": "3", "gold_rate": "0.05", "lease_minutes": "30", "max_live_leases": "3",
             "margin_table": "small", "max_edit_chars": "20000", "verdict_change_minutes": "10", "pairing": "committee",
-            "rejection_k": "4", "policy_admission": "always", "edit_step": "on", "ask_flags": "on",
+            "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30", "edit_step": "on", "ask_flags": "on",
         },
         "api-exports": {"format": "raw"},
         "member-list": {"name": "matrix-new-member", "kind": "local", "model_path": "/models/new"},

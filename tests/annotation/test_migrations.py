@@ -10,11 +10,18 @@ from django.utils import timezone
 BEFORE, AFTER = ("annotation", "0009_snapshot_resent_at"), ("annotation", "0010_labeler_day")
 
 
-def migrate(target):
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate([target])
-    return executor.loader.project_state([target]).apps
+def migrate(*targets):
+    """Migrate to each target in turn (one plan each: Django refuses a plan going both ways);
+    returns the apps of the state they name together."""
+    for target in targets:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate([target])
+    return executor.loader.project_state(list(targets)).apps
+
+
+def migrate_to_newest():
+    migrate(*MigrationExecutor(connection).loader.graph.leaf_nodes())
 
 
 @pytest.mark.django_db(transaction=True)
@@ -59,7 +66,8 @@ def test_labeler_days_are_backfilled_from_the_judgments_already_submitted():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_rounds_cut_moves_from_its_metrics_to_its_column():
-    apps = migrate(("modeling", "0007_job_base"))
+    # Both apps back: annotation's later columns (NOT NULL, no database default) would refuse the old model's rows.
+    apps = migrate(("annotation", "0016_judgment_strength_unknown"), ("modeling", "0007_job_base"))
     Project, Round = apps.get_model("annotation", "Project"), apps.get_model("modeling", "Round")
     project = Project.objects.create(name="p", slug="p")
     snapshotted = Round.objects.create(project=project, number=1, state="succeeded", metrics={"snapshot": {"last_judgment_id": 41}})
@@ -70,7 +78,7 @@ def test_a_rounds_cut_moves_from_its_metrics_to_its_column():
         assert Round.objects.get(pk=snapshotted.pk).last_judgment_id == 41
         assert Round.objects.get(pk=fresh.pk).last_judgment_id is None
     finally:
-        migrate(next(key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] == "modeling"))
+        migrate_to_newest()
 
 
 @pytest.mark.django_db(transaction=True)

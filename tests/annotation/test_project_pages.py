@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 VALID = {
     "name": "Helpful chat", "description": "", "guidelines": "Be **kind**.", "overlap_k": "3", "gold_rate": "0.05",
     "lease_minutes": "30", "max_live_leases": "3", "margin_table": "small", "max_edit_chars": "20000",
-    "verdict_change_minutes": "10", "pairing": "committee", "rejection_k": "4", "policy_admission": "always",
+    "verdict_change_minutes": "10", "pairing": "committee", "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30",
     "edit_step": "on", "ask_flags": "on",
 }
 

@@ -1,6 +1,5 @@
 """Retraining rounds end to end on a tiny model, through the real task code on CPU."""
 
-import itertools
 import json
 import os
 import signal
@@ -42,7 +41,6 @@ SMALL = {
     "rm": {"max_steps": 3, "batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
     "dpo": {"max_steps": 3, "batch_size": 2, "max_length": 128, "learning_rate": 1e-3},
 }
-PROMPT_NUMBERS = itertools.count()
 STRENGTHS = [Strength.SIGNIFICANTLY_BETTER, Strength.BETTER, Strength.SLIGHTLY_BETTER, Strength.NEGLIGIBLY_BETTER]
 
 
@@ -56,8 +54,11 @@ def labelled_project(tiny_model_dir, n=16, project=None, base=None):
     project = project or ProjectFactory()
     base = base or MemberFactory(name=f"tiny-base-{project.pk}", model_path=str(tiny_model_dir))
     labelers = [UserFactory() for _ in range(2)]
+    # Numbered within the project, so the split by prompt hash (and with it each file's pairs and
+    # step counts) is the same whichever tests ran before.
+    offset = project.prompts.count()
     for i in range(n):
-        prompt = PromptFactory(project=project, messages=[{"role": "user", "content": f"hello python list {next(PROMPT_NUMBERS)}"}])
+        prompt = PromptFactory(project=project, messages=[{"role": "user", "content": f"hello python list {offset + i}"}])
         comparison = ComparisonFactory(
             prompt=prompt,
             response_a=ResponseFactory(prompt=prompt, member=base, sample_index=0, text="yes good answer first step"),
@@ -161,7 +162,9 @@ def test_a_round_reports_steps_loss_accuracy_and_eta_and_logs_the_trainer_not_st
     assert rm[-1]["eta_s"] == 0 and all(r["elapsed_s"] >= 0 for r in rm)
     assert "loss" in rm[-1] and 0 <= rm[-1]["accuracy"] <= 1  # the RM's batch accuracy
     dpo = [r for step, r in reports if step == "training_dpo" and r["phase"] == "training"]
-    assert dpo[-1]["done"] == 3 and "loss" in dpo[-1] and "accuracy" in dpo[-1]  # DPO: rewards/accuracies
+    # DPO's step count depends on how many strong pairs the prompt split left it (<= max_steps 3).
+    steps = round_.metrics["training_dpo"]["steps"]
+    assert 1 <= steps <= 3 and dpo[-1]["done"] == steps and "loss" in dpo[-1] and "accuracy" in dpo[-1]  # DPO: rewards/accuracies
     phases = [(step, r["phase"]) for step, r in reports]
     assert ("training_rm", "evaluating") in phases and ("training_dpo", "loading") in phases
     answering = [r for step, r in reports if step == "evaluating"]
@@ -170,7 +173,7 @@ def test_a_round_reports_steps_loss_accuracy_and_eta_and_logs_the_trainer_not_st
     assert all(row["progress"]["step"] == row["state"] for row in rows)
     assert round_.progress == {}  # cleared when the round succeeded
     for line in ("training_rm: step 1/3: loss", "training_rm: step 3/3: loss", "training_rm: trained 3 steps",
-                 "training_dpo: step 3/3: loss", "rewards/accuracies"):
+                 f"training_dpo: step {steps}/{steps}: loss", "rewards/accuracies"):
         assert line in round_.log, line
 
 

@@ -14,10 +14,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from annotation.models import AuditAction, Judgment, Project
+from annotation.models import AuditAction, ComparisonSource, Judgment, Project
 from annotation.services.audit import audit_record
 from config.jobs import job_claim, send_after_commit
 from modeling.models import ACTIVE_ROUND_STATES, Round, RoundState
+from modeling.services.rounds.evaluation import evaluation_pairs_create
 from modeling.services.rounds.settings import RoundConflict, RoundError, merged_config
 from modeling.services.rounds.steps import STEPS, register_policy, round_dir, round_log
 
@@ -165,6 +166,12 @@ def round_execute(*, round_id: int) -> Round:
             if round_.state == RoundState.CANCELLED:
                 return round_
             member = register_policy(round_, workdir)
+            if "human_eval" not in round_.metrics:
+                human = evaluation_pairs_create(round_=round_, policy=member, workdir=workdir)
+                round_.metrics = {**round_.metrics, "human_eval": human}
+                round_.save(update_fields=["metrics"])
+                if human["pairs"]:
+                    round_log(round_id, f"{human['pairs']} evaluation pairs in the labeling queue")
             (workdir / "metrics.json").write_text(json.dumps(round_.metrics, indent=2, default=str))
             Round.objects.filter(pk=round_id).exclude(state=RoundState.CANCELLED).update(
                 state=RoundState.SUCCEEDED, finished_at=timezone.now(), progress={}
@@ -188,7 +195,10 @@ def rounds_start_due() -> list[int]:
             continue
         last = Round.objects.filter(project=project, state=RoundState.SUCCEEDED).order_by("-number").first()
         since = (last.last_judgment_id if last else 0) or 0
-        new = Judgment.objects.filter(comparison__project=project, id__gt=since).count()
+        new = Judgment.objects.filter(comparison__project=project, id__gt=since)
+        if not project.evaluation_trains:  # labels that will not train do not call for a round
+            new = new.exclude(comparison__source=ComparisonSource.EVALUATION)
+        new = new.count()
         if new >= project.round_min_new_judgments:
             try:
                 started.append(round_start(project=project).pk)

@@ -15,8 +15,12 @@ DEFAULT_CONFIG = {
     # Llama 3 kept only its two strongest levels; pairs whose source gave no strength (imported
     # HH-RLHF) are kept too: nothing says they are weak.
     "dpo_strengths": [Strength.SIGNIFICANTLY_BETTER, Strength.BETTER, UNKNOWN_STRENGTH],
-    "eval_prompts": 16,
+    # The new and the previous policy answer eval_prompts prompts neither trained on; the round's
+    # reward model scores both answers, and with human_eval the pairs also go to the labelers as
+    # evaluation comparisons (modeling/services/rounds/evaluation.py).
+    "eval_prompts": 50,
     "eval_max_new_tokens": 128,
+    "human_eval": True,
     # One epoch over the round's pairs (Llama 2 trained its RMs for one), at most 500 steps: 50 pairs
     # are not trained for as many steps as 50,000, which fixed step counts did (8 epochs of the demo).
     # max_length None: fitted to the round's pairs (the longest, rounded up to 64 tokens, at most
@@ -62,8 +66,9 @@ ROUND_SETTINGS_SCHEMA = {
     "properties": {
         "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
         "dpo_strengths": {"type": "array", "items": {"type": "string", "enum": STRENGTH_FILTER_VALUES}},
-        "eval_prompts": {"type": "integer", "minimum": 0},
-        "eval_max_new_tokens": {"type": "integer", "minimum": 1},
+        "eval_prompts": {"type": "integer", "minimum": 0, "maximum": 10000},
+        "eval_max_new_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "human_eval": {"type": "boolean"},
         "rm": TRAIN_SETTINGS_SCHEMA,
         "dpo": TRAIN_SETTINGS_SCHEMA,
         "averaging": {

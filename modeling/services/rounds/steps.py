@@ -21,6 +21,7 @@ from modeling.models import CommitteeMember, MemberKind, Round, RoundState
 from modeling.selectors import REWARD_MODEL_DIR, current_reward_model
 from modeling.services.members import member_spec
 from modeling.services.rounds.averaging import policy_average, previous_policies, rm_ensemble
+from modeling.services.rounds.evaluation import EVALUATION_DIR, evaluation_prompts, write_pairs
 from modeling.services.rounds.settings import RoundError
 
 
@@ -107,13 +108,15 @@ def _model_dir(member: CommitteeMember) -> str:
     return str(resolve_local_dir(member_spec(member), Path(settings.ARTIFACTS_DIR) / "models"))
 
 
-def snapshot_filters(*, round_number: int, previous_number: int | None, heldout_percent: int, dpo_strengths: list) -> dict:
+def snapshot_filters(*, round_number: int, previous_number: int | None, heldout_percent: int, dpo_strengths: list,
+                     include_evaluation: bool = False) -> dict:
     """The export filters of a round's three files: every judgment up to the round's cut (gold and
-    imported ones included, both-bad ones not) split by prompt into training and held-out files,
-    and for DPO the strong ones since the previous successful round. An export with the same
-    filters is the same file, byte for byte."""
+    imported ones included, both-bad ones not; labels on earlier rounds' evaluation pairs only if
+    the project lets them train) split by prompt into training and held-out files, and for DPO the
+    strong ones since the previous successful round. An export with the same filters is the same
+    file, byte for byte."""
     common = {"round_to": round_number, "exclude_gold": False, "include_imported": True, "include_both_bad": False,
-              "heldout_percent": heldout_percent}
+              "include_evaluation": include_evaluation, "heldout_percent": heldout_percent}
     return {
         "rm": {**common, "split": "train"},
         "dpo": {**common, "split": "train", "round_from": previous_number, "strengths": list(dpo_strengths)},
@@ -141,7 +144,8 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
     Round.objects.filter(pk=round_.pk).update(last_judgment_id=last_id)  # the cut the files' filters name
     percent = int(config["heldout_percent"])
     filters = snapshot_filters(round_number=round_.number, previous_number=previous.number if previous else None,
-                               heldout_percent=percent, dpo_strengths=config["dpo_strengths"])
+                               heldout_percent=percent, dpo_strengths=config["dpo_strengths"],
+                               include_evaluation=project.evaluation_trains)
     tmp = _tmp_dir(final)
     summary = {"last_judgment_id": last_id, "dpo_since_judgment_id": since_id, "heldout_percent": percent, "files": {}}
     for name, part in filters.items():
@@ -309,26 +313,33 @@ def _step_dpo(round_: Round, workdir: Path) -> dict:
 
 
 def _step_evaluate(round_: Round, workdir: Path) -> dict:
+    """The new and the previous policy answer prompts neither trained on (evaluation_prompts);
+    the round's reward model scores both answers. The answers are kept (evaluation/pairs.jsonl)
+    for the labelers' evaluation pairs, made once the policy is registered."""
     from modeling.ml.evaluation import head_to_head
 
     dpo = round_.metrics.get(RoundState.TRAINING_DPO, {})
     if dpo.get("skipped"):
         return {"skipped": "no new policy this round"}
-    heldout = _read_jsonl(workdir / SNAPSHOT_DIR / "heldout.jsonl")
-    prompts, seen = [], set()
-    for row in heldout:
-        if row["prompt_hash"] not in seen:
-            seen.add(row["prompt_hash"])
-            prompts.append(row["prompt"])
-    prompts = prompts[: int(round_.config["eval_prompts"])]
+    final = workdir / EVALUATION_DIR
+    if (final / "metrics.json").exists():
+        return json.loads((final / "metrics.json").read_text())
+    round_.refresh_from_db(fields=["last_judgment_id"])
+    prompts = evaluation_prompts(round_=round_, count=int(round_.config["eval_prompts"]))
     start = CommitteeMember.objects.get(pk=dpo["starting_member_id"])
-    return head_to_head(
+    result = head_to_head(
         new_policy_dir=str(workdir / POLICY_DIR), old_policy_dir=_model_dir(start),
-        reward_dir=str(workdir / REWARD_MODEL_DIR), prompts=prompts,
+        reward_dir=str(workdir / REWARD_MODEL_DIR), prompts=[p.messages for p in prompts],
         max_new_tokens=int(round_.config["eval_max_new_tokens"]),
         cache_root=str(Path(settings.ARTIFACTS_DIR) / "models"),
         progress=StepProgress(round_.pk, RoundState.EVALUATING),
     )
+    tmp = _tmp_dir(final)
+    write_pairs(tmp, prompts, result)
+    metrics = {k: v for k, v in result.items() if k != "answers"}
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _publish(tmp, final)
+    return metrics
 
 
 STEPS = (
@@ -347,7 +358,9 @@ def register_policy(round_: Round, workdir: Path) -> CommitteeMember | None:
     if existing:
         return existing
     win_rate = round_.metrics.get(RoundState.EVALUATING, {}).get("win_rate")
-    joins = round_.project.policy_admission == PolicyAdmission.ALWAYS or (win_rate is not None and win_rate > 0.5)
+    # if_humans_prefer: out until labelers' verdict on the evaluation pairs (evaluation.policies_admit).
+    admission = round_.project.policy_admission
+    joins = admission == PolicyAdmission.ALWAYS or (admission == PolicyAdmission.IF_WINS and win_rate is not None and win_rate > 0.5)
     return CommitteeMember.objects.create(
         name=f"{round_.project.slug}-round-{round_.number}",
         kind=MemberKind.CHECKPOINT,
@@ -356,5 +369,6 @@ def register_policy(round_: Round, workdir: Path) -> CommitteeMember | None:
         source_round=round_,
         is_active=joins,
         retired_at=None if joins else timezone.now(),
-        description=f"DPO policy of round {round_.number} (win rate {win_rate}) from {dpo['starting_member']}.",
+        description=f"DPO policy of round {round_.number} (reward-model win rate {win_rate}) from {dpo['starting_member']}."
+        + (f" Joins once {round_.project.admission_min_labels} labels on its evaluation pairs prefer it." if admission == PolicyAdmission.IF_HUMANS_PREFER else ""),
     )
