@@ -93,10 +93,10 @@ class Project(models.Model):
     rejection_k = models.PositiveSmallIntegerField(default=4, help_text="Samples per prompt for rejection sampling.")
     policy_admission = models.CharField(max_length=20, choices=PolicyAdmission.choices, default=PolicyAdmission.ALWAYS)
     admission_min_labels = models.PositiveIntegerField(
-        default=30, help_text="Labels on a round's evaluation pairs before labelers' verdict admits or retires its policy."
+        "labels before labelers decide", default=30, help_text="Labels on a round's evaluation pairs before labelers' verdict admits or retires its policy."
     )
     evaluation_trains = models.BooleanField(
-        default=False,
+        "evaluation labels train", default=False,
         help_text="Labels on evaluation pairs (a round's new policy against the previous one) also train the next rounds.",
     )
     round_min_new_judgments = models.PositiveIntegerField(

@@ -19,7 +19,9 @@ DEFAULT_CONFIG = {
     # reward model scores both answers, and with human_eval the pairs also go to the labelers as
     # evaluation comparisons (modeling/services/rounds/evaluation.py).
     "eval_prompts": 50,
-    "eval_max_new_tokens": 128,
+    # As long as the committee's answers (DEFAULT_GENERATION): labelers judge these pairs too, and
+    # answers cut at 128 tokens would be judged on where they stop.
+    "eval_max_new_tokens": 256,
     "human_eval": True,
     # One epoch over the round's pairs (Llama 2 trained its RMs for one), at most 500 steps: 50 pairs
     # are not trained for as many steps as 50,000, which fixed step counts did (8 epochs of the demo).
