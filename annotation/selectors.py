@@ -110,8 +110,10 @@ QUEUE_REASONS_TO_POLL = ("sampling", "leased_to_others")
 
 
 def pending_prompts(*, project: Project):
-    """Prompts with no comparison yet, oldest first (what the next sampling pass answers)."""
-    has_comparison = Comparison.objects.filter(prompt=OuterRef("pk"))
+    """Prompts with no comparison of the committee yet, oldest first (what the next sampling pass
+    answers). A round's evaluation pair does not count: it judges a policy, and the prompt still
+    gets the committee's pair that may train later rounds."""
+    has_comparison = Comparison.objects.filter(prompt=OuterRef("pk")).exclude(source=ComparisonSource.EVALUATION)
     return Prompt.objects.filter(project=project).exclude(Exists(has_comparison)).order_by("id")
 
 

@@ -4,7 +4,8 @@ Starts ``python -m config.embedded`` (web, ``default`` worker, ``gpu`` worker, b
 the file broker) in a fresh folder, then drives it over HTTP like a client would, with token
 auth: import the MT-Bench questions, register SmolLM2 as the committee, sample pairs on the
 worker, have three labelers label every pair through the API (editing some winners), run a
-round (reward model + DPO policy), check the new policy joined the committee and answers in the
+round (reward model + DPO policy), have the labelers judge its evaluation pairs (the new policy
+against the previous one, blind) and read their win rate back from the round, check the new policy joined the committee and answers in the
 next sampling pass, export ``trl-preference``, download it and train one step of TRL's
 RewardTrainer and DPOTrainer on it. Each stage prints its counts (read back from the stack's
 database, never computed here) and its seconds; the table also goes to a JSON file.
@@ -56,7 +57,8 @@ class E2EError(StackError):
 
 COLUMNS = ("prompts", "responses", "comparisons", "judgments", "edits", "members")
 #: The stages, in order; each is the ``Loop`` method of the same name (``-`` as ``_``).
-STAGES = ("stack", "users", "import", "committee", "sampling", "labeling", "round", "policy", "sampling-2", "export", "trl")
+STAGES = ("stack", "users", "import", "committee", "sampling", "labeling", "round", "human-eval", "policy", "sampling-2", "export",
+          "trl")
 
 
 def stage_table(stages: list[dict]) -> str:
@@ -185,8 +187,8 @@ class Loop:
     def stage_sampling(self, details: dict) -> None:
         self._sample(details, self.sizes.prompts)
 
-    def stage_labeling(self, details: dict) -> None:
-        comparisons = self.lead.get(f"/api/v1/projects/{SLUG}/comparisons/")["count"]
+    def _label_queue(self) -> dict[str, dict]:
+        """The three labelers take what the queue offers until it offers nothing, in parallel."""
         deadline = time.monotonic() + self.sizes.stage_timeout_s
         results: dict[str, dict] = {}
         errors: list[BaseException] = []
@@ -204,6 +206,11 @@ class Loop:
             thread.join()
         if errors:
             raise errors[0]
+        return results
+
+    def stage_labeling(self, details: dict) -> None:
+        comparisons = self.lead.get(f"/api/v1/projects/{SLUG}/comparisons/")["count"]
+        results = self._label_queue()
         overlap: dict[int, int] = {}
         for j in self.lead.all_pages(f"/api/v1/projects/{SLUG}/judgments/"):
             overlap[j["comparison_id"]] = overlap.get(j["comparison_id"], 0) + 1
@@ -236,6 +243,20 @@ class Loop:
             eval_prompts=evaluation["prompts"], win_rate=evaluation["win_rate"],
             **{f"{k}_s": v for k, v in round_["step_timings"].items()},
         )
+
+    def stage_human_eval(self, details: dict) -> None:
+        """The round's head-to-head pairs are in the queue as blind evaluation comparisons: the
+        labelers judge them like any pair, and the round reports their verdict on the new policy."""
+        round_ = self.admin.get(f"/api/v1/projects/{SLUG}/rounds/")[0]
+        made = round_["metrics"]["human_eval"]
+        if not made.get("pairs"):
+            raise E2EError(f"the round put no evaluation pair before the labelers: {made}")
+        results = self._label_queue()
+        human = self.admin.get(f"/api/v1/rounds/{round_['id']}/")["human_evaluation"]
+        if human is None or human["pairs"] != made["pairs"] or human["labels"] != made["pairs"] * len(LABELERS):
+            raise E2EError(f"{made['pairs']} evaluation pairs, {len(LABELERS)} labelers each, but the round reports {human}")
+        details.update(pairs=human["pairs"], labels=sum(r["judgments"] for r in results.values()), human_win_rate=human["win_rate"],
+                       human_ci95=human["ci95"], rm_win_rate=human["rm_win_rate"], rm_agreement=human["rm_agreement"])
 
     def _round_watcher(self, round_id: int) -> Callable[[], dict | None]:
         """Polls the round and prints each change of state and progress (what the rounds page shows)."""

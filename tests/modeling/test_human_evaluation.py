@@ -15,7 +15,8 @@ from annotation.services import comparison_lease_next, judgment_submit
 from annotation.services.labeling import Verdict
 from modeling.models import CommitteeMember, EvaluationPair, RoundState
 from modeling.selectors import human_evaluation
-from modeling.services import round_start
+from annotation.selectors import pending_prompts
+from modeling.services import round_start, sampling_execute, sampling_start
 from modeling.services.rounds.evaluation import policies_admit
 from modeling.tasks import round_run
 from tests.factories import PromptFactory
@@ -123,6 +124,18 @@ def test_labelers_judge_the_new_policy_blind_and_their_labels_train_only_if_the_
     names = {m["name"] for m in project_leaderboard(project=project, bootstrap_rounds=5)["members"]}
     assert {policy.name, base.name} <= names
 
+    # An evaluation pair does not use up its prompt: the committee's next pass still answers it,
+    # with answers of its own (evaluation answers are numbered apart, never taken for samples).
+    assert all(p.new_response.sample_index >= 10_000 and p.previous_response.sample_index >= 10_000 for p in pairs)
+    assert fresh <= set(pending_prompts(project=project).values_list("id", flat=True))
+    with django_capture_on_commit_callbacks():
+        run = sampling_start(project=project, max_new_tokens=6)
+    assert sampling_execute(run_id=run.pk).state == "succeeded"
+    committee = Comparison.objects.filter(project=project, prompt_id__in=fresh).exclude(source=ComparisonSource.EVALUATION)
+    assert committee.exists() and not pending_prompts(project=project).filter(id__in=fresh).exists()
+    evaluation_responses = {r for p in pairs for r in (p.new_response_id, p.previous_response_id)}
+    assert not evaluation_responses & {r for pair in committee.values_list("response_a_id", "response_b_id") for r in pair}
+
     # The next round leaves the evaluation labels out; once the lead opts in, they are in.
     evaluation_ids = {p.comparison_id for p in pairs}
     second_round = run_round(project, django_capture_on_commit_callbacks, {**EVAL, "human_eval": False})
@@ -182,3 +195,20 @@ def test_a_policy_labelers_do_not_prefer_stays_out(tiny_model_dir, artifacts, me
     policy = CommitteeMember.objects.get(source_round=round_)
     assert not policy.is_active and policy.retired_at is not None
     assert Comparison.objects.filter(source=ComparisonSource.EVALUATION, project=project).count() == decision["labels"]
+
+
+def test_evaluation_labels_call_for_a_scheduled_round_only_if_they_train(django_capture_on_commit_callbacks):
+    from modeling.models import Round
+    from modeling.services import rounds_start_due
+    from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory
+
+    project = ProjectFactory(round_schedule_enabled=True, round_min_new_judgments=3)
+    for _ in range(3):
+        JudgmentFactory(assignment__comparison=ComparisonFactory(prompt=PromptFactory(project=project), source=ComparisonSource.EVALUATION))
+    with django_capture_on_commit_callbacks():
+        assert rounds_start_due() == []
+    project.evaluation_trains = True
+    project.save(update_fields=["evaluation_trains"])
+    with django_capture_on_commit_callbacks() as sent:
+        started = rounds_start_due()
+    assert len(started) == 1 and Round.objects.get(pk=started[0]).project == project and len(sent) == 1

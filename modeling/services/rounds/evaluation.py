@@ -82,9 +82,18 @@ def write_pairs(final: Path, prompts: list[Prompt], result: dict) -> None:
             out.write(json.dumps({"prompt_id": prompt.pk, "sampling": result.get("sampling") or {}, **answer}) + "\n")
 
 
+#: Evaluation answers are numbered from here: sampling passes number a member's answers to a prompt
+#: from 0 and reuse the one they find at an index, so an evaluation answer below this would be
+#: taken for a committee sample (and its pair for the committee's).
+EVALUATION_SAMPLE_INDEX = 10_000
+
+
 def _next_index(prompt_id: int, member: CommitteeMember) -> int:
-    top = Response.objects.filter(prompt_id=prompt_id, member=member, source=ResponseSource.MODEL).aggregate(n=Max("sample_index"))["n"]
-    return 0 if top is None else top + 1
+    top = (
+        Response.objects.filter(prompt_id=prompt_id, member=member, source=ResponseSource.MODEL, sample_index__gte=EVALUATION_SAMPLE_INDEX)
+        .aggregate(n=Max("sample_index"))["n"]
+    )
+    return EVALUATION_SAMPLE_INDEX if top is None else top + 1
 
 
 @transaction.atomic
