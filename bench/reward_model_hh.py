@@ -2,7 +2,8 @@
 against plain TRL on the same rows, in one invocation.
 
     python bench/reward_model_hh.py [--train-pairs 800] [--max-length 512] [--lora] [--strength none]
-                                    [--no-reference] [--no-write]
+                                    [--center-rewards 0.01] [--learning-rate 1e-5] [--epochs 1]
+                                    [--no-reference | --reference-only] [--note "..."] [--no-write]
 
 The app's path: ``parse_hh`` → ``preference_pairs_import`` into a scratch SQLite database → the
 round's snapshot rows (``export_rows``: margins from the project's table, 0 for pairs whose
@@ -11,10 +12,15 @@ SmolLM2-135M-Instruct (GGUF dequantized) → held-out pairwise accuracy with a 9
 interval. The reference (``plain_trl``): the same training and held-out rows given to TRL's
 ``RewardTrainer`` directly, with the settings of the reference run in ../shared/TRL-NOTES.md
 (1 epoch, batch 4, lr 1e-5, max_length 512, bf16 on CPU, full fine-tuning, no centring, the
-rows' ``margin`` column), and scored by a few lines of plain transformers: no app code.
+rows' ``margin`` column) whatever the app's flags say, and scored by a few lines of plain
+transformers: no app code.
 ``--strength better`` reproduces the old import, which gave every HH pair that strength's margin.
+The app's training settings are a round's defaults (``DEFAULT_CONFIG["rm"]``: one epoch) with the
+flags on top.
 
-Writes bench/results/reward_model_hh.json and the section of docs/benchmarks.md.
+Writes bench/results/reward_model_hh.json and its section of docs/benchmarks.md, and adds the run
+(each path it ran) as a row of bench/results/reward_model_hh_ablations.json, whose table in
+docs/benchmarks.md it rewrites: every ablation is a run of this script, recorded by it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from bench._common import machine, replace_section, utc_now  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "reward_model_hh.json"
+ABLATIONS = RESULTS.with_name("reward_model_hh_ablations.json")
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
@@ -76,16 +83,46 @@ def reference_only(args, base, train: list[dict], heldout: list[dict], scratch: 
     from modeling.ml.evaluation import wilson_interval
 
     reference = plain_trl(str(base), train, heldout, f"{scratch}/reference", batch_size=args.batch_size,
-                          learning_rate=args.learning_rate, max_length=args.max_length, bf16=not args.fp32)
+                          learning_rate=args.reference_learning_rate, max_length=args.max_length, bf16=not args.fp32)
     low, high = wilson_interval(reference["correct"], reference["pairs"])
     out = {"benchmark": "reward_model_hh_reference", "date": utc_now(), "machine": machine(),
            "train_rows": len(train), **reference, "ci95": [round(low, 4), round(high, 4)],
-           "settings": {"batch_size": args.batch_size, "learning_rate": args.learning_rate,
+           "settings": {"batch_size": args.batch_size, "learning_rate": args.reference_learning_rate,
                         "max_length": args.max_length, "bf16": not args.fp32, "epochs": 1, "centring": None}}
     print(json.dumps(out, indent=2))
     if not args.no_write:
         RESULTS.with_name("reward_model_hh_reference.json").write_text(json.dumps(out, indent=2) + "\n")
+        record_ablations([_reference_row(out["date"], args, len(train), reference | {"ci95": out["ci95"]})])
     return 0
+
+
+def _reference_row(date: str, args, train_rows: int, reference: dict) -> dict:
+    return {"date": date, "path": "plain TRL", "strength": "none (rows' margin 0)", "centring": None, "lora": False,
+            "learning_rate": args.reference_learning_rate, "epochs": 1, "steps": reference["steps"], "train_pairs": train_rows,
+            "heldout_pairs": reference["pairs"], "accuracy": reference["accuracy"], "ci95": reference["ci95"],
+            "seconds_per_step": round(reference["train_seconds"] / max(1, reference["steps"]), 2), "note": args.note}
+
+
+def record_ablations(rows: list[dict]) -> None:
+    """Add this run's rows to the ablation record and rewrite its table in docs/benchmarks.md."""
+    runs = json.loads(ABLATIONS.read_text()) if ABLATIONS.exists() else []
+    runs += rows
+    ABLATIONS.write_text(json.dumps(runs, indent=2) + "\n")
+    lines = [
+        "One row per path of a run of `bench/reward_model_hh.py` (from `bench/results/reward_model_hh_ablations.json`): "
+        "SmolLM2-135M-Instruct, bf16 on CPU unless noted, batch 4, max_length 512, the app's split by prompt "
+        "(20% held out) unless noted.\n",
+        "| run | path | HH strength → margin | centring | LoRA | lr | epochs (steps) | train pairs | held-out accuracy | 95% interval | s/step | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['date']} | {r['path']} | {r['strength']} | {r['centring'] if r['centring'] is not None else 'off'} | "
+            f"{'r=16' if r['lora'] else 'no'} | {r['learning_rate']} | {r['epochs'] if r['epochs'] is not None else '–'} ({r['steps'] or '?'}) | "
+            f"{r['train_pairs']} | **{r['accuracy']}** (n = {r['heldout_pairs']}) | {r['ci95'][0]}–{r['ci95'][1]} | "
+            f"{r['seconds_per_step'] if r['seconds_per_step'] is not None else '–'} | {r.get('note') or ''} |"
+        )
+    replace_section("reward_model_hh_ablations", "Reward model on HH-RLHF: ablations", "\n".join(lines))
 
 
 def write_doc(r: dict) -> None:
@@ -116,13 +153,18 @@ def main() -> int:
     parser.add_argument("--train-pairs", type=int, default=800)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--learning-rate", type=float, default=1e-5)
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="the app's learning rate (default: the round's, DEFAULT_CONFIG['rm'])")
+    parser.add_argument("--reference-learning-rate", type=float, default=1e-5,
+                        help="plain TRL's, fixed at TRL-NOTES.md's run so the reference stays one yardstick across ablations")
     parser.add_argument("--lora", action="store_true", help="LoRA instead of full fine-tuning")
     parser.add_argument("--fp32", action="store_true", help="fp32 instead of bf16")
     parser.add_argument("--heldout-limit", type=int, default=0, help="evaluate on at most this many held-out pairs (0: all)")
     parser.add_argument("--strength", default="none",
                         help="strength given to the imported pairs: none (HH has none: margin 0, the app's default) or a level")
     parser.add_argument("--center-rewards", type=float, default=0.01, help="the app's center_rewards_coefficient (0: off)")
+    parser.add_argument("--epochs", type=float, default=1.0, help="epochs over the training pairs (the app's path)")
+    parser.add_argument("--note", default="", help="what this run changes, for its row in the ablation table")
     parser.add_argument("--no-reference", action="store_true", help="skip the plain-TRL run on the same rows")
     parser.add_argument("--reference-only", action="store_true",
                         help="only the plain-TRL run on the app's rows (writes reward_model_hh_reference.json)")
@@ -177,10 +219,15 @@ def main() -> int:
 
     package = importlib.util.find_spec(SMOLLM2_PACKAGE).submodule_search_locations[0]
     base = resolve_local_dir(ModelSpec(kind="local", model_path=package, gguf_file=SMOLLM2_GGUF), ROOT / "artifacts" / "models")
-    config = TrainConfig(
-        max_steps=max(1, len(train) // args.batch_size), batch_size=args.batch_size, learning_rate=args.learning_rate,
-        max_length=args.max_length, bf16=not args.fp32, lora=args.lora, center_rewards_coefficient=args.center_rewards or None,
-    )
+    # A round's reward-model settings (one epoch over the pairs, capped by max_steps), with the flags on top.
+    from modeling.services.rounds.settings import DEFAULT_CONFIG
+
+    config = TrainConfig(**{
+        **DEFAULT_CONFIG["rm"], "epochs": args.epochs, "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate or DEFAULT_CONFIG["rm"]["learning_rate"],
+        "max_length": args.max_length, "bf16": not args.fp32, "lora": args.lora,
+        "center_rewards_coefficient": args.center_rewards or None,
+    })
     if args.reference_only:
         return reference_only(args, base, train, heldout, scratch)
     started = time.perf_counter()
@@ -193,7 +240,7 @@ def main() -> int:
         from modeling.ml.evaluation import wilson_interval
 
         reference = plain_trl(str(base), train, heldout, f"{scratch}/reference", batch_size=args.batch_size,
-                              learning_rate=args.learning_rate, max_length=args.max_length, bf16=not args.fp32)
+                              learning_rate=args.reference_learning_rate, max_length=args.max_length, bf16=not args.fp32)
         reference["ci95"] = [round(x, 4) for x in wilson_interval(reference["correct"], reference["pairs"])]
     out = {
         "benchmark": "reward_model_hh",
@@ -229,6 +276,16 @@ def main() -> int:
     if not args.no_write:
         RESULTS.write_text(json.dumps(out, indent=2) + "\n")
         write_doc(out)
+        rows = [{
+            "date": out["date"], "path": "app", "strength": f"{strength or 'none'} → {out['margin']:.3g}",
+            "centring": config.center_rewards_coefficient, "lora": config.lora, "learning_rate": config.learning_rate,
+            "epochs": config.epochs, "steps": result.steps, "train_pairs": result.train_pairs, "heldout_pairs": out["heldout_pairs"],
+            "accuracy": out["heldout_accuracy"], "ci95": [out["ci95_low"], out["ci95_high"]], "seconds_per_step": out["seconds_per_step"],
+            "note": args.note,
+        }]
+        if reference is not None:
+            rows.append(_reference_row(out["date"], args, len(train), reference))
+        record_ablations(rows)
     return 0
 
 
