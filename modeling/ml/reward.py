@@ -17,6 +17,11 @@ class RewardScorer:
 
         self.device = device or pick_device()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # A text over max_length loses its start, never its end: the reward is read at the last
+        # token, and two answers to one long conversation cut from the right would both be cut
+        # inside the shared conversation, scoring the same (9 of HH's 466 held-out pairs at 512
+        # tokens did: counted as wrong, they cost the reward model ~2 points of accuracy).
+        self.tokenizer.truncation_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(self.device).eval()

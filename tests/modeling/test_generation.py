@@ -1,6 +1,7 @@
 """Generation backends (plain Python, no Django): tiny local model, real HTTP endpoint."""
 
 import pytest
+import torch
 
 from modeling.ml.generation import (
     EndpointBackend,
@@ -99,6 +100,21 @@ def test_the_reward_scorer_reads_one_score_per_response_independent_of_batching(
     alone = [scorer.score([c], [r])[0] for c, r in zip(conversations, responses)]
     assert len(scores) == 3 and scores == pytest.approx(alone, abs=1e-4)
     assert len(set(round(s, 5) for s in scores)) == 3
+
+
+def test_the_reward_scorer_cuts_a_long_conversation_from_the_start_never_the_answer(tiny_reward_dir):
+    """Two answers to one conversation longer than max_length: cut from the right, both would be
+    cut inside the shared conversation and score the same; the end is what the reward reads."""
+    scorer = RewardScorer(str(tiny_reward_dir))
+    long_talk = [{"role": "user", "content": " ".join(["hello list python"] * 60)}]
+    first, second = scorer.score([long_talk] * 2, ["yes good answer", "no bad"], max_length=32)
+    assert first != pytest.approx(second, abs=1e-6)
+    text = scorer.text(long_talk, "yes good answer")
+    ids = scorer.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert ids.shape[1] > 32
+    with torch.inference_mode():  # the score is the model's on the last 32 tokens
+        last = float(scorer.model(input_ids=ids[:, -32:]).logits[0, 0])
+    assert first == pytest.approx(last, abs=1e-4)
 
 
 def test_a_round_checkpoint_loads_as_base_plus_lora_adapter(tiny_model_dir, tmp_path):
