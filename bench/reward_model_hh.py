@@ -168,6 +168,8 @@ def main() -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip the plain-TRL run on the same rows")
     parser.add_argument("--reference-only", action="store_true",
                         help="only the plain-TRL run on the app's rows (writes reward_model_hh_reference.json)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="record the run as an ablation row only (reward_model_hh.json and its section stay as they are)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -274,8 +276,9 @@ def main() -> int:
                    difference=round(out["heldout_accuracy"] - reference["accuracy"], 4))
     print(json.dumps(out, indent=2))
     if not args.no_write:
-        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-        write_doc(out)
+        if not args.ablation:
+            RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+            write_doc(out)
         rows = [{
             "date": out["date"], "path": "app", "strength": f"{strength or 'none'} → {out['margin']:.3g}",
             "centring": config.center_rewards_coefficient, "lora": config.lora, "learning_rate": config.learning_rate,
