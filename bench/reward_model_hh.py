@@ -119,7 +119,7 @@ def record_ablations(rows: list[dict]) -> None:
         lines.append(
             f"| {r['date']} | {r['path']} | {r['strength']} | {r['centring'] if r['centring'] is not None else 'off'} | "
             f"{'r=16' if r['lora'] else 'no'} | {r['learning_rate']} | {r['epochs'] if r['epochs'] is not None else '–'} ({r['steps'] or '?'}) | "
-            f"{r['train_pairs']} | **{r['accuracy']}** (n = {r['heldout_pairs']}) | {r['ci95'][0]}–{r['ci95'][1]} | "
+            f"{r['train_pairs']}{' (%d trimmed)' % r['trimmed_turns'] if r.get('trimmed_turns') else ''} | **{r['accuracy']}** (n = {r['heldout_pairs']}) | {r['ci95'][0]}–{r['ci95'][1]} | "
             f"{r['seconds_per_step'] if r['seconds_per_step'] is not None else '–'} | {r.get('note') or ''} |"
         )
     replace_section("reward_model_hh_ablations", "Reward model on HH-RLHF: ablations", "\n".join(lines))
@@ -130,7 +130,8 @@ def write_doc(r: dict) -> None:
     section = (
                 f"Run {r['date']} on {r['machine']}, {r['device']}: SmolLM2-135M-Instruct + 1-output head, "
         f"{'LoRA r=16' if c['lora'] else 'full fine-tuning'}, {'bf16' if c['bf16'] else 'fp32'}, {r['train_pairs']} training pairs "
-        f"({r['dropped_too_long']} dropped as longer than {c['max_length']} tokens), {r['steps']} steps of batch {c['batch_size']}, "
+        f"({r.get('trimmed_turns', 0)} kept by dropping their oldest turns, {r['dropped_too_long']} dropped as longer than "
+        f"{c['max_length']} tokens), {r['steps']} steps of batch {c['batch_size']}, "
         f"lr {c['learning_rate']}, margin {r['margin']} (imported HH pairs carry strength {r['strength'] or 'none'}), "
         f"center_rewards_coefficient {c['center_rewards_coefficient']}. Imported through the app: {r['imported_pairs']} pairs; "
         f"split by prompt, 20% held out.\n\n"
@@ -256,6 +257,7 @@ def main() -> int:
         "margin": project.margin_for(strength),
         "train_pairs": result.train_pairs,
         "dropped_too_long": result.dropped_too_long,
+        "trimmed_turns": result.trimmed_turns,
         "heldout_pairs": result.heldout["pairs"],
         "heldout_accuracy": result.heldout["accuracy"],
         "ci95_low": result.heldout["ci95"][0],
@@ -282,7 +284,8 @@ def main() -> int:
         rows = [{
             "date": out["date"], "path": "app", "strength": f"{strength or 'none'} → {out['margin']:.3g}",
             "centring": config.center_rewards_coefficient, "lora": config.lora, "learning_rate": config.learning_rate,
-            "epochs": config.epochs, "steps": result.steps, "train_pairs": result.train_pairs, "heldout_pairs": out["heldout_pairs"],
+            "epochs": config.epochs, "steps": result.steps, "train_pairs": result.train_pairs, "trimmed_turns": result.trimmed_turns,
+            "heldout_pairs": out["heldout_pairs"],
             "accuracy": out["heldout_accuracy"], "ci95": [out["ci95_low"], out["ci95_high"]], "seconds_per_step": out["seconds_per_step"],
             "note": args.note,
         }]

@@ -38,6 +38,9 @@ class TrainConfig:
     # most max_length_cap (and the model's context); a number: exactly that. Longer pairs are dropped.
     max_length: int | None = None
     max_length_cap: int = 2048
+    # A pair over max_length loses the oldest turns of its conversation (a user turn and the answer
+    # to it at a time; a system message stays) until it fits; False: it is dropped, as TRL would.
+    trim_turns: bool = True
     bf16: bool | None = None  # None: on when the device supports it (CUDA bf16), off on CPU
     gradient_checkpointing: bool = False
     lora: bool = True
@@ -94,6 +97,7 @@ class RewardResult:
     train_loss: float | None
     heldout: dict = field(default_factory=dict)  # accuracy overall and per strength
     max_length: int | None = None  # what the training used (fitted when the setting is None)
+    trimmed_turns: int = 0  # pairs kept by dropping their oldest turns (TrainConfig.trim_turns)
 
 
 @dataclass
@@ -106,6 +110,7 @@ class DPOResult:
     heldout: dict = field(default_factory=dict)
     max_length: int | None = None
     dropped_too_long: int = 0
+    trimmed_turns: int = 0
 
 
 def _device_bf16(config: TrainConfig) -> bool:
@@ -227,12 +232,42 @@ def _context_limit(config: TrainConfig, model_dir: str) -> int:
     return min(config.max_length_cap, context) if isinstance(context, int) and context > 0 else config.max_length_cap
 
 
-def _fit(tokenizer, rows: list[dict], config: TrainConfig, model_dir: str) -> tuple[TrainConfig, list[dict]]:
-    """The config with its max_length decided, and the rows that fit in it."""
+def trim_oldest_turns(tokenizer, row: dict, max_length: int) -> dict | None:
+    """The pair without the oldest exchanges of its conversation (a user turn and the answer to it
+    at a time; a leading system message stays), as few as make it fit in ``max_length``; None
+    when even the last user turn with the two answers does not fit."""
+    prompt = list(row["prompt"])
+    head = prompt[:1] if prompt and prompt[0].get("role") == "system" else []
+    body = prompt[len(head):]
+    while True:
+        cut = next((i + 1 for i, m in enumerate(body[:-1]) if m.get("role") == "assistant"), None)
+        if cut is None:
+            return None
+        body = body[cut:]
+        candidate = {**row, "prompt": head + body}
+        if pair_length(tokenizer, candidate) <= max_length:
+            return candidate
+
+
+def _fit(tokenizer, rows: list[dict], config: TrainConfig, model_dir: str) -> tuple[TrainConfig, list[dict], int]:
+    """The config with its max_length decided, the rows that fit in it (with ``trim_turns``, long
+    ones without their oldest turns), and how many were trimmed."""
     lengths = [pair_length(tokenizer, r) for r in rows]
     max_length = config.max_length or fit_max_length(lengths, cap=_context_limit(config, model_dir))
-    kept = [r for r, n in zip(rows, lengths) if n <= max_length]
-    return replace(config, max_length=max_length), kept
+    kept, trimmed = [], 0
+    for row, n in zip(rows, lengths):
+        if n > max_length:
+            row = trim_oldest_turns(tokenizer, row, max_length) if config.trim_turns else None
+            if row is None:
+                continue
+            trimmed += 1
+        kept.append(row)
+    return replace(config, max_length=max_length), kept, trimmed
+
+
+def _fit_log(config: TrainConfig, kept: list, rows: list, trimmed: int) -> str:
+    return (f"max_length {config.max_length} tokens; {len(kept)} of {len(rows)} pairs fit"
+            + (f" ({trimmed} once their oldest turns were dropped)" if trimmed else ""))
 
 
 def _quiet_datasets() -> None:
@@ -266,11 +301,10 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    config, kept = _fit(tokenizer, rows, config, base_dir)
+    config, kept, trimmed = _fit(tokenizer, rows, config, base_dir)
     if not kept:
         raise ValueError(f"no training pair fits in max_length={config.max_length} ({len(rows)} pairs in the snapshot)")
-    report(progress, phase="loading", done=0, total=len(rows), unit="pairs",
-            log=f"max_length {config.max_length} tokens; {len(kept)} of {len(rows)} pairs fit")
+    report(progress, phase="loading", done=0, total=len(rows), unit="pairs", log=_fit_log(config, kept, rows, trimmed))
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     peft_config = None
@@ -306,7 +340,7 @@ def train_reward_model(*, base_dir: str, rows: list[dict], heldout: list[dict], 
     result = RewardResult(
         output_dir=output_dir, train_pairs=len(kept), dropped_too_long=len(rows) - len(kept),
         steps=trainer.state.global_step, seconds=round(seconds, 2), train_loss=_last_loss(trainer),
-        max_length=config.max_length,
+        max_length=config.max_length, trimmed_turns=trimmed,
     )
     del trainer, model, final
     report(progress, phase="evaluating", done=0, total=len(heldout), unit="pairs",
@@ -337,11 +371,10 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    config, kept = _fit(tokenizer, rows, config, policy_dir)
+    config, kept, trimmed = _fit(tokenizer, rows, config, policy_dir)
     if not kept:
         raise ValueError(f"no DPO pair fits in max_length={config.max_length} ({len(rows)} pairs in the snapshot)")
-    report(progress, phase="loading", done=0, total=len(rows), unit="pairs",
-            log=f"max_length {config.max_length} tokens; {len(kept)} of {len(rows)} pairs fit")
+    report(progress, phase="loading", done=0, total=len(rows), unit="pairs", log=_fit_log(config, kept, rows, trimmed))
     dropped, rows = len(rows) - len(kept), kept
     model = AutoModelForCausalLM.from_pretrained(policy_dir)
     peft_config, ref_model = None, None
@@ -393,4 +426,5 @@ def train_dpo(*, policy_dir: str, rows: list[dict], heldout: list[dict], output_
     return DPOResult(
         output_dir=output_dir, train_pairs=len(rows), steps=trainer.state.global_step, seconds=round(seconds, 2),
         train_loss=_last_loss(trainer), heldout=heldout_metrics, max_length=config.max_length, dropped_too_long=dropped,
+        trimmed_turns=trimmed,
     )

@@ -59,3 +59,48 @@ def test_dpo_drops_and_counts_pairs_over_an_explicit_max_length(tiny_model_dir, 
     config = TrainConfig(max_steps=1, batch_size=2, max_length=64, bf16=False)
     result = train_dpo(policy_dir=str(tiny_model_dir), rows=rows, heldout=[], output_dir=str(tmp_path / "dpo"), config=config)
     assert (result.max_length, result.dropped_too_long, result.train_pairs) == (64, 1, 4)
+
+
+def _long_talk(turns: int) -> dict:
+    """A pair whose conversation has ``turns`` earlier exchanges of ~40 words each, then a question."""
+    prompt = [{"role": "system", "content": "Be brief."}]
+    for i in range(turns):
+        prompt += [{"role": "user", "content": f"question {i} " + "python list " * 20},
+                   {"role": "assistant", "content": f"answer {i} " + "hello yes " * 20}]
+    prompt.append({"role": "user", "content": "and the last question?"})
+    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": "yes good answer"}],
+            "rejected": [{"role": "assistant", "content": "no"}], "margin": 0.0, "strength": "better"}
+
+
+def test_a_long_conversation_loses_its_oldest_exchanges_until_it_fits(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from modeling.ml.training import trim_oldest_turns
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    row = _long_talk(turns=4)
+    full = pair_length(tokenizer, row)
+    limit = pair_length(tokenizer, _long_talk(turns=2)) + 5  # room for two exchanges, not four
+    assert full > limit
+    trimmed = trim_oldest_turns(tokenizer, row, limit)
+    assert pair_length(tokenizer, trimmed) <= limit
+    # the system message, then the two newest exchanges, then the question: whole turns, in order
+    assert trimmed["prompt"] == [row["prompt"][0], *row["prompt"][-5:]]
+    assert trimmed["chosen"] == row["chosen"] and trimmed["rejected"] == row["rejected"]
+    # even the last question and the answers do not fit: nothing to keep
+    assert trim_oldest_turns(tokenizer, row, pair_length(tokenizer, _long_talk(turns=0)) - 1) is None
+
+
+def test_training_keeps_a_long_conversation_by_its_newest_turns_unless_told_to_drop_it(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    limit = -(-pair_length(tokenizer, _long_talk(turns=1)) // MAX_LENGTH_STEP) * MAX_LENGTH_STEP
+    rows = [_long_talk(turns=0), _long_talk(turns=0), _long_talk(turns=6)]
+    assert pair_length(tokenizer, rows[2]) > limit
+    trim = TrainConfig(max_steps=1, batch_size=2, max_length=limit, bf16=False)
+    result = train_dpo(policy_dir=str(tiny_model_dir), rows=rows, heldout=[], output_dir=str(tmp_path / "dpo"), config=trim)
+    assert (result.train_pairs, result.trimmed_turns, result.dropped_too_long) == (3, 1, 0)
+    drop = TrainConfig(max_steps=1, batch_size=2, max_length=limit, bf16=False, lora=False, trim_turns=False)
+    result = train_reward_model(base_dir=str(tiny_model_dir), rows=rows, heldout=[], output_dir=str(tmp_path / "rm"), config=drop)
+    assert (result.train_pairs, result.trimmed_turns, result.dropped_too_long) == (2, 0, 1)

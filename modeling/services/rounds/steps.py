@@ -262,7 +262,7 @@ def _step_reward_model(round_: Round, workdir: Path) -> dict:
         result = train_one(rows, tmp, config)
     metrics = {
         "base_member": base.name, "train_pairs": result.train_pairs, "dropped_too_long": result.dropped_too_long,
-        "max_length": result.max_length,
+        "trimmed_turns": result.trimmed_turns, "max_length": result.max_length,
         "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
         "previous_heldout": _previous_heldout(previous_rm, heldout, result.max_length, progress),
         "config": config.as_dict(), **({"averaging": soup} if soup else {}),
@@ -299,7 +299,7 @@ def _step_dpo(round_: Round, workdir: Path) -> dict:
     result = _train("dpo", round_, model_dir=_model_dir(start), rows=rows, heldout=heldout, output_dir=tmp, config=config, progress=progress)
     metrics = {
         "starting_member": start.name, "starting_member_id": start.pk, "train_pairs": result.train_pairs,
-        "dropped_too_long": result.dropped_too_long, "max_length": result.max_length, "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
+        "dropped_too_long": result.dropped_too_long, "trimmed_turns": result.trimmed_turns, "max_length": result.max_length, "steps": result.steps, "seconds": result.seconds, "train_loss": result.train_loss, "heldout": result.heldout,
         "config": config.as_dict(),
     }
     previous = previous_policies(round_, start, int((round_.config.get("averaging") or {}).get("policy_previous", 0)))
