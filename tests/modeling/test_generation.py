@@ -94,12 +94,13 @@ def test_an_unreachable_endpoint_is_a_clear_error():
 
 def test_the_reward_scorer_reads_one_score_per_response_independent_of_batching(tiny_reward_dir):
     scorer = RewardScorer(str(tiny_reward_dir), batch_size=2)
-    conversations = [[{"role": "user", "content": "hello"}]] * 3
-    responses = ["yes", "no thank you kind user", "good"]
+    conversations = [[{"role": "user", "content": "hello"}]] * 5
+    # lengths out of order: batched by length, the scores still come back in the callers' order
+    responses = ["yes", "no thank you kind user " * 6, "good", "python list hello yes", "no"]
     scores = scorer.score(conversations, responses)
     alone = [scorer.score([c], [r])[0] for c, r in zip(conversations, responses)]
-    assert len(scores) == 3 and scores == pytest.approx(alone, abs=1e-4)
-    assert len(set(round(s, 5) for s in scores)) == 3
+    assert len(scores) == 5 and scores == pytest.approx(alone, abs=1e-4)
+    assert len(set(round(s, 5) for s in scores)) == 5
 
 
 def test_the_reward_scorer_cuts_a_long_conversation_from_the_start_never_the_answer(tiny_reward_dir):
