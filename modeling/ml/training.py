@@ -35,7 +35,8 @@ class TrainConfig:
     batch_size: int = 4
     learning_rate: float = 1e-5
     # None: fitted to the round's data, the longest pair rounded up to a multiple of 64 tokens, at
-    # most max_length_cap (and the model's context); a number: exactly that. Longer pairs are dropped.
+    # most max_length_cap (and the model's context); a number: exactly that. Longer pairs are
+    # trimmed (trim_turns) or dropped.
     max_length: int | None = None
     max_length_cap: int = 2048
     # A pair over max_length loses the oldest turns of its conversation (a user turn and the answer

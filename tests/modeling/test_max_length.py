@@ -1,6 +1,7 @@
 """A round's max_length fits its data: the longest pair rounded up to 64 tokens, at most the cap and
-the model's context; pairs over an explicit or capped limit are dropped and counted (the RM and
-DPO alike), and the limit used is in the round's metrics."""
+the model's context; pairs over an explicit or capped limit lose their oldest turns or, when that
+cannot fit them, are dropped, and are counted (the RM and DPO alike), and the limit used is in the
+round's metrics."""
 
 import pytest
 

@@ -26,7 +26,8 @@ DEFAULT_CONFIG = {
     # One epoch over the round's pairs (Llama 2 trained its RMs for one), at most 500 steps: 50 pairs
     # are not trained for as many steps as 50,000, which fixed step counts did (8 epochs of the demo).
     # max_length None: fitted to the round's pairs (the longest, rounded up to 64 tokens, at most
-    # max_length_cap 2048 and the model's context); pairs over it are dropped and counted.
+    # max_length_cap 2048 and the model's context); a pair over it loses its oldest turns until it
+    # fits (trim_turns), else it is dropped; both are counted.
     "rm": {"epochs": 1, "max_steps": 500, "batch_size": 4, "learning_rate": 1e-5, "max_length": None},
     "dpo": {"epochs": 1, "max_steps": 500, "batch_size": 2, "learning_rate": 1e-5, "max_length": None, "beta": 0.1, "sft_weight": 0.2},
     # Weight averaging (modeling/services/rounds/averaging.py): M reward models and their soup;
