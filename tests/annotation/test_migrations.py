@@ -21,6 +21,9 @@ def migrate(*targets):
 
 
 def migrate_to_newest():
+    """Every app back to its newest migration: moving annotation back also unapplies the modeling
+    migrations that depend on it, and the tests after this one (transactional ones included,
+    which keep the schema) need them all."""
     migrate(*MigrationExecutor(connection).loader.graph.leaf_nodes())
 
 
@@ -61,7 +64,7 @@ def test_labeler_days_are_backfilled_from_the_judgments_already_submitted():
         }
     finally:
         # Back to the newest schema for the tests after this one (the rows go with the flush).
-        migrate(next(key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] == "annotation"))
+        migrate_to_newest()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -102,4 +105,12 @@ def test_imported_judgments_lose_the_strength_the_importer_invented():
         strengths = dict(apps.get_model("annotation", "Judgment").objects.values_list("labeler__username", "strength"))
         assert strengths == {"ada": "better", "import:hh-rlhf": None}
     finally:
-        migrate(next(key for key in MigrationExecutor(connection).loader.graph.leaf_nodes() if key[0] == "annotation"))
+        migrate_to_newest()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_tests_above_leave_every_migration_applied():
+    """They move apps back and forth on the shared test database; the tests after them expect the
+    newest schema in every app (a modeling table once went missing for every later test)."""
+    executor = MigrationExecutor(connection)
+    assert executor.migration_plan(executor.loader.graph.leaf_nodes()) == []
