@@ -185,6 +185,13 @@ def project_quality(*, project: Project) -> dict:
     }
 
 
+def label_score(*, strength: str | None, won: bool) -> float:
+    """A label as the result of a game for one side: 1 won, 0 lost, 1/2 when the labeler said
+    "negligibly better / unsure" (a tie, as Chatbot Arena counts one). The leaderboard and a
+    round's human win rate (modeling.selectors.human_evaluation) both count labels this way."""
+    return 0.5 if strength == Strength.NEGLIGIBLY_BETTER else float(won)
+
+
 def project_leaderboard(*, project: Project, category: str | None = None, bootstrap_rounds: int = 200) -> dict:
     """Committee members rated from the judgments on comparisons between two members' answers."""
     query = Judgment.objects.filter(
@@ -199,7 +206,7 @@ def project_leaderboard(*, project: Project, category: str | None = None, bootst
     ).iterator(chunk_size=5000):
         if a == b:
             continue
-        score = 0.5 if strength == Strength.NEGLIGIBLY_BETTER else (1.0 if chosen == a_id else 0.0)
+        score = label_score(strength=strength, won=chosen == a_id)
         battles.append((a, b, score))
     ratings = bradley_terry(battles)
     intervals = bootstrap_intervals(battles, rounds=bootstrap_rounds) if battles else {}

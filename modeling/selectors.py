@@ -83,35 +83,34 @@ def human_evaluation(*, rounds) -> dict[int, dict]:
     pairs; and how often the reward model's verdict matches a labeler's (labels that pick a side,
     pairs the reward model does not tie). One query for all the rounds."""
     from annotation.models import IMPORTED_ACCOUNT_PREFIX, Judgment, Strength
+    from annotation.quality import label_score
     from modeling.ml.evaluation import wilson_interval
     from modeling.models import EvaluationPair
 
     ids = [r.pk for r in rounds]
     stats: dict[int, dict] = {}
-    for round_id, reward_new, reward_previous in EvaluationPair.objects.filter(round_id__in=ids).values_list(
-        "round_id", "reward_new", "reward_previous"
+    pairs: dict[int, tuple] = {}  # comparison id -> (round id, new response id, RM prefers new, RM tied)
+    for round_id, comparison_id, new_id, reward_new, reward_previous in EvaluationPair.objects.filter(round_id__in=ids).values_list(
+        "round_id", "comparison_id", "new_response_id", "reward_new", "reward_previous"
     ):
         s = stats.setdefault(round_id, {"pairs": 0, "rm_wins": 0.0, "labels": 0, "wins": 0.0, "agree": 0, "decisive": 0, "labelled": set()})
         s["pairs"] += 1
         s["rm_wins"] += 1.0 if reward_new > reward_previous else 0.5 if reward_new == reward_previous else 0.0
+        pairs[comparison_id] = (round_id, new_id, reward_new > reward_previous, reward_new == reward_previous)
     labels = (
         Judgment.objects.filter(comparison__evaluation_pair__round_id__in=ids)
         .exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
-        .values_list("comparison__evaluation_pair__round_id", "comparison_id", "comparison__evaluation_pair__new_response_id",
-                     "comparison__evaluation_pair__reward_new", "comparison__evaluation_pair__reward_previous",
-                     "chosen_response_id", "strength")
+        .values_list("comparison_id", "chosen_response_id", "strength")
     )
-    for round_id, comparison_id, new_id, reward_new, reward_previous, chosen_id, strength in labels.iterator(chunk_size=5000):
+    for comparison_id, chosen_id, strength in labels.iterator(chunk_size=5000):
+        round_id, new_id, rm_prefers_new, rm_tied = pairs[comparison_id]
         s = stats[round_id]
         s["labels"] += 1
         s["labelled"].add(comparison_id)
-        if strength == Strength.NEGLIGIBLY_BETTER:
-            s["wins"] += 0.5
-            continue
-        s["wins"] += chosen_id == new_id
-        if reward_new != reward_previous:
+        s["wins"] += label_score(strength=strength, won=chosen_id == new_id)
+        if strength != Strength.NEGLIGIBLY_BETTER and not rm_tied:  # both picked a side
             s["decisive"] += 1
-            s["agree"] += (chosen_id == new_id) == (reward_new > reward_previous)
+            s["agree"] += (chosen_id == new_id) == rm_prefers_new
 
     def rate(successes: float, n: int) -> tuple[float | None, list[float] | None]:
         if not n:

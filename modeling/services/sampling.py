@@ -53,9 +53,14 @@ def near_duplicates(a: str, b: str) -> bool:
     return na == nb or fuzz.ratio(na, nb) >= NEAR_DUPLICATE_RATIO
 
 
+def answer_showable(text: str, completion_tokens: int | None) -> bool:
+    """Empty answers, or answers cut off before their first token, are never shown to labelers
+    (sampling passes and a round's evaluation pairs alike)."""
+    return bool(text.strip()) and (completion_tokens is None or completion_tokens > 0)
+
+
 def _showable(response: Response) -> bool:
-    """Empty answers, or answers cut off before their first token, are never shown to labelers."""
-    return bool(response.text.strip()) and (response.completion_tokens is None or response.completion_tokens > 0)
+    return answer_showable(response.text, response.completion_tokens)
 
 
 @transaction.atomic

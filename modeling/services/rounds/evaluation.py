@@ -103,7 +103,7 @@ def evaluation_pairs_create(*, round_: Round, policy: CommitteeMember | None, wo
     An answer the database cannot store, an empty one, or a pair of near-identical answers is
     not worth a labeler's time and is counted instead. Returns the counts, stored in the round's
     metrics (``human_eval``)."""
-    from modeling.services.sampling import near_duplicates
+    from modeling.services.sampling import answer_showable, near_duplicates
 
     existing = EvaluationPair.objects.filter(round=round_).count()
     if existing:
@@ -123,7 +123,7 @@ def evaluation_pairs_create(*, round_: Round, policy: CommitteeMember | None, wo
             counts["prompt_gone"] += 1
             continue
         answers = (row["new"], row["old"])
-        if any(a.get("error") or text_problem(a["text"]) or not a["text"].strip() or a.get("completion_tokens") == 0 for a in answers):
+        if any(a.get("error") or text_problem(a["text"]) or not answer_showable(a["text"], a.get("completion_tokens")) for a in answers):
             counts["unusable"] += 1
             continue
         if near_duplicates(row["new"]["text"], row["old"]["text"]):
@@ -167,13 +167,14 @@ def policies_admit(*, now=None) -> list[dict]:
         .select_related("project", "policy_member")
     )
     stats = human_evaluation(rounds=waiting)
+    now = now or timezone.now()
     decided = []
     for round_ in waiting:
         human = stats.get(round_.pk)
         if not human or human["labels"] < round_.project.admission_min_labels:
             continue
         joins = human["win_rate"] > 0.5
-        decision = {"decided_at": (now or timezone.now()).isoformat(), "labels": human["labels"], "win_rate": human["win_rate"],
+        decision = {"decided_at": now.isoformat(), "labels": human["labels"], "win_rate": human["win_rate"],
                     "ci95": human["ci95"], "joined": joins}
         with transaction.atomic():
             locked = Round.objects.select_for_update().get(pk=round_.pk)
@@ -183,7 +184,7 @@ def policies_admit(*, now=None) -> list[dict]:
             locked.save(update_fields=["metrics"])
             member = round_.policy_member
             CommitteeMember.objects.filter(pk=member.pk).update(
-                is_active=joins, retired_at=None if joins else (member.retired_at or timezone.now())
+                is_active=joins, retired_at=None if joins else (member.retired_at or now)
             )
             audit_record(
                 action=AuditAction.POLICY_DECIDED, project=round_.project, target=f"member {member.name}", actor=None,
