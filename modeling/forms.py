@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django import forms
 
-from modeling.models import DEFAULT_GENERATION, CommitteeMember, MemberKind
+from modeling.models import DEFAULT_GENERATION, CommitteeMember, Engine, MemberKind
 
 #: Kinds a person adds here; checkpoints are registered by the rounds that train them.
 ADDABLE_KINDS = [(MemberKind.LOCAL.value, "Local model (a directory on the gpu worker, or a GGUF file in it)"),
@@ -27,16 +27,24 @@ class GenerationFields(forms.Form):
 
 class MemberAddForm(GenerationFields, forms.ModelForm):
     kind = forms.ChoiceField(choices=ADDABLE_KINDS, widget=forms.RadioSelect, initial=MemberKind.LOCAL.value)
+    engine = forms.ChoiceField(
+        choices=Engine.choices, initial=Engine.AUTO.value, required=False,
+        help_text="llama.cpp runs a GGUF file from its quantized weights (fast on CPU); transformers runs anything local "
+                  "(a GGUF file is dequantized once). Auto picks llama.cpp for GGUF and falls back to transformers, saying why.",
+    )
+
+    def clean_engine(self):
+        return self.cleaned_data.get("engine") or Engine.AUTO
 
     class Meta:
         model = CommitteeMember
-        fields = ["name", "kind", "description", "weight", "model_path", "gguf_file", "base_url", "endpoint_model",
+        fields = ["name", "kind", "description", "weight", "model_path", "gguf_file", "engine", "base_url", "endpoint_model",
                   "api_key_env", "timeout_s"]
         labels = {"model_path": "Model directory", "gguf_file": "GGUF file in it", "base_url": "Base URL",
                   "endpoint_model": "Model name at the endpoint", "api_key_env": "API key variable", "timeout_s": "Timeout (s)"}
         help_texts = {
             "model_path": "On the gpu worker's disk: a transformers model folder.",
-            "gguf_file": "Optional: a .gguf file inside that folder (dequantized once, then cached).",
+            "gguf_file": "Optional: a .gguf file inside that folder.",
             "base_url": "e.g. http://vllm:8000/v1",
             "api_key_env": "The name of an environment variable on the workers that holds the key; the key itself never enters Arbiter.",
             "weight": "Relative chance of being drawn for a pair.",
@@ -53,9 +61,12 @@ class MemberAddForm(GenerationFields, forms.ModelForm):
                 data[name] = ""
             if not data.get("model_path"):
                 self.add_error("model_path", "A local member needs its model directory.")
+            if data.get("engine") == Engine.LLAMA_CPP and not data.get("gguf_file"):
+                self.add_error("engine", "llama.cpp reads GGUF files: name the .gguf file, or choose transformers or auto.")
         elif data.get("kind") == MemberKind.ENDPOINT:
             for name in ("model_path", "gguf_file"):
                 data[name] = ""
+            data["engine"] = Engine.AUTO
             for name in ("base_url", "endpoint_model"):
                 if not data.get(name) and name not in self.errors:
                     self.add_error(name, "An endpoint member needs its base URL and the model name it serves.")

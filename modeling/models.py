@@ -15,9 +15,18 @@ from config.jobs import Job, JobState
 
 
 class MemberKind(models.TextChoices):
-    LOCAL = "local", "Local transformers model (directory or GGUF)"
+    LOCAL = "local", "Local model (directory or GGUF)"
     ENDPOINT = "endpoint", "OpenAI-compatible endpoint"
     CHECKPOINT = "checkpoint", "Policy checkpoint from a round"
+
+
+class Engine(models.TextChoices):
+    """What runs a local member's model (modeling/ml/generation.py); endpoints are always their
+    server's. "auto": llama.cpp for a GGUF file, transformers for a directory or a checkpoint."""
+
+    AUTO = "auto", "Auto (llama.cpp for GGUF, else transformers)"
+    LLAMA_CPP = "llama.cpp", "llama.cpp (GGUF files, quantized, CPU)"
+    HF = "hf", "transformers (any local model; dequantizes GGUF)"
 
 
 def validate_endpoint_url(value: str) -> None:
@@ -56,6 +65,8 @@ class CommitteeMember(models.Model):
     # Endpoint: the API key is read from the named environment variable on the worker, so the
     # secret never sits in the database or an admin page.
     # Not a URLField: internal hosts ("http://vllm:8000/v1") have no dotted domain.
+    engine = models.CharField(max_length=12, choices=Engine.choices, default=Engine.AUTO,
+                              help_text="What runs a local model; ignored for endpoints.")
     base_url = models.CharField(max_length=500, blank=True, validators=[validate_endpoint_url])
     endpoint_model = models.CharField(max_length=200, blank=True)
     api_key_env = models.CharField(max_length=100, blank=True, validators=[validate_api_key_env])
@@ -78,6 +89,10 @@ class CommitteeMember(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=MemberKind.values), name="member_kind_valid"),
             models.CheckConstraint(condition=Q(weight__gt=0), name="member_weight_positive"),
+            models.CheckConstraint(condition=Q(engine__in=Engine.values), name="member_engine_valid"),
+            # llama.cpp reads GGUF files (a checkpoint's is converted from it and its GGUF base).
+            models.CheckConstraint(condition=~Q(engine=Engine.LLAMA_CPP) | ~Q(gguf_file="") | Q(kind=MemberKind.CHECKPOINT),
+                                   name="member_llamacpp_has_gguf"),
             models.CheckConstraint(
                 condition=~Q(kind=MemberKind.LOCAL) | ~Q(model_path="") | ~Q(gguf_package=""),
                 name="member_local_has_location",
@@ -103,6 +118,16 @@ class CommitteeMember(models.Model):
 
     def generation_settings(self) -> dict:
         return {**DEFAULT_GENERATION, **(self.generation or {})}
+
+    @property
+    def engine_planned(self) -> str:
+        """The engine meant to serve this member ("openai" for endpoints); the worker falls back
+        to transformers when that engine is missing or cannot load the file, and says so in the
+        member's test."""
+        from modeling.ml.generation import engine_planned
+
+        base_gguf = self.base_member.gguf_file if self.kind == MemberKind.CHECKPOINT and self.base_member_id else ""
+        return engine_planned(kind=self.kind, gguf_file=self.gguf_file, engine=self.engine, base_gguf=base_gguf)
 
 
 class CommitteeSeat(models.Model):

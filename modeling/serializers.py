@@ -59,16 +59,21 @@ class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
     class Meta:
         model = CommitteeMember
         fields = [
-            "id", "name", "kind", "description", "model_path", "gguf_package", "gguf_file", "base_url",
-            "endpoint_model", "api_key_env", "timeout_s", "max_retries", "generation", "weight", "is_active",
+            "id", "name", "kind", "description", "model_path", "gguf_package", "gguf_file", "engine", "engine_planned",
+            "base_url", "endpoint_model", "api_key_env", "timeout_s", "max_retries", "generation", "weight", "is_active",
             "created_at", "retired_at", "last_test",
         ]
-        read_only_fields = ["id", "created_at", "retired_at", "last_test"]
+        read_only_fields = ["id", "created_at", "retired_at", "last_test", "engine_planned"]
 
     generation = GenerationField(required=False)
+    engine_planned = serializers.CharField(read_only=True, help_text=(
+        "The engine meant to serve the member: llama.cpp, hf or openai (endpoints). The worker falls back to hf "
+        "when llama.cpp is missing or cannot load the file, and the member's test says so (engine, engine_note)."
+    ))
     last_test = serializers.SerializerMethodField(help_text=(
         "The latest test with one prompt (a job): id, state (queued, running, succeeded, failed), prompt, "
-        "answer or error, load_s, answer_s, tokens_per_s; {} when never tested."
+        "answer or error, load_s, answer_s, tokens_per_s, engine (the one that answered), first_token_ms, "
+        "engine_note (why another engine answered); {} when never tested."
     ))
 
     def get_last_test(self, member) -> dict:

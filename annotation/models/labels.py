@@ -55,6 +55,10 @@ class Response(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=20, blank=True)
+    # The engine that generated it ("llama.cpp", "hf", "openai") and how long it took:
+    # queue_ms, first_token_ms, total_ms, tokens_per_s (modeling.ml.generation.Generation.timings).
+    engine = models.CharField(max_length=12, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
     reward = models.FloatField(null=True, blank=True, help_text="Score from the reward model, when scored.")
     # Human edits.
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="edits")

@@ -1,9 +1,19 @@
-"""Generation backends behind one interface: local transformers models (a directory, a GGUF file,
-or a round's checkpoint: base + LoRA adapter) and OpenAI-compatible chat-completions endpoints.
+"""Generation backends behind one interface (``Backend``: ``generate`` a batch, ``stream`` one
+answer as text deltas), one per engine:
 
-Plain Python: dataclasses in, dataclasses out, no Django. torch/transformers/peft are imported
-inside functions. A loaded model is cached per process (``backend_for``), so a worker loads it
-once and reuses it across tasks.
+- ``llama.cpp`` (``LlamaCppBackend``, the llama-cpp-python bindings): GGUF files on CPU, from the
+  quantized weights; a batch decodes as parallel sequences of one llama.cpp context.
+- ``hf`` (``LocalBackend``, transformers ``generate``): model directories, round checkpoints (base
+  + LoRA adapter), and GGUF files dequantized once; the fallback for what the others cannot load.
+- ``openai`` (``EndpointBackend``): OpenAI-compatible chat-completions servers (vLLM, TGI,
+  llama.cpp server, Ollama), streamed with ``stream: true``.
+
+``engine_for`` picks a member's engine ("auto": llama.cpp for GGUF when the bindings are
+installed, else hf). Every ``Generation`` names the engine that made it, with its timings.
+
+Plain Python: dataclasses in, dataclasses out, no Django. torch/transformers/peft/llama_cpp are
+imported inside functions. A loaded model is cached per process (``backend_for``), so a worker
+loads it once and reuses it across tasks.
 """
 
 from __future__ import annotations
@@ -11,14 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
+
+#: The engines a local member can name; "auto" lets ``engine_for`` choose.
+ENGINES = ("auto", "llama.cpp", "hf")
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,7 @@ class ModelSpec:
     api_key: str = field(default="", repr=False, compare=False, hash=False)
     timeout_s: float = 120.0
     max_retries: int = 2
+    engine: str = "auto"  # one of ENGINES; endpoints are always "openai"
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,21 @@ class Generation:
     # Set when this one answer is unusable (an endpoint's malformed or oversized reply); the
     # caller records it and goes on with the member's other answers.
     error: str = ""
+    engine: str = ""  # the engine that made it: "llama.cpp" | "hf" | "openai"
+    # From the call's start to this answer's own start (answers of one call that run one after
+    # another wait for those before them; the rows of one batch start together).
+    queue_ms: int | None = None
+    first_token_ms: int | None = None  # from this answer's start to its first new token
+
+    def timings(self) -> dict:
+        """What a Response records of how it was made: queue wait, first token, tokens/s."""
+        generating_s = self.latency_ms / 1000
+        return {
+            "queue_ms": self.queue_ms,
+            "first_token_ms": self.first_token_ms,
+            "total_ms": self.latency_ms,
+            "tokens_per_s": round(self.completion_tokens / generating_s, 1) if generating_s > 0 and self.completion_tokens else None,
+        }
 
 
 class GenerationError(Exception):
@@ -75,8 +106,56 @@ class _BadAnswer(Exception):
 MAX_ANSWER_BYTES = 8 * 2**20
 
 
+class Stream:
+    """One answer as it is generated: iterate for the text deltas; once the iteration ends,
+    ``result`` is the whole answer as a ``Generation`` (text, counts, timings).
+
+    ``deltas`` yields text pieces and returns ``(completion_tokens, prompt_tokens, finish_reason)``
+    (its StopIteration value); the timings are taken here, the same for every engine."""
+
+    def __init__(self, deltas: Iterator[str], *, engine: str, started: float | None = None):
+        self._deltas = deltas
+        self.engine = engine
+        self.started = time.perf_counter() if started is None else started
+        self.first_token_ms: int | None = None
+        self.result: Generation | None = None
+        self._parts: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        completion_tokens, prompt_tokens, finish_reason = 0, 0, "stop"
+        try:
+            while True:
+                delta = next(self._deltas)
+                if not delta:
+                    continue
+                if self.first_token_ms is None:
+                    self.first_token_ms = int((time.perf_counter() - self.started) * 1000)
+                self._parts.append(delta)
+                yield delta
+        except StopIteration as done:
+            if done.value:
+                completion_tokens, prompt_tokens, finish_reason = done.value
+        text = "".join(self._parts)
+        self.result = Generation(
+            text=text.strip(), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            finish_reason=finish_reason, latency_ms=int((time.perf_counter() - self.started) * 1000),
+            engine=self.engine, queue_ms=0, first_token_ms=self.first_token_ms,
+        )
+
+    def read(self) -> Generation:
+        """Consume what is left and return the whole answer."""
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
 class Backend(Protocol):
+    engine: str
+
     def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[Generation]: ...
+
+    def stream(self, messages: list[dict], params: SamplingParams) -> Stream: ...
 
 
 # --- local transformers models --------------------------------------------------------------
@@ -128,6 +207,9 @@ def resolve_local_dir(spec: ModelSpec, cache_root: str | os.PathLike) -> Path:
 class LocalBackend:
     """A transformers causal LM, generating a batch of conversations at once (left padding)."""
 
+    engine = "hf"
+    note = ""  # why this engine serves the member, when it is not the one planned
+
     def __init__(self, spec: ModelSpec, cache_root: str | os.PathLike, device: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -159,33 +241,40 @@ class LocalBackend:
     def prompt_text(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def _generate_kwargs(self, params: SamplingParams) -> dict:
+        return {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": params.temperature > 0,
+            "temperature": params.temperature if params.temperature > 0 else None,
+            "top_p": params.top_p if params.temperature > 0 else None,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+
+    def _completion(self, row) -> tuple[list[int], bool]:
+        """A generated row's new tokens up to its end of sequence, and whether it stopped there."""
+        eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        completion = row.tolist()
+        for i, token in enumerate(completion):
+            if token in eos_ids:
+                return completion[:i], True
+        return completion, False
+
     def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[Generation]:
         torch = self._torch
         texts = [self.prompt_text(m) for m in conversations]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        first_token = _FirstTokenClock()
         started = time.perf_counter()
         with torch.inference_mode():
-            output = self.model.generate(
-                **batch,
-                max_new_tokens=params.max_new_tokens,
-                do_sample=params.temperature > 0,
-                temperature=params.temperature if params.temperature > 0 else None,
-                top_p=params.top_p if params.temperature > 0 else None,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
+            output = self.model.generate(**batch, **self._generate_kwargs(params), streamer=first_token)
         latency_ms = int((time.perf_counter() - started) * 1000)
+        first_token_ms = int((first_token.at - started) * 1000) if first_token.at else None
         prompt_len = batch["input_ids"].shape[1]
-        eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
         results = []
         for row, mask in zip(output, batch["attention_mask"]):
-            completion = row[prompt_len:].tolist()
-            stopped = False
-            for i, token in enumerate(completion):
-                if token in eos_ids:
-                    completion, stopped = completion[:i], True
-                    break
+            completion, stopped = self._completion(row[prompt_len:])
             results.append(
                 Generation(
                     text=self.tokenizer.decode(completion, skip_special_tokens=True).strip(),
@@ -193,9 +282,63 @@ class LocalBackend:
                     completion_tokens=len(completion),
                     finish_reason="stop" if stopped else "length",
                     latency_ms=latency_ms,  # the batch's wall time: rows are generated together
+                    engine=self.engine, queue_ms=0, first_token_ms=first_token_ms,
                 )
             )
         return results
+
+    def stream(self, messages: list[dict], params: SamplingParams) -> Stream:
+        """transformers' TextIteratorStreamer, with ``generate`` on a thread of its own."""
+        import threading
+
+        from transformers import TextIteratorStreamer
+
+        torch = self._torch
+        started = time.perf_counter()
+        batch = self.tokenizer([self.prompt_text(messages)], return_tensors="pt", add_special_tokens=False).to(self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        outcome: dict = {}
+
+        def run():
+            try:
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                with torch.inference_mode():
+                    outcome["output"] = self.model.generate(**batch, **self._generate_kwargs(params), streamer=streamer)
+            except BaseException as exc:  # surfaced to the reader below
+                outcome["error"] = exc
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="hf-stream", daemon=True)
+        thread.start()
+
+        def deltas():
+            yield from streamer
+            thread.join()
+            if "error" in outcome:
+                raise GenerationError(f"hf: {type(outcome['error']).__name__}: {outcome['error']}")
+            prompt_len = batch["input_ids"].shape[1]
+            completion, stopped = self._completion(outcome["output"][0][prompt_len:])
+            return len(completion), prompt_len, "stop" if stopped else "length"
+
+        return Stream(deltas(), engine=self.engine, started=started)
+
+
+class _FirstTokenClock:
+    """A transformers streamer that only notes when the first new tokens arrive (its first
+    ``put`` is the prompt, its second the first generated step, for every row of the batch)."""
+
+    def __init__(self):
+        self.calls = 0
+        self.at: float | None = None
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            self.at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
 
 
 # --- OpenAI-compatible endpoints ------------------------------------------------------------
@@ -208,13 +351,18 @@ def _count(value) -> int:
 
 class EndpointBackend:
     """POST {base_url}/chat/completions (vLLM, TGI, llama.cpp server, Ollama), one conversation
-    per request, with a timeout and retries on connection errors, 429 and 5xx."""
+    per request, with a timeout and retries on connection errors, 429 and 5xx (a stream is retried
+    only until its first byte)."""
+
+    engine = "openai"
+    note = ""  # why this engine serves the member, when it is not the one planned
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
 
-    def _post(self, body: dict) -> dict:
+    def _open(self, body: dict):
+        """The open HTTP response to ``body``, after retries; the caller reads and closes it."""
         headers = {"Content-Type": "application/json"}
         if self.spec.api_key:
             headers["Authorization"] = f"Bearer {self.spec.api_key}"
@@ -222,8 +370,7 @@ class EndpointBackend:
         last = ""
         for attempt in range(self.spec.max_retries + 1):
             try:
-                with urllib.request.urlopen(request, timeout=self.spec.timeout_s) as response:
-                    raw = response.read(MAX_ANSWER_BYTES + 1)
+                return urllib.request.urlopen(request, timeout=self.spec.timeout_s)
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode(errors="replace")
                 last = f"HTTP {exc.code} from {self.url}: {detail}"
@@ -231,32 +378,46 @@ class EndpointBackend:
                     break  # a 4xx other than 429 will not get better by asking again
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last = f"{self.url} unreachable: {getattr(exc, 'reason', exc)}"
-            else:
-                if len(raw) > MAX_ANSWER_BYTES:
-                    raise _BadAnswer(f"the reply is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
-                try:
-                    return json.loads(raw)
-                except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested past the stack
-                    raise _BadAnswer(f"the reply is not JSON ({type(exc).__name__})") from None
             if attempt < self.spec.max_retries:
                 time.sleep(min(8.0, 0.5 * 2**attempt))
         raise GenerationError(last)
 
+    def _post(self, body: dict) -> dict:
+        try:
+            with self._open(body) as response:
+                raw = response.read(MAX_ANSWER_BYTES + 1)
+        except (TimeoutError, ConnectionError, OSError) as exc:  # dropped while the body was read
+            raise GenerationError(f"{self.url}: the reply was cut off ({type(exc).__name__})") from None
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise _BadAnswer(f"the reply is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested past the stack
+            raise _BadAnswer(f"the reply is not JSON ({type(exc).__name__})") from None
+
+    def _body(self, messages: list[dict], params: SamplingParams) -> dict:
+        body = {
+            "model": self.spec.endpoint_model,
+            "messages": messages,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
+
     def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[Generation]:
         results = []
+        called = time.perf_counter()
         for messages in conversations:
-            body = {
-                "model": self.spec.endpoint_model,
-                "messages": messages,
-                "max_tokens": params.max_new_tokens,
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-            }
-            if params.seed is not None:
-                body["seed"] = params.seed
             started = time.perf_counter()
+            queue_ms = int((started - called) * 1000)
+            failed = lambda error: Generation(  # noqa: E731
+                "", 0, 0, "error", int((time.perf_counter() - started) * 1000), error=error, engine=self.engine, queue_ms=queue_ms,
+            )
             try:
-                data = self._post(body)
+                data = self._post(self._body(messages, params))
                 choice = data["choices"][0]
                 text = choice["message"]["content"] or ""
                 if not isinstance(text, str):
@@ -265,11 +426,10 @@ class EndpointBackend:
                 prompt_tokens, completion_tokens = (_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens"))
                 finish_reason = str(choice.get("finish_reason") or "stop")[:20]
             except _BadAnswer as exc:
-                results.append(Generation("", 0, 0, "error", int((time.perf_counter() - started) * 1000), error=f"{self.url}: {exc}"))
+                results.append(failed(f"{self.url}: {exc}"))
                 continue
             except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-                error = f"{self.url}: unexpected answer ({type(exc).__name__}): {str(data)[:200]}"
-                results.append(Generation("", 0, 0, "error", int((time.perf_counter() - started) * 1000), error=error))
+                results.append(failed(f"{self.url}: unexpected answer ({type(exc).__name__}): {str(data)[:200]}"))
                 continue
             results.append(
                 Generation(
@@ -278,12 +438,318 @@ class EndpointBackend:
                     completion_tokens=completion_tokens,
                     finish_reason=finish_reason,
                     latency_ms=int((time.perf_counter() - started) * 1000),
+                    engine=self.engine, queue_ms=queue_ms,
                 )
             )
         return results
 
+    def stream(self, messages: list[dict], params: SamplingParams) -> Stream:
+        """``stream: true``: server-sent events, one ``data: {json}`` line per chunk, ``data: [DONE]``
+        at the end. Read line by line with the same bounds as a whole reply: at most
+        MAX_ANSWER_BYTES in all, a line at most 1 MiB; anything that is not a chunk is an error."""
+        started = time.perf_counter()
+        body = {**self._body(messages, params), "stream": True, "stream_options": {"include_usage": True}}
 
-# --- the per-process cache ------------------------------------------------------------------
+        def deltas():
+            read, usage, finish_reason, pieces = 0, {}, "stop", 0
+            with self._open(body) as response:
+                while True:
+                    try:
+                        line = response.readline(2**20 + 1)
+                    except (TimeoutError, ConnectionError, OSError) as exc:
+                        raise GenerationError(f"{self.url}: the stream was cut off ({type(exc).__name__})") from None
+                    if not line:
+                        break
+                    read += len(line)
+                    if read > MAX_ANSWER_BYTES or len(line) > 2**20:
+                        raise GenerationError(f"{self.url}: the stream is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
+                    line = line.strip()
+                    if not line.startswith(b"data:"):
+                        continue  # blank lines between events, ": keep-alive" comments, "event:" names
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(data)
+                        usage = chunk.get("usage") or usage
+                        choices = chunk.get("choices") or []
+                        if not choices:  # the usage-only chunk at the end
+                            continue
+                        choice = choices[0]
+                        finish_reason = str(choice.get("finish_reason") or finish_reason)[:20]
+                        text = (choice.get("delta") or {}).get("content") or ""
+                        if not isinstance(text, str):
+                            raise TypeError(f"content is {type(text).__name__}")
+                    except (ValueError, RecursionError, TypeError, AttributeError, IndexError) as exc:
+                        raise GenerationError(f"{self.url}: unexpected stream chunk ({type(exc).__name__}): {data[:200]!r}") from None
+                    if text:
+                        pieces += 1
+                        yield text
+            if not isinstance(usage, dict):
+                usage = {}
+            completion_tokens = _count(usage.get("completion_tokens")) or pieces  # servers send ~a token per chunk
+            return completion_tokens, _count(usage.get("prompt_tokens")), finish_reason
+
+        return Stream(deltas(), engine=self.engine, started=started)
+
+
+# --- llama.cpp ------------------------------------------------------------------------------
+
+
+class LlamaCppBackend:
+    """A GGUF model through the llama-cpp-python bindings, from its quantized weights.
+
+    ``generate`` decodes a batch of conversations as parallel sequences of one llama.cpp context
+    (llama.cpp's ``batched`` example: each step decodes one token of every unfinished sequence in
+    one ``llama_decode``), which is where a CPU's throughput is; ``stream`` is the same loop with
+    one sequence. The prompt is the GGUF's own chat template. Threads follow the cores free when a
+    call starts (``free_cpu_cores``), unless ``threads`` fixes them."""
+
+    engine = "llama.cpp"
+    note = ""  # why this engine serves the member, when it is not the one planned
+    #: Each sequence's context is its prompt plus max_new_tokens, rounded up to this.
+    CONTEXT_STEP = 256
+
+    def __init__(self, model_file: str | os.PathLike, *, threads: int | None = None):
+        model_file = Path(model_file)
+        if not model_file.is_file():
+            raise GenerationError(f"llama.cpp: model file missing: {model_file}")
+        try:
+            from llama_cpp import Llama
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        except ImportError as exc:
+            raise GenerationError(f"llama.cpp: the llama-cpp-python bindings are not installed ({exc})") from None
+        from modeling.ml.devices import cpu_cores
+
+        self.threads = threads
+        try:
+            # Only the model and its vocabulary are used from this object (a small context is made
+            # to satisfy the constructor); each call makes a context sized for its batch.
+            self.llm = Llama(model_path=str(model_file), n_ctx=self.CONTEXT_STEP, n_batch=self.CONTEXT_STEP,
+                             n_threads=threads or cpu_cores(), verbose=False)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise GenerationError(f"llama.cpp could not load {model_file.name}: {exc}") from None
+        # Freed before the interpreter tears down the bindings (else Llama.__del__ prints a
+        # TypeError at every worker exit).
+        import atexit
+
+        atexit.register(self.llm.close)
+        self.model = self.llm._model
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise GenerationError(f"llama.cpp: {model_file.name} has no chat template (tokenizer.chat_template)")
+        eos, bos = self.llm.token_eos(), self.llm.token_bos()
+        self.formatter = Jinja2ChatFormatter(
+            template=template, eos_token=self.model.token_get_text(eos) if eos != -1 else "",
+            bos_token=self.model.token_get_text(bos) if bos != -1 else "", add_generation_prompt=True,
+        )
+        self.n_ctx_train = self.model.n_ctx_train()
+
+    def piece(self, token: int) -> bytes:
+        """A token's bytes (the bindings' own ``token_to_piece`` returns its whole 32-byte buffer)."""
+        import ctypes
+
+        import llama_cpp
+
+        size = 64
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self.model.vocab, token, buffer, size, 0, False)
+            if n >= 0:
+                return buffer.raw[:n]
+            size = -n  # too small: llama.cpp says how large it must be
+
+    def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        text = self.formatter(messages=messages).prompt
+        # The template writes its own special tokens (<|im_start|>...): parse them, add no BOS.
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def _threads(self) -> int:
+        from modeling.ml.devices import free_cpu_cores
+
+        return self.threads or free_cpu_cores()
+
+    def _decode(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[tuple[int, int | None]]:
+        """Generate for every prompt at once; yields ``(sequence, token)`` as tokens are sampled
+        and ``(sequence, None)`` when a sequence ends (end of generation or max_new_tokens)."""
+        import llama_cpp
+        from llama_cpp import _internals as internals
+
+        longest = max(len(p) for p in prompts)
+        if longest + 1 > self.n_ctx_train:
+            raise GenerationError(f"llama.cpp: a prompt of {longest} tokens does not fit the model's context ({self.n_ctx_train})")
+        per_sequence = min(self.n_ctx_train, -(-(longest + params.max_new_tokens) // self.CONTEXT_STEP) * self.CONTEXT_STEP)
+        n_batch = max(self.CONTEXT_STEP, len(prompts))
+        threads = self._threads()
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = per_sequence * len(prompts)
+        cparams.n_batch = cparams.n_ubatch = n_batch
+        cparams.n_seq_max = len(prompts)
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.no_perf = True
+        ctx = internals.LlamaContext(model=self.model, params=cparams, verbose=False)
+        batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=len(prompts), verbose=False)
+        samplers = []
+        try:
+            for i in range(len(prompts)):
+                sampler = internals.LlamaSampler()
+                if params.temperature > 0:
+                    # temperature, then top-p on the tempered distribution (transformers' order)
+                    sampler.add_temp(params.temperature)
+                    sampler.add_top_p(params.top_p, 1)
+                    seed = random.getrandbits(32) if params.seed is None else (params.seed * 7919 + i) & 0xFFFFFFFF
+                    sampler.add_dist(seed)
+                else:
+                    sampler.add_greedy()
+                samplers.append(sampler)
+
+            def put(j: int, token: int, position: int, sequence: int, logits: bool) -> None:
+                b = batch.batch
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = token, position, 1, logits
+                b.seq_id[j][0] = sequence
+
+            # Each prompt in chunks of n_batch; its first token is sampled from its last position.
+            last: list[int] = []
+            positions = []
+            for i, prompt in enumerate(prompts):
+                for start in range(0, len(prompt), n_batch):
+                    chunk = prompt[start : start + n_batch]
+                    batch.reset()
+                    for j, token in enumerate(chunk):
+                        put(j, token, start + j, i, start + j == len(prompt) - 1)
+                    batch.batch.n_tokens = len(chunk)
+                    ctx.decode(batch)
+                last.append(samplers[i].sample(ctx, len(chunk) - 1))
+                positions.append(len(prompt))
+            active = list(range(len(prompts)))
+            produced = [0] * len(prompts)
+            while active:
+                still = []
+                for i in active:
+                    token = last[i]
+                    if llama_cpp.llama_vocab_is_eog(self.model.vocab, token):
+                        yield i, None
+                        continue
+                    produced[i] += 1
+                    yield i, token
+                    if produced[i] >= params.max_new_tokens or positions[i] + 1 >= per_sequence:
+                        yield i, None
+                        continue
+                    still.append(i)
+                active = still
+                if not active:
+                    break
+                batch.reset()
+                for j, i in enumerate(active):
+                    put(j, last[i], positions[i], i, True)
+                    positions[i] += 1
+                batch.batch.n_tokens = len(active)
+                ctx.decode(batch)
+                for j, i in enumerate(active):
+                    last[i] = samplers[i].sample(ctx, j)
+        finally:
+            for sampler in samplers:
+                sampler.close()
+            batch.close()
+            ctx.close()
+
+    def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[Generation]:
+        import codecs
+
+        started = time.perf_counter()
+        prompts = [self.prompt_tokens(m) for m in conversations]
+        tokens: list[list[int]] = [[] for _ in prompts]
+        stopped = [False] * len(prompts)
+        first_at: float | None = None
+        for i, token in self._decode(prompts, params):
+            if token is None:
+                stopped[i] = len(tokens[i]) < params.max_new_tokens
+                continue
+            first_at = first_at or time.perf_counter()
+            tokens[i].append(token)
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        results = []
+        for prompt, completion, stop in zip(prompts, tokens, stopped):
+            text = codecs.decode(b"".join(self.piece(t) for t in completion), "utf-8", errors="replace")
+            results.append(
+                Generation(
+                    text=text.strip(), prompt_tokens=len(prompt), completion_tokens=len(completion),
+                    finish_reason="stop" if stop else "length", latency_ms=latency_ms, engine=self.engine, queue_ms=0,
+                    first_token_ms=int((first_at - started) * 1000) if first_at else None,
+                )
+            )
+        return results
+
+    def stream(self, messages: list[dict], params: SamplingParams) -> Stream:
+        import codecs
+
+        started = time.perf_counter()
+
+        def deltas():
+            prompt = self.prompt_tokens(messages)
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
+            count, finish = 0, "length"
+            for _, token in self._decode([prompt], params):
+                if token is None:
+                    finish = "stop" if count < params.max_new_tokens else "length"
+                    break
+                count += 1
+                text = decoder.decode(self.piece(token))
+                if text:
+                    yield text
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+            return count, len(prompt), finish
+
+        return Stream(deltas(), engine=self.engine, started=started)
+
+
+# --- choosing the engine, and the per-process cache -------------------------------------------
+
+
+def engine_planned(*, kind: str, gguf_file: str, engine: str = "auto", base_gguf: str = "") -> str:
+    """The engine a member is meant to run on, from its settings alone (what pages show; the
+    worker's ``engine_for`` also checks what is installed and whether CUDA is there): endpoints
+    are "openai"; "auto" is llama.cpp for a GGUF file and for a round's checkpoint whose base is
+    one (converted to GGUF once), hf for anything else."""
+    if kind == "endpoint":
+        return "openai"
+    if engine != "auto":
+        return engine
+    return "llama.cpp" if gguf_file or (kind == "checkpoint" and base_gguf) else "hf"
+
+
+def llamacpp_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def engine_for(spec: ModelSpec) -> str:
+    """The engine this worker runs ``spec`` on; a clear GenerationError when the member's choice
+    cannot run here. "auto" takes llama.cpp for GGUF (and checkpoints of a GGUF base) on CPU when
+    the bindings are installed; with CUDA, transformers on the GPU (this build of llama.cpp is
+    CPU-only)."""
+    if spec.kind == "endpoint":
+        return "openai"
+    if spec.engine not in ENGINES:
+        raise GenerationError(f"unknown engine {spec.engine!r} (one of {', '.join(ENGINES)})")
+    base_gguf = spec.base.gguf_file if spec.base is not None else ""
+    planned = engine_planned(kind=spec.kind, gguf_file=spec.gguf_file, engine=spec.engine, base_gguf=base_gguf)
+    if planned == "llama.cpp":
+        if not (spec.gguf_file or (spec.kind == "checkpoint" and base_gguf)):
+            raise GenerationError("llama.cpp serves GGUF files; this member is a model directory: choose hf or auto")
+        if not llamacpp_installed():
+            if spec.engine == "auto":
+                return "hf"
+            raise GenerationError("llama.cpp: the llama-cpp-python bindings are not installed on this worker (make install builds them)")
+        if spec.engine == "auto":
+            from modeling.ml.devices import cuda_available
+
+            if cuda_available():
+                return "hf"
+    return planned
 
 
 @lru_cache(maxsize=4)
@@ -291,10 +757,55 @@ def _cached_local(spec: ModelSpec, cache_root: str) -> LocalBackend:
     return LocalBackend(spec, cache_root)
 
 
+def _load_hf(spec: ModelSpec, cache_root: str) -> LocalBackend:
+    """``_cached_local``, with a load failure said as the engine's: which engine, why."""
+    try:
+        return _cached_local(spec, cache_root)
+    except GenerationError as exc:
+        raise GenerationError(f"hf: {exc}") from None
+    except (OSError, ValueError, RuntimeError, KeyError, ImportError) as exc:
+        raise GenerationError(f"hf could not load {spec.name or spec.model_path}: {type(exc).__name__}: {exc}") from None
+
+
+@lru_cache(maxsize=4)
+def _cached_llamacpp(model_file: str) -> LlamaCppBackend:
+    return LlamaCppBackend(model_file)
+
+
+def _checkpoint_gguf(spec: ModelSpec, cache_root: str | os.PathLike) -> Path:
+    """A round checkpoint of a GGUF base, as GGUF beside the checkpoint (written on first use)."""
+    from modeling.ml.gguf_export import GgufExportError, policy_gguf
+
+    if spec.base is None or not spec.base.gguf_file:
+        raise GenerationError("llama.cpp: this checkpoint's base is not a GGUF file to convert it like")
+    try:
+        return policy_gguf(spec.model_path, resolve_local_dir(spec.base, cache_root), Path(spec.base.model_path) / spec.base.gguf_file)
+    except GgufExportError as exc:
+        raise GenerationError(f"llama.cpp: the checkpoint cannot be converted to GGUF: {exc}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise GenerationError(f"llama.cpp: converting the checkpoint to GGUF failed: {type(exc).__name__}: {exc}") from None
+
+
 def backend_for(spec: ModelSpec, cache_root: str | os.PathLike) -> Backend:
-    """The backend for a member; local models are loaded once per process and reused."""
+    """The backend for a member; local models are loaded once per process and reused. With
+    "auto", a GGUF file llama.cpp cannot load is served by hf, and the backend's ``note`` says
+    why (shown with the member's test)."""
     if spec.kind == "endpoint":
         return EndpointBackend(spec)
-    if spec.kind in ("local", "checkpoint"):
-        return _cached_local(spec, str(cache_root))
-    raise GenerationError(f"unknown member kind {spec.kind!r}")
+    if spec.kind not in ("local", "checkpoint"):
+        raise GenerationError(f"unknown member kind {spec.kind!r}")
+    engine = engine_for(spec)
+    if engine == "llama.cpp":
+        try:
+            model_file = _checkpoint_gguf(spec, cache_root) if spec.kind == "checkpoint" else Path(spec.model_path) / spec.gguf_file
+            return _cached_llamacpp(str(model_file))
+        except GenerationError as exc:
+            if spec.engine != "auto":
+                raise
+            backend = _load_hf(spec, str(cache_root))
+            backend.note = f"{exc}; served by hf instead"
+            return backend
+    backend = _load_hf(spec, str(cache_root))
+    if spec.engine == "auto" and spec.gguf_file and not llamacpp_installed():
+        backend.note = "llama.cpp bindings not installed on this worker; served by hf instead"
+    return backend

@@ -114,8 +114,9 @@ def member_spec(member: CommitteeMember):
             raise GenerationError(f"package {member.gguf_package} (model of {member.name}) is not installed")
         model_path = spec.submodule_search_locations[0]
     if member.kind == MemberKind.CHECKPOINT:
-        return ModelSpec(kind="checkpoint", name=member.name, model_path=model_path, base=member_spec(member.base_member))
-    return ModelSpec(kind="local", name=member.name, model_path=model_path, gguf_file=member.gguf_file)
+        return ModelSpec(kind="checkpoint", name=member.name, model_path=model_path, base=member_spec(member.base_member),
+                         engine=member.engine)
+    return ModelSpec(kind="local", name=member.name, model_path=model_path, gguf_file=member.gguf_file, engine=member.engine)
 
 
 # --- testing a member with one prompt ------------------------------------------------------------
@@ -213,11 +214,13 @@ def member_test_execute(*, test_id: int, backend_loader=None) -> dict:
             "load_s": round(loaded - started, 2), "answer_s": round(seconds, 2),
             "completion_tokens": generation.completion_tokens, "finish_reason": generation.finish_reason,
             "tokens_per_s": round(generation.completion_tokens / seconds, 1) if seconds > 0 else None,
+            "engine": generation.engine, "first_token_ms": generation.first_token_ms,
+            **({"engine_note": backend.note} if getattr(backend, "note", "") else {}),
         }
     except Exception as exc:  # the member's failure is the test's result, not the worker's
         logger.warning("member test: %s failed: %s", member.name, exc)
         state, error = JobState.FAILED, f"{type(exc).__name__}: {exc}"[:1000]
-        result = {"load_s": round(time.perf_counter() - started, 2)}
+        result = {"load_s": round(time.perf_counter() - started, 2), "engine": member.engine_planned}
     # Still this worker's (the watchdog may have failed it meanwhile: then it stays failed).
     MemberTest.objects.filter(pk=test_id, state=JobState.RUNNING).update(
         state=state, error=error, result=result, finished_at=timezone.now(),

@@ -161,6 +161,8 @@ def _generate_for_member(run, member, wanted, params_override, batch_size, backe
                             "prompt_tokens": gen.prompt_tokens,
                             "completion_tokens": gen.completion_tokens,
                             "finish_reason": gen.finish_reason,
+                            "engine": gen.engine,
+                            "timings": gen.timings(),
                         },
                     )
                 except IntegrityError:  # a concurrent re-run wrote it first: use theirs

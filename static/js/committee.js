@@ -10,11 +10,19 @@
     note.className = "small-text muted";
     if (test.state === "succeeded") {
       note.textContent = test.completion_tokens + " tokens in " + test.answer_s + " s" +
-        (test.tokens_per_s ? " (" + test.tokens_per_s + " tokens/s)" : "") + ", loaded in " + test.load_s + " s";
+        (test.tokens_per_s ? " (" + test.tokens_per_s + " tokens/s)" : "") +
+        (test.engine ? " by " + test.engine : "") + ", loaded in " + test.load_s + " s";
       const answer = document.createElement("blockquote");
       answer.className = "test-answer";
       answer.textContent = test.answer;
-      box.append(note, answer);
+      box.append(note);
+      if (test.engine_note) {
+        const fallback = document.createElement("div");
+        fallback.className = "small-text warning-text";
+        fallback.textContent = test.engine_note;
+        box.append(fallback);
+      }
+      box.append(answer);
     } else if (test.state === "failed") {
       note.className = "error small-text";
       note.textContent = test.error;

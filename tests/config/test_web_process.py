@@ -20,7 +20,7 @@ for path in ("/login/", "/", "/admin/login/"):
         statuses.append(status.split()[0])
     b"".join(config.wsgi.application(environ, start_response))
 print(" ".join(statuses))
-print(sorted(m for m in ("torch", "transformers", "trl", "peft", "accelerate") if m in sys.modules))
+print(sorted(m for m in ("torch", "transformers", "trl", "peft", "accelerate", "llama_cpp") if m in sys.modules))
 """
 
 

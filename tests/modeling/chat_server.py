@@ -10,11 +10,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class ChatServer:
     """Answers POST /v1/chat/completions. ``fail_first`` answers 503 that many times first;
     ``status`` forces every answer's status (e.g. 401); ``answer(last_user_message)`` replaces the
-    echo: its value is the message content (any JSON value), or bytes sent as the whole body."""
+    echo: its value is the message content (any JSON value), or bytes sent as the whole body.
+    A request with ``stream: true`` gets server-sent events, a chunk per word of the answer, a
+    usage chunk and ``[DONE]``; ``stream_body`` replaces that whole body (bytes) for hostile tests."""
 
-    def __init__(self, *, fail_first: int = 0, status: int = 200, api_key: str = "", answer=None):
+    def __init__(self, *, fail_first: int = 0, status: int = 200, api_key: str = "", answer=None, stream_body: bytes | None = None):
         self.requests: list[dict] = []
         self.fail_first, self.status, self.api_key, self.answer = fail_first, status, api_key, answer
+        self.stream_body = stream_body
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,10 +40,27 @@ class ChatServer:
                     text = server.answer(last)
                     if isinstance(text, bytes):
                         return self._send(200, text)
+                if body.get("stream"):
+                    return self._stream(text)
                 self._send(200, {
                     "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 11, "completion_tokens": len(text.split()) if isinstance(text, str) else 1},
                 })
+
+            def _stream(self, text):
+                if server.stream_body is not None:
+                    events = server.stream_body
+                else:
+                    words = text.split(" ")
+                    chunks = [{"choices": [{"delta": {"role": "assistant"}, "finish_reason": None}]}]
+                    chunks += [{"choices": [{"delta": {"content": w if i == 0 else " " + w}, "finish_reason": None}]} for i, w in enumerate(words)]
+                    chunks += [{"choices": [{"delta": {}, "finish_reason": "stop"}]},
+                               {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": len(words)}}]
+                    events = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                self.wfile.write(events)
 
             def _send(self, status, payload):
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()

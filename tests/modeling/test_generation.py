@@ -1,5 +1,7 @@
 """Generation backends (plain Python, no Django): tiny local model, real HTTP endpoint."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -143,3 +145,82 @@ def test_a_lora_checkpoint_without_its_base_is_a_clear_error(tiny_model_dir, tmp
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
     with pytest.raises(GenerationError, match="no base model"):
         LocalBackend(ModelSpec(kind="checkpoint", model_path=str(tmp_path / "adapter")), tmp_path)
+
+
+# --- engines and streaming (issue 15) ---------------------------------------------------------
+
+
+def test_a_local_answer_names_its_engine_and_timings(tiny_model_dir, tmp_path):
+    backend = LocalBackend(ModelSpec(kind="local", model_path=str(tiny_model_dir)), tmp_path)
+    (gen,) = backend.generate([CONVERSATION], SamplingParams(max_new_tokens=5, temperature=0))
+    assert gen.engine == "hf" and gen.queue_ms == 0
+    assert gen.first_token_ms is not None and 0 <= gen.first_token_ms <= gen.latency_ms
+    timings = gen.timings()
+    assert timings["total_ms"] == gen.latency_ms and set(timings) == {"queue_ms", "first_token_ms", "total_ms", "tokens_per_s"}
+
+
+def test_an_hf_stream_yields_deltas_that_add_up_to_the_greedy_answer(tiny_model_dir, tmp_path):
+    backend = LocalBackend(ModelSpec(kind="local", model_path=str(tiny_model_dir)), tmp_path)
+    params = SamplingParams(max_new_tokens=8, temperature=0)
+    (whole,) = backend.generate([CONVERSATION], params)
+    stream = backend.stream(CONVERSATION, params)
+    deltas = list(stream)
+    assert len(deltas) > 1 and "".join(deltas).strip() == whole.text
+    result = stream.result
+    assert (result.text, result.completion_tokens, result.finish_reason) == (whole.text, whole.completion_tokens, whole.finish_reason)
+    assert result.engine == "hf" and result.first_token_ms is not None
+
+
+def test_an_endpoint_streams_with_stream_true_and_reads_usage():
+    with ChatServer() as server:
+        backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m"))
+        stream = backend.stream(CONVERSATION, SamplingParams(max_new_tokens=20))
+        deltas = list(stream)
+    assert deltas == ["echo", " (4", " messages):", " reverse", " the", " list"]
+    assert server.requests[0]["body"]["stream"] is True
+    result = stream.result
+    assert result.text == "echo (4 messages): reverse the list" and result.engine == "openai"
+    assert (result.prompt_tokens, result.completion_tokens, result.finish_reason) == (11, 6, "stop")
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        (b"data: {not json\n\n", "unexpected stream chunk"),
+        (b'data: {"choices": [{"delta": {"content": 5}}]}\n\n', "unexpected stream chunk"),
+        (b'data: {"choices": "x"}\n\n', "unexpected stream chunk"),
+        (b"data: " + b"x" * (2**20 + 10) + b"\n\n", "larger than"),
+    ],
+)
+def test_a_hostile_stream_is_a_clear_error(body, error):
+    with ChatServer(stream_body=body) as server:
+        backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m", max_retries=0))
+        with pytest.raises(GenerationError, match=error):
+            list(backend.stream(CONVERSATION, SamplingParams()))
+
+
+def test_a_stream_without_usage_counts_its_chunks_and_ignores_comments():
+    body = b': keep-alive\n\ndata: {"choices": [{"delta": {"content": "a"}}]}\n\nevent: x\ndata: {"choices": [{"delta": {"content": "b"}, "finish_reason": "length"}]}\n\n'
+    with ChatServer(stream_body=body) as server:
+        backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m"))
+        result = backend.stream(CONVERSATION, SamplingParams()).read()
+    assert (result.text, result.completion_tokens, result.finish_reason) == ("ab", 2, "length")
+
+
+def test_engine_choice_follows_the_member_and_says_why_it_cannot(tmp_path, monkeypatch):
+    from modeling.ml import generation
+
+    gguf = ModelSpec(kind="local", model_path=str(tmp_path), gguf_file="m.gguf")
+    folder = ModelSpec(kind="local", model_path=str(tmp_path))
+    assert generation.engine_planned(kind="local", gguf_file="m.gguf") == "llama.cpp"
+    assert generation.engine_planned(kind="checkpoint", gguf_file="") == "hf"
+    assert generation.engine_planned(kind="endpoint", gguf_file="", engine="hf") == "openai"
+    assert generation.engine_for(replace(gguf, engine="hf")) == "hf"
+    with pytest.raises(GenerationError, match="llama.cpp serves GGUF files"):
+        generation.engine_for(replace(folder, engine="llama.cpp"))
+    with pytest.raises(GenerationError, match="unknown engine"):
+        generation.engine_for(replace(folder, engine="tensorrt"))
+    monkeypatch.setattr(generation, "llamacpp_installed", lambda: False)
+    assert generation.engine_for(gguf) == "hf"  # auto falls back
+    with pytest.raises(GenerationError, match="not installed on this worker"):
+        generation.engine_for(replace(gguf, engine="llama.cpp"))

@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 ML = Path(__file__).resolve().parents[2] / "modeling" / "ml"
-HEAVY = {"torch", "transformers", "trl", "peft", "accelerate", "datasets"}
+HEAVY = {"torch", "transformers", "trl", "peft", "accelerate", "datasets", "llama_cpp", "vllm"}
 
 
 def _imports(tree: ast.AST):

@@ -1,0 +1,169 @@
+"""The llama.cpp engine on the real SmolLM2 GGUF (the packaged Q4_1 file): answers, parallel
+sequences, streaming, seeds, and clear errors. Loading takes ~0.2 s; each test generates a few
+dozen tokens."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from modeling.ml import generation
+from modeling.ml.generation import GenerationError, LlamaCppBackend, ModelSpec, SamplingParams, backend_for
+from modeling.services.members import SMOLLM2_GGUF, SMOLLM2_PACKAGE
+
+pytest.importorskip("llama_cpp")
+
+PACKAGE = Path(importlib.util.find_spec(SMOLLM2_PACKAGE).submodule_search_locations[0])
+FRANCE = [{"role": "system", "content": "You answer in one short sentence."}, {"role": "user", "content": "What is the capital of France?"}]
+SUM = [{"role": "user", "content": "What is 2 + 2?"}]
+GREEDY = SamplingParams(max_new_tokens=24, temperature=0)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return LlamaCppBackend(PACKAGE / SMOLLM2_GGUF)  # threads: the cores free at each call
+
+
+def test_the_prompt_is_the_ggufs_own_chat_template(smollm2):
+    text = smollm2.formatter(messages=FRANCE).prompt
+    assert text == ("<|im_start|>system\nYou answer in one short sentence.<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+                    "<|im_start|>assistant\n")
+    # SmolLM2's template gives a conversation without a system message its default one.
+    assert smollm2.formatter(messages=SUM).prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
+    tokens = smollm2.prompt_tokens(FRANCE)
+    assert tokens[0] == smollm2.llm.tokenize(b"<|im_start|>", add_bos=False, special=True)[0]  # parsed as one special token
+
+
+def test_an_answer_names_its_engine_and_timings(smollm2):
+    (gen,) = smollm2.generate([FRANCE], GREEDY)
+    assert "Paris" in gen.text
+    assert gen.engine == "llama.cpp" and gen.finish_reason in {"stop", "length"}
+    assert 0 < gen.completion_tokens <= 24 and gen.prompt_tokens == len(smollm2.prompt_tokens(FRANCE))
+    assert 0 < gen.first_token_ms <= gen.latency_ms and gen.timings()["tokens_per_s"] > 0
+
+
+def test_parallel_sequences_answer_their_own_prompts(smollm2):
+    """One context, two sequences: each answer is its own prompt's, as when asked alone."""
+    batched = smollm2.generate([FRANCE, SUM, FRANCE], GREEDY)
+    alone = [smollm2.generate([c], GREEDY)[0] for c in (FRANCE, SUM)]
+    assert "Paris" in batched[0].text and "Paris" in batched[2].text and "Paris" not in batched[1].text and "4" in batched[1].text
+    assert batched[1].prompt_tokens == alone[1].prompt_tokens
+    # Greedy answers agree with the one-at-a-time answers at least at their start (batched kernels
+    # may round differently further on).
+    assert batched[0].text[:12] == alone[0].text[:12] and batched[1].text[:4] == alone[1].text[:4]
+
+
+def test_the_stream_adds_up_to_the_answer(smollm2):
+    (whole,) = smollm2.generate([FRANCE], GREEDY)
+    stream = smollm2.stream(FRANCE, GREEDY)
+    deltas = list(stream)
+    assert len(deltas) > 3 and "".join(deltas).strip() == whole.text == stream.result.text
+    assert stream.result.completion_tokens == whole.completion_tokens and stream.result.engine == "llama.cpp"
+    assert stream.first_token_ms is not None
+
+
+def test_a_seed_reproduces_a_sampled_answer(smollm2):
+    params = SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=11)
+    first, second = (smollm2.generate([SUM, FRANCE], params) for _ in range(2))
+    assert [g.text for g in first] == [g.text for g in second]
+    others = [smollm2.generate([FRANCE], replace(params, seed=s))[0].text for s in (12, 13, 14)]
+    assert len(set(others)) > 1
+
+
+def test_max_new_tokens_stops_an_answer_with_length(smollm2):
+    (gen,) = smollm2.generate([[{"role": "user", "content": "Write a long story about a dragon."}]], SamplingParams(max_new_tokens=5, temperature=0))
+    assert gen.completion_tokens == 5 and gen.finish_reason == "length"
+
+
+def test_a_prompt_longer_than_the_models_context_is_a_clear_error(smollm2):
+    huge = [{"role": "user", "content": "word " * (smollm2.n_ctx_train + 10)}]
+    with pytest.raises(GenerationError, match="does not fit the model's context"):
+        smollm2.generate([huge], GREEDY)
+
+
+def test_a_file_that_is_not_gguf_is_a_clear_error_naming_the_engine(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(GenerationError, match="llama.cpp could not load broken.gguf"):
+        LlamaCppBackend(bad)
+    with pytest.raises(GenerationError, match="llama.cpp: model file missing"):
+        LlamaCppBackend(tmp_path / "missing.gguf")
+
+
+def test_auto_serves_a_gguf_through_llamacpp_and_falls_back_to_hf_saying_why(tmp_path, monkeypatch):
+    spec = ModelSpec(kind="local", model_path=str(PACKAGE), gguf_file=SMOLLM2_GGUF)
+    assert backend_for(spec, tmp_path).engine == "llama.cpp"
+
+    def refuse(model_file):
+        raise GenerationError("llama.cpp could not load it: unsupported architecture")
+
+    fallback = object.__new__(generation.LocalBackend)
+    monkeypatch.setattr(generation, "_cached_llamacpp", refuse)
+    monkeypatch.setattr(generation, "_cached_local", lambda spec, root: fallback)
+    backend = backend_for(spec, tmp_path)
+    assert backend is fallback and backend.note == "llama.cpp could not load it: unsupported architecture; served by hf instead"
+    with pytest.raises(GenerationError, match="unsupported architecture"):  # chosen explicitly: no fallback
+        backend_for(replace(spec, engine="llama.cpp"), tmp_path)
+
+
+@pytest.mark.slow
+def test_a_round_checkpoint_of_the_gguf_base_is_converted_once_and_served_by_llamacpp(tmp_path):
+    """A LoRA checkpoint on SmolLM2 (adapter weights made non-zero, so the merge changes the
+    model) becomes policy.Q8_0.gguf beside it; llama.cpp's greedy answer starts as transformers'
+    answer from the same checkpoint, and its weights are the merged ones."""
+    import gguf
+    import numpy as np
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from modeling.ml.generation import LocalBackend, resolve_local_dir
+    from modeling.ml.gguf_export import POLICY_GGUF, merged_policy
+
+    base_spec = ModelSpec(kind="local", model_path=str(PACKAGE), gguf_file=SMOLLM2_GGUF)
+    base_dir = resolve_local_dir(base_spec, tmp_path)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir), LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    checkpoint = tmp_path / "round-1" / "policy"
+    model.save_pretrained(checkpoint)
+    spec = ModelSpec(kind="checkpoint", model_path=str(checkpoint), base=base_spec)
+
+    served = backend_for(spec, tmp_path)
+    assert served.engine == "llama.cpp" and (checkpoint / POLICY_GGUF).is_file()
+    assert not list(checkpoint.glob("*.tmp-*"))  # written whole, then renamed
+    mtime = (checkpoint / POLICY_GGUF).stat().st_mtime_ns
+    generation._cached_llamacpp.cache_clear()
+    backend_for(spec, tmp_path)
+    assert (checkpoint / POLICY_GGUF).stat().st_mtime_ns == mtime  # converted once
+
+    merged = merged_policy(checkpoint, base_dir).state_dict()
+    reader = gguf.GGUFReader(checkpoint / POLICY_GGUF)
+    tensors = {t.name: t for t in reader.tensors}
+    v = tensors["blk.3.attn_v.weight"]
+    v_back = gguf.quants.dequantize(v.data, v.tensor_type).reshape(merged["model.layers.3.self_attn.v_proj.weight"].shape)
+    assert np.allclose(v_back, merged["model.layers.3.self_attn.v_proj.weight"].numpy(), atol=2e-2)
+    assert "output.weight" not in tensors  # tied to the embeddings, as in the base file
+    assert reader.fields["tokenizer.chat_template"].contents().startswith("{% for message in messages %}")
+
+    hf = LocalBackend(spec, tmp_path)
+    (ours,) = served.generate([FRANCE], GREEDY)
+    (theirs,) = hf.generate([FRANCE], GREEDY)
+    assert ours.text[:16] == theirs.text[:16], (ours.text, theirs.text)
+
+
+def test_a_checkpoint_whose_shape_differs_from_its_gguf_base_is_refused(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from modeling.ml.gguf_export import GgufExportError, write_policy_gguf
+
+    tiny = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(GgufExportError, match="differs from its base GGUF"):
+        write_policy_gguf(tiny.state_dict(), tiny.config, PACKAGE / SMOLLM2_GGUF, tiny_model_dir / "out.gguf")
+    assert not list(tiny_model_dir.glob("out.gguf*"))
