@@ -30,7 +30,8 @@ class MemberAddForm(GenerationFields, forms.ModelForm):
     engine = forms.ChoiceField(
         choices=Engine.choices, initial=Engine.AUTO.value, required=False,
         help_text="llama.cpp runs a GGUF file from its quantized weights (fast on CPU); transformers runs anything local "
-                  "(a GGUF file is dequantized once). Auto picks llama.cpp for GGUF and falls back to transformers, saying why.",
+                  "(a GGUF file is dequantized once); vLLM serves a model directory on a GPU worker. Auto picks llama.cpp for GGUF on CPU, "
+                  "vLLM for a directory on a GPU worker that has it, else transformers, and says why when it falls back.",
     )
 
     def clean_engine(self):
@@ -63,6 +64,8 @@ class MemberAddForm(GenerationFields, forms.ModelForm):
                 self.add_error("model_path", "A local member needs its model directory.")
             if data.get("engine") == Engine.LLAMA_CPP and not data.get("gguf_file"):
                 self.add_error("engine", "llama.cpp reads GGUF files: name the .gguf file, or choose transformers or auto.")
+            if data.get("engine") == Engine.VLLM and data.get("gguf_file"):
+                self.add_error("engine", "vLLM serves model directories here, not GGUF files: choose llama.cpp, transformers or auto.")
         elif data.get("kind") == MemberKind.ENDPOINT:
             for name in ("model_path", "gguf_file"):
                 data[name] = ""

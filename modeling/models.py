@@ -22,11 +22,13 @@ class MemberKind(models.TextChoices):
 
 class Engine(models.TextChoices):
     """What runs a local member's model (modeling/ml/generation.py); endpoints are always their
-    server's. "auto": llama.cpp for a GGUF file, transformers for a directory or a checkpoint."""
+    server's. "auto": llama.cpp for a GGUF file on CPU, vLLM for a directory or a checkpoint on a
+    worker with CUDA and vLLM, transformers otherwise."""
 
     AUTO = "auto", "Auto (llama.cpp for GGUF, else transformers)"
     LLAMA_CPP = "llama.cpp", "llama.cpp (GGUF files, quantized, CPU)"
     HF = "hf", "transformers (any local model; dequantizes GGUF)"
+    VLLM = "vllm", "vLLM (GPU hosts: model directories and round checkpoints)"
 
 
 def validate_endpoint_url(value: str) -> None:
@@ -93,6 +95,8 @@ class CommitteeMember(models.Model):
             # llama.cpp reads GGUF files (a checkpoint's is converted from it and its GGUF base).
             models.CheckConstraint(condition=~Q(engine=Engine.LLAMA_CPP) | ~Q(gguf_file="") | Q(kind=MemberKind.CHECKPOINT),
                                    name="member_llamacpp_has_gguf"),
+            # vLLM serves model directories (a checkpoint's LoRA is merged first), not GGUF files.
+            models.CheckConstraint(condition=~Q(engine=Engine.VLLM) | Q(gguf_file=""), name="member_vllm_no_gguf"),
             models.CheckConstraint(
                 condition=~Q(kind=MemberKind.LOCAL) | ~Q(model_path="") | ~Q(gguf_package=""),
                 name="member_local_has_location",

@@ -53,7 +53,12 @@ def sample_member_test(test_id: int) -> dict:
 @shared_task(acks_late=True)  # resumable: finished steps are skipped, artifacts are renamed into place
 def round_run(round_id: int) -> dict:
     """Run a retraining round's unfinished steps (routed to the gpu queue)."""
+    from modeling.ml.generation import release_models
     from modeling.services import round_execute
+
+    # Training needs the device's memory: this worker's models loaded for sampling are dropped
+    # and its vLLM servers stopped; the next sampling pass loads them again.
+    release_models()
 
     round_ = round_execute(round_id=round_id)
     return {"id": round_.pk, "state": round_.state, "error": round_.error}

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Protocol
 
 #: The engines a local member can name; "auto" lets ``engine_for`` choose.
-ENGINES = ("auto", "llama.cpp", "hf")
+ENGINES = ("auto", "llama.cpp", "hf", "vllm")
 
 
 @dataclass(frozen=True)
@@ -717,6 +717,7 @@ def engine_planned(*, kind: str, gguf_file: str, engine: str = "auto", base_gguf
         return "openai"
     if engine != "auto":
         return engine
+    # vLLM is chosen by the worker when it has CUDA and vLLM (engine_for); pages say the CPU plan.
     return "llama.cpp" if gguf_file or (kind == "checkpoint" and base_gguf) else "hf"
 
 
@@ -735,8 +736,19 @@ def engine_for(spec: ModelSpec) -> str:
         return "openai"
     if spec.engine not in ENGINES:
         raise GenerationError(f"unknown engine {spec.engine!r} (one of {', '.join(ENGINES)})")
+    from modeling.ml.devices import cuda_available
+    from modeling.ml.serving import vllm_installed
+
     base_gguf = spec.base.gguf_file if spec.base is not None else ""
     planned = engine_planned(kind=spec.kind, gguf_file=spec.gguf_file, engine=spec.engine, base_gguf=base_gguf)
+    if spec.engine == "vllm":
+        if spec.gguf_file:
+            raise GenerationError("vllm serves model directories and round checkpoints here, not GGUF files: choose llama.cpp or auto")
+        if not (cuda_available() and vllm_installed()):
+            raise GenerationError("vllm needs CUDA and vLLM on this worker (pip install -r requirements-gpu.txt, or ARBITER_VLLM_COMMAND)")
+        return "vllm"
+    if spec.engine == "auto" and not spec.gguf_file and cuda_available() and vllm_installed():
+        return "vllm"  # a model directory or a checkpoint, on a GPU host with vLLM
     if planned == "llama.cpp":
         if not (spec.gguf_file or (spec.kind == "checkpoint" and base_gguf)):
             raise GenerationError("llama.cpp serves GGUF files; this member is a model directory: choose hf or auto")
@@ -744,11 +756,8 @@ def engine_for(spec: ModelSpec) -> str:
             if spec.engine == "auto":
                 return "hf"
             raise GenerationError("llama.cpp: the llama-cpp-python bindings are not installed on this worker (make install builds them)")
-        if spec.engine == "auto":
-            from modeling.ml.devices import cuda_available
-
-            if cuda_available():
-                return "hf"
+        if spec.engine == "auto" and cuda_available():
+            return "hf"
     return planned
 
 
@@ -786,23 +795,75 @@ def _checkpoint_gguf(spec: ModelSpec, cache_root: str | os.PathLike) -> Path:
         raise GenerationError(f"llama.cpp: converting the checkpoint to GGUF failed: {type(exc).__name__}: {exc}") from None
 
 
+def _checkpoint_merged(spec: ModelSpec, cache_root: str | os.PathLike) -> Path:
+    """A round checkpoint as one model directory (vLLM loads no LoRA-on-GGUF-base): a LoRA
+    adapter is merged into its base once, into ``merged/`` beside it (written, then renamed)."""
+    checkpoint = Path(spec.model_path)
+    if not (checkpoint / "adapter_config.json").exists():
+        return checkpoint
+    target = checkpoint / "merged"
+    if (target / "config.json").exists():
+        return target
+    if spec.base is None:
+        raise GenerationError(f"checkpoint {checkpoint} is a LoRA adapter but has no base model")
+    from transformers import AutoTokenizer
+
+    from modeling.ml.gguf_export import merged_policy
+
+    base_dir = resolve_local_dir(spec.base, cache_root)
+    tmp = checkpoint / f"merged.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged_policy(checkpoint, base_dir).save_pretrained(tmp)
+    tokenizer_dir = checkpoint if (checkpoint / "tokenizer_config.json").exists() else base_dir
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def release_models() -> None:
+    """Drop this process's loaded models and stop its vLLM servers (before a round trains on the
+    same device); the next answer loads them again."""
+    from modeling.ml.serving import stop_servers
+
+    _cached_local.cache_clear()
+    _cached_llamacpp.cache_clear()
+    stop_servers()
+
+
+def _fast_engine(engine: str, spec: ModelSpec, cache_root: str | os.PathLike) -> Backend:
+    """The vllm or llama.cpp backend for ``spec`` (a checkpoint is merged or converted first)."""
+    if engine == "vllm":
+        from modeling.ml.serving import server_for
+
+        model_dir = _checkpoint_merged(spec, cache_root) if spec.kind == "checkpoint" else Path(spec.model_path)
+        return server_for(model_dir).backend(spec)
+    model_file = _checkpoint_gguf(spec, cache_root) if spec.kind == "checkpoint" else Path(spec.model_path) / spec.gguf_file
+    return _cached_llamacpp(str(model_file))
+
+
 def backend_for(spec: ModelSpec, cache_root: str | os.PathLike) -> Backend:
     """The backend for a member; local models are loaded once per process and reused. With
-    "auto", a GGUF file llama.cpp cannot load is served by hf, and the backend's ``note`` says
-    why (shown with the member's test)."""
+    "auto", what vllm or llama.cpp cannot serve is served by hf, and the backend's ``note`` says
+    why (shown with the member's test); a member that names its engine gets that engine or an
+    error saying why not."""
     if spec.kind == "endpoint":
         return EndpointBackend(spec)
     if spec.kind not in ("local", "checkpoint"):
         raise GenerationError(f"unknown member kind {spec.kind!r}")
     engine = engine_for(spec)
-    if engine == "llama.cpp":
+    if engine in ("vllm", "llama.cpp"):
         try:
-            model_file = _checkpoint_gguf(spec, cache_root) if spec.kind == "checkpoint" else Path(spec.model_path) / spec.gguf_file
-            return _cached_llamacpp(str(model_file))
+            return _fast_engine(engine, spec, cache_root)
         except GenerationError as exc:
             if spec.engine != "auto":
                 raise
-            backend = _load_hf(spec, str(cache_root))
+            try:
+                backend = _load_hf(spec, str(cache_root))
+            except GenerationError as hf_exc:
+                raise GenerationError(f"{exc}; and {hf_exc}") from None
             backend.note = f"{exc}; served by hf instead"
             return backend
     backend = _load_hf(spec, str(cache_root))

@@ -14,7 +14,8 @@ class ChatServer:
     A request with ``stream: true`` gets server-sent events, a chunk per word of the answer, a
     usage chunk and ``[DONE]``; ``stream_body`` replaces that whole body (bytes) for hostile tests."""
 
-    def __init__(self, *, fail_first: int = 0, status: int = 200, api_key: str = "", answer=None, stream_body: bytes | None = None):
+    def __init__(self, *, fail_first: int = 0, status: int = 200, api_key: str = "", answer=None, stream_body: bytes | None = None,
+                 port: int = 0, models: tuple[str, ...] = ()):
         self.requests: list[dict] = []
         self.fail_first, self.status, self.api_key, self.answer = fail_first, status, api_key, answer
         self.stream_body = stream_body
@@ -47,6 +48,11 @@ class ChatServer:
                     "usage": {"prompt_tokens": 11, "completion_tokens": len(text.split()) if isinstance(text, str) else 1},
                 })
 
+            def do_GET(self):
+                if self.path == "/v1/models":
+                    return self._send(200, {"object": "list", "data": [{"id": name, "object": "model"} for name in models]})
+                self._send(404, {"error": "no"})
+
             def _stream(self, text):
                 if server.stream_body is not None:
                     events = server.stream_body
@@ -70,7 +76,7 @@ class ChatServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -81,3 +87,26 @@ class ChatServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+if __name__ == "__main__":
+    # A stand-in for ``vllm serve MODEL_DIR --host H --port P --served-model-name N ...`` (the
+    # managed-server tests point ARBITER_VLLM_COMMAND here): refuses a directory without
+    # config.json as vLLM does, then answers as NAME with "MODEL_DIR's basename: echo".
+    import argparse
+    import sys
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--served-model-name")
+    parser.add_argument("--gpu-memory-utilization")
+    args = parser.parse_args()
+    if not (Path(args.model) / "config.json").exists():
+        print(f"ValueError: no config.json in {args.model}", flush=True)
+        sys.exit(1)
+    print("INFO: starting", flush=True)
+    server = ChatServer(port=args.port, models=(args.served_model_name,), answer=lambda last: f"{Path(args.model).name}: {last}")
+    server.httpd.serve_forever()

@@ -316,3 +316,29 @@ def test_the_api_refuses_generation_settings_outside_their_schema(staff_client, 
                                content_type="application/json")
     assert answer.status_code == 400 and answer.json()["generation"][0].startswith(said)
     assert not CommitteeMember.objects.filter(name="x").exists()
+
+
+def test_a_member_llamacpp_cannot_load_fails_its_test_naming_the_engine_and_why(tmp_path):
+    (tmp_path / "broken.gguf").write_bytes(b"GGUF" + b"\x00" * 64)
+    chosen = MemberFactory(name="chosen", model_path=str(tmp_path), gguf_file="broken.gguf", engine="llama.cpp")
+    auto = MemberFactory(name="auto", model_path=str(tmp_path), gguf_file="broken.gguf")
+    for member in (chosen, auto):
+        member_test_execute(test_id=member_test_start(member=member, prompt="Say hi.").pk)
+    assert chosen.last_test["state"] == "failed" and chosen.last_test["engine"] == "llama.cpp"
+    assert "llama.cpp could not load broken.gguf" in chosen.last_test["error"]
+    # auto tried transformers too, and says why each engine failed
+    assert "llama.cpp could not load broken.gguf" in auto.last_test["error"] and "hf" in auto.last_test["error"]
+
+
+def test_the_committee_page_and_api_show_each_members_engine(staff_client):
+    gguf = MemberFactory(name="gguf", gguf_file="m.gguf")
+    folder = MemberFactory(name="folder")
+    remote = MemberFactory(name="remote", kind=MemberKind.ENDPOINT, model_path="", base_url="http://h:8000/v1", endpoint_model="m")
+    page = staff_client.get("/committee/").content.decode()
+    for member, engine in ((gguf, "llama.cpp"), (folder, "hf"), (remote, "openai")):
+        row = page.split(f'id="member-{member.pk}"')[1].split("</tr>")[0]
+        assert f"Engine: <strong>{engine}</strong>" in row
+    listed = {m["name"]: (m["engine"], m["engine_planned"]) for m in staff_client.get("/api/v1/members/").json()["results"]}
+    assert listed["gguf"] == ("auto", "llama.cpp") and listed["folder"] == ("auto", "hf") and listed["remote"] == ("auto", "openai")
+    refused = staff_client.patch(f"/api/v1/members/{folder.pk}/", {"engine": "llama.cpp"}, content_type="application/json")
+    assert refused.status_code == 400 and CommitteeMember.objects.get(pk=folder.pk).engine == "auto"
