@@ -44,7 +44,7 @@ class MemberAddForm(GenerationFields, forms.ModelForm):
         labels = {"model_path": "Model directory", "gguf_file": "GGUF file in it", "base_url": "Base URL",
                   "endpoint_model": "Model name at the endpoint", "api_key_env": "API key variable", "timeout_s": "Timeout (s)"}
         help_texts = {
-            "model_path": "On the gpu worker's disk: a transformers model folder.",
+            "model_path": "On the gpu worker's disk: a model folder (transformers), or the folder that holds a GGUF file.",
             "gguf_file": "Optional: a .gguf file inside that folder.",
             "base_url": "e.g. http://vllm:8000/v1",
             "api_key_env": "The name of an environment variable on the workers that holds the key; the key itself never enters Arbiter.",

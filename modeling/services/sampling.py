@@ -139,6 +139,9 @@ def _generate_for_member(run, member, wanted, params_override, batch_size, backe
             # Reproducible, and different per member: two members with the same weights (the
             # demo's SmolLM2 at two temperatures) must not draw the same random stream.
             seed = (chunk[0][0].pk * 1000 + chunk[0][1]) * 1009 + member.pk
+            # An answer's queue wait counts from the run's start: the prompts of later batches
+            # waited for the batches before them (and within a call, for the answers before it).
+            waited_ms = int((timezone.now() - run.started_at).total_seconds() * 1000) if run.started_at else 0
             generations = backend.generate([p.messages for p, _ in chunk], replace(params, seed=seed))
             for (prompt, index), gen in zip(chunk, generations):
                 # A model's answer is outside text like any upload: one the database cannot store
@@ -162,7 +165,7 @@ def _generate_for_member(run, member, wanted, params_override, batch_size, backe
                             "completion_tokens": gen.completion_tokens,
                             "finish_reason": gen.finish_reason,
                             "engine": gen.engine,
-                            "timings": gen.timings(),
+                            "timings": gen.timings() | {"queue_ms": waited_ms + (gen.queue_ms or 0)},
                         },
                     )
                 except IntegrityError:  # a concurrent re-run wrote it first: use theirs

@@ -127,6 +127,41 @@ def test_staff_add_an_endpoint_member_test_it_on_a_real_worker_reweigh_and_retir
     assert not page.js_errors
 
 
+def test_staff_add_a_gguf_member_and_its_test_is_answered_by_llamacpp_on_a_real_gpu_worker(live_server, browser_page, output_dir, tmp_path):
+    import importlib.util
+
+    from modeling.models import CommitteeMember
+    from modeling.services.members import SMOLLM2_GGUF, SMOLLM2_PACKAGE
+    from tests.processes import database_url_for_workers, start_worker, stop
+
+    package = importlib.util.find_spec(SMOLLM2_PACKAGE).submodule_search_locations[0]
+    UserFactory(username="ada", is_staff=True)
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/committee/")
+    page.fill("#id_name", "smol-q4")
+    page.fill("#id_model_path", package)
+    page.fill("#id_gguf_file", SMOLLM2_GGUF)
+    page.click("#member-add-form button[type=submit]")
+    page.wait_for_selector("text=smol-q4 joined the committee")
+    member = CommitteeMember.objects.get(name="smol-q4")
+    row = f"#member-{member.pk}"
+    assert page.text_content(f"{row} .member-engine").split() [:3] == ["Engine:", "llama.cpp", "(auto)"]
+    worker = start_worker(queues="gpu", name="committee-gguf", env={"DATABASE_URL": database_url_for_workers()},
+                          log_path=tmp_path / "worker.log")
+    try:
+        page.fill(f"{row} .member-test input[name=prompt]", "What is the capital of France?")
+        page.click(f"{row} .member-test button")
+        page.wait_for_function(
+            "sel => document.querySelector(sel).textContent.includes('by llama.cpp')", arg=f"#member-test-{member.pk}", timeout=120_000,
+        )
+    finally:
+        stop(worker)
+    assert member.last_test["engine"] == "llama.cpp" and member.last_test["answer"]
+    page.screenshot(path=str(output_dir / "committee-llamacpp.png"), full_page=True)
+    assert not page.js_errors
+
+
 def test_a_lead_weighs_the_committee_for_the_project_and_follows_a_members_test(live_server, browser_page, output_dir):
     from modeling.services import member_test_execute
     from tests.modeling.test_committee import FakeBackend
