@@ -560,24 +560,29 @@ class LlamaCppBackend:
             size = -n  # too small: llama.cpp says how large it must be
 
     def prompt_tokens(self, messages: list[dict]) -> list[int]:
-        text = self.formatter(messages=messages).prompt
+        try:
+            text = self.formatter(messages=messages).prompt
+        except Exception as exc:  # the model's own Jinja template, on outside messages
+            raise GenerationError(f"llama.cpp: the model's chat template failed on this conversation: {type(exc).__name__}: {exc}") from None
         # The template writes its own special tokens (<|im_start|>...): parse them, add no BOS.
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) + 1 > self.n_ctx_train:
+            raise GenerationError(f"llama.cpp: a prompt of {len(tokens)} tokens does not fit the model's context ({self.n_ctx_train})")
+        return tokens
 
     def _threads(self) -> int:
         from modeling.ml.devices import free_cpu_cores
 
         return self.threads or free_cpu_cores()
 
-    def _decode(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[tuple[int, int | None]]:
+    def _decode(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[tuple[int, int | str]]:
         """Generate for every prompt at once; yields ``(sequence, token)`` as tokens are sampled
-        and ``(sequence, None)`` when a sequence ends (end of generation or max_new_tokens)."""
+        and ``(sequence, finish_reason)`` when a sequence ends: "stop" (end of generation) or
+        "length" (max_new_tokens, or the sequence's context is full)."""
         import llama_cpp
         from llama_cpp import _internals as internals
 
         longest = max(len(p) for p in prompts)
-        if longest + 1 > self.n_ctx_train:
-            raise GenerationError(f"llama.cpp: a prompt of {longest} tokens does not fit the model's context ({self.n_ctx_train})")
         per_sequence = min(self.n_ctx_train, -(-(longest + params.max_new_tokens) // self.CONTEXT_STEP) * self.CONTEXT_STEP)
         n_batch = max(self.CONTEXT_STEP, len(prompts))
         threads = self._threads()
@@ -628,12 +633,12 @@ class LlamaCppBackend:
                 for i in active:
                     token = last[i]
                     if llama_cpp.llama_vocab_is_eog(self.model.vocab, token):
-                        yield i, None
+                        yield i, "stop"
                         continue
                     produced[i] += 1
                     yield i, token
                     if produced[i] >= params.max_new_tokens or positions[i] + 1 >= per_sequence:
-                        yield i, None
+                        yield i, "length"
                         continue
                     still.append(i)
                 active = still
@@ -657,24 +662,36 @@ class LlamaCppBackend:
         import codecs
 
         started = time.perf_counter()
-        prompts = [self.prompt_tokens(m) for m in conversations]
-        tokens: list[list[int]] = [[] for _ in prompts]
-        stopped = [False] * len(prompts)
+        # A conversation the template refuses or that does not fit fails alone; the rest decode.
+        prompts: dict[int, list[int]] = {}
+        errors: dict[int, str] = {}
+        for i, messages in enumerate(conversations):
+            try:
+                prompts[i] = self.prompt_tokens(messages)
+            except GenerationError as exc:
+                errors[i] = str(exc)
+        order = list(prompts)
+        tokens: dict[int, list[int]] = {i: [] for i in order}
+        finish: dict[int, str] = {}
         first_at: float | None = None
-        for i, token in self._decode(prompts, params):
-            if token is None:
-                stopped[i] = len(tokens[i]) < params.max_new_tokens
-                continue
-            first_at = first_at or time.perf_counter()
-            tokens[i].append(token)
+        if order:
+            for sequence, item in self._decode([prompts[i] for i in order], params):
+                if isinstance(item, str):
+                    finish[order[sequence]] = item
+                    continue
+                first_at = first_at or time.perf_counter()
+                tokens[order[sequence]].append(item)
         latency_ms = int((time.perf_counter() - started) * 1000)
         results = []
-        for prompt, completion, stop in zip(prompts, tokens, stopped):
-            text = codecs.decode(b"".join(self.piece(t) for t in completion), "utf-8", errors="replace")
+        for i in range(len(conversations)):
+            if i in errors:
+                results.append(Generation("", 0, 0, "error", latency_ms, error=errors[i], engine=self.engine, queue_ms=0))
+                continue
+            text = codecs.decode(b"".join(self.piece(t) for t in tokens[i]), "utf-8", errors="replace")
             results.append(
                 Generation(
-                    text=text.strip(), prompt_tokens=len(prompt), completion_tokens=len(completion),
-                    finish_reason="stop" if stop else "length", latency_ms=latency_ms, engine=self.engine, queue_ms=0,
+                    text=text.strip(), prompt_tokens=len(prompts[i]), completion_tokens=len(tokens[i]),
+                    finish_reason=finish.get(i, "length"), latency_ms=latency_ms, engine=self.engine, queue_ms=0,
                     first_token_ms=int((first_at - started) * 1000) if first_at else None,
                 )
             )
@@ -690,8 +707,8 @@ class LlamaCppBackend:
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
             count, finish = 0, "length"
             for _, token in self._decode([prompt], params):
-                if token is None:
-                    finish = "stop" if count < params.max_new_tokens else "length"
+                if isinstance(token, str):
+                    finish = token
                     break
                 count += 1
                 text = decoder.decode(self.piece(token))

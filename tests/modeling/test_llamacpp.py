@@ -78,10 +78,13 @@ def test_max_new_tokens_stops_an_answer_with_length(smollm2):
     assert gen.completion_tokens == 5 and gen.finish_reason == "length"
 
 
-def test_a_prompt_longer_than_the_models_context_is_a_clear_error(smollm2):
+def test_a_prompt_longer_than_the_models_context_fails_alone_with_a_clear_error(smollm2):
     huge = [{"role": "user", "content": "word " * (smollm2.n_ctx_train + 10)}]
+    answers = smollm2.generate([FRANCE, huge, SUM], GREEDY)
+    assert "Paris" in answers[0].text and "4" in answers[2].text
+    assert answers[1].finish_reason == "error" and "does not fit the model's context" in answers[1].error
     with pytest.raises(GenerationError, match="does not fit the model's context"):
-        smollm2.generate([huge], GREEDY)
+        list(smollm2.stream(huge, GREEDY))
 
 
 def test_a_file_that_is_not_gguf_is_a_clear_error_naming_the_engine(tmp_path):
