@@ -82,7 +82,8 @@ def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, p
     old = scorer.score(prompts, [g.text for g in generations["old"]])
     wins = sum(1.0 if n > o else 0.5 if n == o else 0.0 for n, o in zip(new, old))
     low, high = wilson_interval(wins, len(prompts))
-    fields = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "latency_ms", "error")
+    fields = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "latency_ms", "error", "engine")
+    answer = lambda g: {**{f: getattr(g, f) for f in fields}, "timings": g.timings()}  # noqa: E731
     return {
         "prompts": len(prompts),
         "wins": wins,
@@ -92,7 +93,7 @@ def head_to_head(*, new_policy_dir: str, old_policy_dir: str, reward_dir: str, p
         "mean_reward_old": round(sum(old) / len(old), 4),
         "sampling": {**params.as_dict(), "seed": {"new": 1234, "old": 4321}},
         "answers": [
-            {"new": {f: getattr(gn, f) for f in fields}, "old": {f: getattr(go, f) for f in fields},
+            {"new": answer(gn), "old": answer(go),
              "reward_new": float(rn), "reward_old": float(ro)}
             for gn, go, rn, ro in zip(generations["new"], generations["old"], new, old)
         ],

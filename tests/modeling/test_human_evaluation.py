@@ -88,6 +88,7 @@ def test_labelers_judge_the_new_policy_blind_and_their_labels_train_only_if_the_
         assert pair.new_response.member == policy and pair.previous_response.member == base
         assert {pair.comparison.response_a_id, pair.comparison.response_b_id} == {pair.new_response_id, pair.previous_response_id}
         assert pair.new_response.reward == pair.reward_new and pair.comparison.rendered  # rendered on the worker
+        assert pair.new_response.engine == pair.previous_response.engine == "hf" and pair.new_response.timings["total_ms"] > 0
     # Prompts neither policy trained on: none of them is in the round's training files.
     workdir = Path(settings.ARTIFACTS_DIR) / round_.artifacts_path
     trained = {json.loads(line)["prompt_id"] for name in ("rm", "dpo") for line in (workdir / f"snapshot/{name}.jsonl").read_text().splitlines()}

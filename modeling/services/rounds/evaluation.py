@@ -137,6 +137,8 @@ def evaluation_pairs_create(*, round_: Round, policy: CommitteeMember | None, wo
                 text=answer["text"], sampling={**row["sampling"], "evaluation_round": round_.number},
                 latency_ms=answer.get("latency_ms"), prompt_tokens=answer.get("prompt_tokens"),
                 completion_tokens=answer.get("completion_tokens"), finish_reason=(answer.get("finish_reason") or "")[:20],
+                engine=str(answer.get("engine") or "")[:12],
+                timings=answer["timings"] if isinstance(answer.get("timings"), dict) else {},
                 reward=row["reward_new" if side == "new" else "reward_old"],
             )
         new, old = responses["new"], responses["old"]
