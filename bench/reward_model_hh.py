@@ -171,7 +171,8 @@ def main() -> int:
                         help="the app's learning rate (default: the round's, DEFAULT_CONFIG['rm'])")
     parser.add_argument("--reference-learning-rate", type=float, default=1e-5,
                         help="plain TRL's, fixed at TRL-NOTES.md's run so the reference stays one yardstick across ablations")
-    parser.add_argument("--lora", action="store_true", help="LoRA instead of full fine-tuning")
+    parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
+                        help="LoRA (--lora) or full fine-tuning (--no-lora); default: the round's (DEFAULT_CONFIG['rm'])")
     parser.add_argument("--fp32", action="store_true", help="fp32 instead of bf16")
     parser.add_argument("--heldout-limit", type=int, default=0, help="evaluate on at most this many held-out pairs (0: all)")
     parser.add_argument("--strength", default="none",
@@ -241,7 +242,8 @@ def main() -> int:
     config = TrainConfig(**{
         **DEFAULT_CONFIG["rm"], "epochs": args.epochs, "batch_size": args.batch_size,
         "learning_rate": args.learning_rate or DEFAULT_CONFIG["rm"]["learning_rate"],
-        "max_length": args.max_length, "bf16": not args.fp32, "lora": args.lora,
+        "max_length": args.max_length, "bf16": not args.fp32,
+        "lora": DEFAULT_CONFIG["rm"].get("lora", TrainConfig.lora) if args.lora is None else args.lora,
         "center_rewards_coefficient": args.center_rewards or None,
     })
     if args.reference_only:

@@ -30,7 +30,7 @@ def project_committee(*, project) -> list[CommitteeMember]:
     weight where the project set none (``project_weight_set`` says which). By id: sampling draws
     from this list in this order, seeded, so a re-run draws the same pairs."""
     seats = dict(CommitteeSeat.objects.filter(project=project).values_list("member_id", "weight"))
-    members = list(CommitteeMember.objects.filter(is_active=True).order_by("id"))
+    members = list(CommitteeMember.objects.filter(is_active=True).select_related("base_member").order_by("id"))
     for member in members:
         member.project_weight_set = member.pk in seats
         member.project_weight = seats.get(member.pk, member.weight)
