@@ -12,8 +12,8 @@ of the calls (median of the repeats). Time to first token: the median over promp
 ``Stream.first_token_ms``, one prompt streamed at a time. The engines' threads: torch's default
 (every core) and llama.cpp's ``free_cpu_cores()`` when each call starts.
 
-When CUDA is present (a lent GPU), the same script would need a vLLM backend to compare on it;
-there is none yet, so ``gpu`` is null with the reason.
+The ``vllm`` engine (a managed ``vllm serve``, modeling/ml/serving.py) needs a GPU host, and this
+script does not measure it yet: ``gpu`` is null with the reason.
 
 Writes bench/results/engines.json and the engines section of docs/benchmarks.md.
 """
@@ -155,7 +155,7 @@ def main() -> int:
         "cpu_speedup_vs_hf": round(best(cpp) / best(hf), 2),
         "note": args.note,
         "gpu": None,
-        "gpu_note": "no GPU was lent to this run, and there is no vLLM backend yet to compare with HF on one.",
+        "gpu_note": "not measured: no GPU was lent to this task, so the vllm engine has not run against HF on one.",
     }
     print(json.dumps(result, indent=2))
     if not args.no_write:
