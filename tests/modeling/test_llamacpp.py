@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling.ml import generation
+from modeling.ml import devices, generation
 from modeling.ml.generation import GenerationError, LlamaCppBackend, ModelSpec, SamplingParams, backend_for
 from modeling.services.members import SMOLLM2_GGUF, SMOLLM2_PACKAGE
 
@@ -170,3 +170,21 @@ def test_a_checkpoint_whose_shape_differs_from_its_gguf_base_is_refused(tiny_mod
     with pytest.raises(GgufExportError, match="differs from its base GGUF"):
         write_policy_gguf(tiny.state_dict(), tiny.config, PACKAGE / SMOLLM2_GGUF, tiny_model_dir / "out.gguf")
     assert not list(tiny_model_dir.glob("out.gguf*"))
+
+
+def test_llamacpp_threads_follow_the_cores_other_work_leaves_free(monkeypatch):
+    """One thread per core that is busy elsewhere collapses llama.cpp (its threads spin-wait)."""
+    import os
+
+    readings = iter([])
+
+    def times():
+        return next(readings)
+
+    monkeypatch.setattr(devices, "_cpu_times", times)
+    monkeypatch.setattr(devices, "cpu_cores", lambda: 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    # (idle, total) jiffies before and after the window: 4 cores x 10 jiffies each
+    for idle_share, free in ((1.0, 4), (0.75, 3), (0.5, 2), (0.2, 1), (0.0, 1)):
+        readings = iter([(0, 0), (int(40 * idle_share), 40)])
+        assert devices.free_cpu_cores(window_s=0) == free, idle_share
