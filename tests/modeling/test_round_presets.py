@@ -27,7 +27,8 @@ def test_the_quick_preset_is_small_and_settings_apply_on_top(django_capture_on_c
     assert quick.config["preset"] == "quick"
     assert quick.config["rm"]["max_steps"] == 40 and quick.config["rm"]["epochs"] == 1 and quick.config["eval_prompts"] == 4
     assert quick.config["dpo"]["max_steps"] == 30 and quick.config["dpo"]["beta"] == 0.2
-    assert quick.config["rm"]["learning_rate"] == 1e-5  # the rest comes from the standard settings
+    # the rest comes from the standard settings
+    assert quick.config["rm"]["learning_rate"] == 3e-5 and quick.config["rm"]["lora"] is False
 
 
 @pytest.mark.django_db
