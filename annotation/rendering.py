@@ -50,16 +50,27 @@ def render_markdown(text: str) -> str:
     )
 
 
-def comparison_rendering(*, messages: list[dict], responses: list[tuple[int, str]]) -> dict:
+def prompt_marks(metadata: dict | None) -> dict[int, str]:
+    """The marks a live dialogue's prompt keeps on its earlier assistant turns: message index →
+    "chosen" or "edited" (``Prompt.metadata["assistant_marks"]``); none for other prompts."""
+    marks = (metadata or {}).get("assistant_marks") or {}
+    return {int(i): mark for i, mark in marks.items() if mark in ("chosen", "edited")}
+
+
+def comparison_rendering(*, messages: list[dict], responses: list[tuple[int, str]], marks: dict[int, str] | None = None) -> dict:
     """What ``Comparison.rendered`` stores: the conversation and both responses, as text and HTML.
 
     ``responses`` is ``[(response_id, text), ...]``. The sampler calls this when it creates a
     comparison, so the labeling request only reads the column; the web renders lazily (and
     stores the result) only for rows made before that, or by code that did not render.
+    ``marks`` (message index → "chosen" | "edited", from ``prompt_marks``) says which earlier
+    assistant turns of a live dialogue a labeler chose, and edited.
     """
+    marks = marks or {}
     return {
         "conversation": [
-            {"role": m["role"], "content": m["content"], "html": render_markdown(m["content"])} for m in messages
+            {"role": m["role"], "content": m["content"], "html": render_markdown(m["content"]), **({"mark": marks[i]} if i in marks else {})}
+            for i, m in enumerate(messages)
         ],
         "responses": {str(pk): {"text": text, "html": render_markdown(text)} for pk, text in responses},
     }

@@ -13,6 +13,7 @@ urlpatterns = [
     path("p/<slug:slug>/settings/", views.project_settings, name="project-settings"),
     path("p/<slug:slug>/label/", views.label, name="label"),
     path("p/<slug:slug>/label/today/", views.label_today, name="label-today"),
+    path("p/<slug:slug>/live/", views.label_live, name="label-live"),
     path("p/<slug:slug>/label/today/<int:judgment_id>/", views.judgment_change_view, name="judgment-change"),
     path("p/<slug:slug>/import/", views.import_upload, name="import-upload"),
     path("p/<slug:slug>/comparisons/", views.comparisons_list, name="comparisons"),

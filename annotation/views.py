@@ -103,7 +103,27 @@ FLAG_LABELS = {
 @require_safe
 @project_page(Role.LABELER)
 def label(request: HttpRequest, project, role) -> HttpResponse:
-    context = {
+    return render(request, "annotation/label.html", _label_context(request, project, role))
+
+
+@require_safe
+@project_page(Role.LABELER)
+def label_live(request: HttpRequest, project, role) -> HttpResponse:
+    """The labeling page in live mode: the labeler writes a turn, two members answer as they watch
+    (modeling/services/live.py), then the same verdict and edit as any comparison, and on."""
+    if not project.takes_written:
+        messages.info(request, "This project takes imported prompts only: label them here.")
+        return redirect("label", slug=project.slug)
+    from modeling.services.live import MAX_SYSTEM_PROMPT_CHARS, MAX_TURN_CHARS
+
+    context = _label_context(request, project, role) | {
+        "live": True, "max_turn_chars": MAX_TURN_CHARS, "max_system_chars": MAX_SYSTEM_PROMPT_CHARS,
+    }
+    return render(request, "annotation/label.html", context)
+
+
+def _label_context(request: HttpRequest, project, role) -> dict:
+    return {
         "project": project,
         "role": role,
         "progress": labeler_progress(project=project, labeler=request.user),
@@ -114,8 +134,8 @@ def label(request: HttpRequest, project, role) -> HttpResponse:
         "attributes": ATTRIBUTES,
         "flags": [(name, FLAG_LABELS[name]) for name in FLAGS],
         "scale": range(5),
+        "live": False,
     }
-    return render(request, "annotation/label.html", context)
 
 
 @require_safe

@@ -1,7 +1,8 @@
 """Run the whole app on one machine with nothing but Python: ``python -m config.embedded``.
 
-Migrates, loads the demo on first start, then supervises four real processes: the web server,
-a ``default`` worker, a ``gpu`` worker (one task at a time) and beat. SQLite and kombu's
+Migrates, loads the demo on first start, then supervises five real processes: the web server,
+a ``default`` worker, a ``gpu`` worker (one task at a time), a ``live`` worker (live dialogues)
+and beat. SQLite and kombu's
 filesystem transport mean no server to install. If any process dies, all are stopped and the
 exit code says so; Ctrl-C stops them all.
 """
@@ -28,6 +29,9 @@ def _processes(host: str, port: int) -> dict[str, list[str]]:
         "worker": celery + ["worker", "-Q", "default", "-c", "2", "-n", "default@%h", "--loglevel", "INFO"],
         # One task at a time, in a long-lived child, so a loaded model is reused across tasks.
         "gpu-worker": celery + ["worker", "-Q", "gpu", "-c", "1", "-n", "gpu@%h", "--loglevel", "INFO"],
+        # Live dialogues: a few turns at once in threads of one process that keeps the models
+        # loaded, apart from the gpu worker, so a round in training never holds a labeler up.
+        "live-worker": celery + ["worker", "-Q", "live", "-P", "threads", "-c", "4", "-n", "live@%h", "--loglevel", "INFO"],
         "beat": celery + ["beat", "--loglevel", "INFO"],
     }
 
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\n  Arbiter is running at {url}\n"
             + ("  Log in as admin, lead or labeler1-3 with password 'arbiter-demo'.\n" if demo else "")
-            + "  Web, worker (default), gpu-worker and beat are up. Ctrl-C stops them all.\n",
+            + "  Web, worker (default), gpu-worker, live-worker and beat are up. Ctrl-C stops them all.\n",
             flush=True,
         )
     else:

@@ -261,6 +261,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_BROKER_DIR / "processed"),
         "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
+        # The folder is polled; kombu's default second would be most of a live turn's time to
+        # first token (modeling/services/live.py). A listdir every 0.1 s costs the workers nothing.
+        "polling_interval": 0.1,
     }
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # Redis hands an unacknowledged message (acks_late) to another worker after this long: it must

@@ -14,6 +14,10 @@ from modeling.models import CommitteeMember, Round
 from modeling.selectors import human_evaluation
 from modeling.serializers import (
     CommitteeMemberSerializer,
+    DialogueSerializer,
+    DialogueStartSerializer,
+    LiveTurnSerializer,
+    TurnStartSerializer,
     MemberTestSerializer,
     ProjectCommitteeSerializer,
     RoundSerializer,
@@ -21,6 +25,7 @@ from modeling.serializers import (
     SamplingRunSerializer,
     SamplingStartSerializer,
 )
+from modeling.services import live
 from modeling.services import (
     MemberTestBusy,
     MemberTestError,
@@ -169,3 +174,104 @@ class RoundActionApi(APIView):
         except RoundError as exc:
             return Response({"error": "round", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(RoundSerializer(round_).data)
+
+
+# --- live dialogues (the labeling page in live mode polls these) -----------------------------------
+
+
+def _live_error(exc) -> Response:
+    return Response({"error": exc.code, "detail": exc.detail}, status=exc.status)
+
+
+class DialogueApi(APIView):
+    """The caller's open dialogue in a project (GET, to resume), or a new one with its first turn (POST)."""
+
+    permission_classes = [permissions.IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LABELER
+
+    @extend_schema(responses={200: DialogueSerializer, 204: None}, summary="Your open live dialogue")
+    def get(self, request, slug: str):
+        dialogue = live.dialogue_open(project=self.project, labeler=request.user)
+        if dialogue is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(DialogueSerializer(live.dialogue_view(dialogue=dialogue)).data)
+
+    @extend_schema(request=DialogueStartSerializer, responses={201: LiveTurnSerializer, 400: ErrorSerializer, 409: ErrorSerializer},
+                   summary="Start a live dialogue with its first turn")
+    def post(self, request, slug: str):
+        body = DialogueStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            turn = live.dialogue_start(project=self.project, labeler=request.user, **body.validated_data)
+        except live.LiveError as exc:
+            return _live_error(exc)
+        return Response(LiveTurnSerializer(live.turn_view(turn=turn)).data, status=status.HTTP_201_CREATED)
+
+
+def _dialogue_for(request, dialogue_id: int):
+    """The caller's dialogue in a project they still belong to; 404 otherwise."""
+    from annotation.access import has_role
+    from annotation.models import Dialogue
+
+    dialogue = Dialogue.objects.select_related("project").filter(pk=dialogue_id, labeler=request.user).first()
+    if dialogue is None or not has_role(user=request.user, project=dialogue.project, minimum=Role.LABELER):
+        raise live.LiveNotFound("No such dialogue for you")
+    return dialogue
+
+
+class DialogueTurnApi(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=TurnStartSerializer, responses={201: LiveTurnSerializer, 400: ErrorSerializer, 404: ErrorSerializer, 409: ErrorSerializer},
+                   summary="Write the next turn of your dialogue")
+    def post(self, request, dialogue_id: int):
+        body = TurnStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            dialogue = _dialogue_for(request, dialogue_id)
+            turn = live.turn_start(dialogue=dialogue, labeler=request.user, text=body.validated_data["text"])
+        except live.LiveError as exc:
+            return _live_error(exc)
+        return Response(LiveTurnSerializer(live.turn_view(turn=turn)).data, status=status.HTTP_201_CREATED)
+
+
+class DialogueEndApi(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=None, responses={200: DialogueSerializer, 404: ErrorSerializer}, summary="End your dialogue")
+    def post(self, request, dialogue_id: int):
+        try:
+            dialogue = live.dialogue_end(dialogue=_dialogue_for(request, dialogue_id), labeler=request.user)
+        except live.LiveError as exc:
+            return _live_error(exc)
+        return Response(DialogueSerializer(live.dialogue_view(dialogue=dialogue)).data)
+
+
+class LiveTurnApi(APIView):
+    """Polled by the page while both answers grow: one row read."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(responses={200: LiveTurnSerializer, 404: ErrorSerializer}, summary="A live turn's answers so far")
+    def get(self, request, turn_id: int):
+        from modeling.models import LiveTurn
+
+        turn = LiveTurn.objects.select_related("dialogue", "dialogue__project", "assignment").filter(
+            pk=turn_id, dialogue__labeler=request.user
+        ).first()
+        if turn is None:
+            return Response({"error": "not_found", "detail": "No such live turn for you"}, status=status.HTTP_404_NOT_FOUND)
+        return Response(LiveTurnSerializer(live.turn_view(turn=turn)).data)
+
+
+class LiveTurnRedrawApi(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=None, responses={201: LiveTurnSerializer, 404: ErrorSerializer, 409: ErrorSerializer},
+                   summary="Drop a turn's answers and ask a new pair of members")
+    def post(self, request, turn_id: int):
+        try:
+            turn = live.turn_redraw(turn_id=turn_id, labeler=request.user)
+        except live.LiveError as exc:
+            return _live_error(exc)
+        return Response(LiveTurnSerializer(live.turn_view(turn=turn)).data, status=status.HTTP_201_CREATED)

@@ -6,4 +6,4 @@ class ModelingConfig(AppConfig):
     verbose_name = "Modeling"
 
     def ready(self):
-        from modeling import signals  # noqa: F401  (audit-log receivers)
+        from modeling import live_worker, signals  # noqa: F401  (audit-log receivers; the live worker's heartbeat)

@@ -325,3 +325,78 @@ class EvaluationPair(models.Model):
 
     def __str__(self) -> str:
         return f"Evaluation pair #{self.pk} of {self.round}"
+
+
+class LiveSide(models.TextChoices):
+    GENERATING = "generating", "Generating"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class LiveTurn(Job):
+    """Two members answering one turn of a live dialogue, as the labeler watches
+    (``modeling/services/live.py``). The row is the job; the answers grow in ``text_a`` and
+    ``text_b`` as the ``live`` worker streams them, and the page polls the row. Once both are done
+    the turn becomes an ordinary Prompt, two Responses, a Comparison and the author's lease, in
+    one transaction (``comparison`` set); a failed side, a redraw or an ended dialogue stores none
+    of it. A redraw cancels the row and draws a new pair for the same turn."""
+
+    job_task = "modeling.tasks.live_turn_run"
+    # The page says at once that the worker stopped; the watchdog fails the row soon after.
+    stale_after = timedelta(minutes=1)
+    lost_after = timedelta(minutes=2)
+    stale_error = "the live worker stopped while answering; redraw the pair"
+
+    dialogue = models.ForeignKey("annotation.Dialogue", on_delete=models.CASCADE, related_name="live_turns")
+    turn_index = models.PositiveSmallIntegerField()
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    # The conversation the members answer: earlier turns with their chosen (or edited) answers,
+    # then the labeler's new message.
+    messages = models.JSONField()
+    # Which earlier assistant messages the labeler chose or edited: {message index: "chosen" | "edited"}.
+    marks = models.JSONField(default=dict, blank=True)
+    member_a = models.ForeignKey(CommitteeMember, on_delete=models.PROTECT, related_name="+")
+    member_b = models.ForeignKey(CommitteeMember, on_delete=models.PROTECT, related_name="+")
+    # Sides are randomised per turn: the page shows a on the left when this is true.
+    left_is_a = models.BooleanField()
+    text_a = models.TextField(blank=True)
+    text_b = models.TextField(blank=True)
+    side_a = models.CharField(max_length=10, choices=LiveSide.choices, default=LiveSide.GENERATING)
+    side_b = models.CharField(max_length=10, choices=LiveSide.choices, default=LiveSide.GENERATING)
+    error_a = models.CharField(max_length=500, blank=True)
+    error_b = models.CharField(max_length=500, blank=True)
+    # Set by a redraw or the end of the dialogue: the worker stops at its next flush.
+    cancelled = models.BooleanField(default=False)
+    comparison = models.OneToOneField(
+        "annotation.Comparison", null=True, blank=True, on_delete=models.SET_NULL, related_name="live_turn"
+    )
+    assignment = models.OneToOneField(
+        "annotation.Assignment", null=True, blank=True, on_delete=models.SET_NULL, related_name="live_turn"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=JobState.values), name="live_turn_state_valid"),
+            models.CheckConstraint(condition=~Q(member_a=F("member_b")), name="live_turn_members_differ"),
+            # One turn in flight per dialogue: a second prompt while the first is answered is refused.
+            models.UniqueConstraint(
+                fields=["dialogue"], condition=Q(state__in=[JobState.QUEUED, JobState.RUNNING], cancelled=False),
+                name="live_turn_one_in_flight",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Live turn #{self.pk} ({self.dialogue_id}:{self.turn_index}, {self.state})"
+
+
+class LiveWorker(models.Model):
+    """A ``live`` worker's heartbeat (``modeling.live_worker``): the live page says at once that
+    no worker is there instead of waiting on a prompt nobody answers."""
+
+    hostname = models.CharField(max_length=200, unique=True)
+    beat_at = models.DateTimeField()
+    started_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.hostname} at {self.beat_at}"

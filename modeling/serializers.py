@@ -150,3 +150,56 @@ class RoundStartSerializer(StrictJSONTypes, serializers.Serializer):
                   "standard: one epoch of at most 500 steps each. `config` applies on top.",
     )
     config = RoundConfigField(required=False, default=dict)
+
+
+class DialogueStartSerializer(StrictJSONTypes, serializers.Serializer):
+    """A labeler's first turn; lengths and the project's rules are checked by the live service."""
+
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    system_prompt = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False, default="")
+    category = serializers.CharField(allow_blank=True, required=False, default="", max_length=100)
+
+
+class TurnStartSerializer(StrictJSONTypes, serializers.Serializer):
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class LiveMessageSerializer(serializers.Serializer):
+    role = serializers.CharField()
+    content = serializers.CharField()
+    mark = serializers.CharField(required=False, help_text="chosen | edited: an earlier answer the labeler chose (and edited).")
+
+
+class LiveSideSerializer(serializers.Serializer):
+    text = serializers.CharField()
+    state = serializers.CharField()
+    failed = serializers.BooleanField()
+    error = serializers.CharField(required=False)
+
+
+class LiveTurnSerializer(serializers.Serializer):
+    """A live turn as the page polls it: both answers by screen side, blind; ``task`` (the
+    labeling payload) once both are in."""
+
+    turn = serializers.IntegerField()
+    dialogue = serializers.IntegerField()
+    turn_index = serializers.IntegerField()
+    state = serializers.CharField()
+    conversation = LiveMessageSerializer(many=True)
+    status = serializers.ChoiceField(choices=["waiting", "generating", "answered", "failed", "stalled", "cancelled"])
+    message = serializers.CharField(allow_blank=True)
+    worker_up = serializers.BooleanField()
+    poll_ms = serializers.IntegerField()
+    left = LiveSideSerializer()
+    right = LiveSideSerializer()
+    task = serializers.DictField(allow_null=True)
+
+
+class DialogueSerializer(serializers.Serializer):
+    dialogue = serializers.IntegerField()
+    state = serializers.CharField()
+    max_turns = serializers.IntegerField()
+    turns_stored = serializers.IntegerField()
+    turns_judged = serializers.IntegerField()
+    current = LiveTurnSerializer(allow_null=True)
+    context = LiveMessageSerializer(many=True)

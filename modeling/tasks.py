@@ -64,6 +64,15 @@ def round_run(round_id: int) -> dict:
     return {"id": round_.pk, "state": round_.state, "error": round_.error}
 
 
+@shared_task(acks_late=True)  # claimed (job_claim): a second delivery finds it running and skips
+def live_turn_run(turn_id: int) -> dict:
+    """Stream two members' answers to a live dialogue's turn (live queue)."""
+    from modeling.services.live import live_turn_execute
+
+    turn = live_turn_execute(turn_id=turn_id)
+    return {"id": turn.pk, "state": turn.state, "error": turn.error}
+
+
 @shared_task(acks_late=True)  # conditional updates only: safe to run twice
 def jobs_watchdog() -> dict:
     """Jobs (rounds, sampling runs, exports) whose worker died are failed; jobs whose message was

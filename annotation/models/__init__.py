@@ -4,9 +4,10 @@ Models hold data and the invariants the database can enforce; every write that m
 goes through ``annotation.services``. Vocabulary: ``../shared/SPEC.md``.
 
 One module each: ``projects`` (projects, roles, the strength scale), ``labels`` (prompts,
-responses, comparisons, assignments, judgments), ``records`` (dataset snapshots, audit events).
+responses, comparisons, assignments, judgments), ``dialogues`` (live dialogues), ``records`` (dataset snapshots, audit events).
 """
 
+from annotation.models.dialogues import Dialogue, DialogueState
 from annotation.models.labels import (
     IMPORTED_ACCOUNT_PREFIX,
     MIN_GOLD_JUDGMENTS,
@@ -19,10 +20,12 @@ from annotation.models.labels import (
     Prompt,
     Response,
     ResponseSource,
+    SafetyBin,
     imported_account_name,
 )
 from annotation.models.projects import (
     MARGINS,
+    MAX_DIALOGUE_TURNS,
     ROLE_RANK,
     STRENGTH_FILTER_VALUES,
     UNKNOWN_STRENGTH,
@@ -31,6 +34,7 @@ from annotation.models.projects import (
     Pairing,
     PolicyAdmission,
     Project,
+    PromptSource,
     Role,
     Strength,
 )
@@ -38,8 +42,8 @@ from annotation.models.records import AuditAction, AuditEvent, DatasetSnapshot, 
 from config.jobs import Job, JobState  # JobState: annotation code reads it from here too
 
 __all__ = [
-    "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "STRENGTH_FILTER_VALUES", "UNKNOWN_STRENGTH", "Assignment", "AssignmentState", "AuditAction",
-    "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Job", "JobState", "Judgment", "LabelerDay",
-    "MarginTable", "Membership", "Pairing", "PolicyAdmission", "Project", "Prompt", "Response", "ResponseSource", "Role",
-    "SnapshotPurpose", "Strength", "imported_account_name",
+    "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MAX_DIALOGUE_TURNS", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "STRENGTH_FILTER_VALUES", "UNKNOWN_STRENGTH", "Assignment", "AssignmentState", "AuditAction",
+    "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Dialogue", "DialogueState", "Job", "JobState", "Judgment", "LabelerDay",
+    "MarginTable", "Membership", "Pairing", "PolicyAdmission", "Project", "Prompt", "PromptSource", "Response", "ResponseSource", "Role",
+    "SafetyBin", "SnapshotPurpose", "Strength", "imported_account_name",
 ]

@@ -19,6 +19,10 @@ class Prompt(models.Model):
     tags = models.JSONField(default=list, blank=True)
     source = models.CharField(max_length=200, blank=True, help_text="Where it came from, e.g. mt-bench:81.")
     metadata = models.JSONField(default=dict, blank=True)
+    # A live dialogue's turn: the conversation up to the labeler's message of turn ``turn_index``
+    # (0-based), with the earlier turns' chosen (or edited) answers as its assistant messages.
+    dialogue = models.ForeignKey("annotation.Dialogue", null=True, blank=True, on_delete=models.CASCADE, related_name="prompts")
+    turn_index = models.PositiveSmallIntegerField(null=True, blank=True)
     # sha256 of the canonical JSON of ``messages``: the same conversation is one prompt per project.
     content_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -27,6 +31,15 @@ class Prompt(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["project", "content_hash"], name="prompt_unique_content_per_project"),
+            # One stored turn per dialogue position: a turn judged twice, or two redraws that both
+            # finished, cannot both become prompts.
+            models.UniqueConstraint(
+                fields=["dialogue", "turn_index"], condition=Q(dialogue__isnull=False), name="prompt_unique_dialogue_turn"
+            ),
+            models.CheckConstraint(
+                condition=Q(dialogue__isnull=True, turn_index__isnull=True) | Q(dialogue__isnull=False, turn_index__isnull=False),
+                name="prompt_dialogue_has_turn",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -101,6 +114,9 @@ class ComparisonSource(models.TextChoices):
     # A round's new policy against the previous one on a held-out prompt (modeling.EvaluationPair):
     # served like any pair, kept out of exports and snapshots unless asked (include_evaluation).
     EVALUATION = "evaluation", "Policy evaluation"
+    # A turn of a live dialogue: its author's lease comes with it; the normal queue serves it to
+    # k - 1 others only when the project says so (Project.live_share).
+    LIVE = "live", "Live dialogue"
 
 
 class Comparison(models.Model):
@@ -186,6 +202,15 @@ class Assignment(models.Model):
         return f"{self.comparison} to {self.labeler} ({self.state})"
 
 
+class SafetyBin(models.TextChoices):
+    """Llama 2's safety meta-label of a pair, from the chosen response's point of view."""
+
+    BOTH_SAFE = "both_safe", "Both safe"
+    CHOSEN_SAFE = "chosen_safe", "Only the chosen is safe"
+    REJECTED_SAFE = "rejected_safe", "Only the rejected is safe"
+    BOTH_UNSAFE = "both_unsafe", "Both unsafe"
+
+
 #: Judgments that arrive in a file (HH-RLHF imports) belong to an inactive account named
 #: ``import:<source>``: kept apart from people's labels in quality views and, unless asked, exports.
 IMPORTED_ACCOUNT_PREFIX = "import:"
@@ -210,6 +235,8 @@ class Judgment(models.Model):
     strength = models.CharField(max_length=24, choices=Strength.choices, null=True, blank=True)
     left_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     both_bad = models.BooleanField(default=False)
+    # Set when the project asks it (Project.ask_safety); null otherwise.
+    safety = models.CharField(max_length=16, choices=SafetyBin.choices, null=True, blank=True)
     # The labeler's improvement of the chosen response, a ``human_edit`` Response; null when
     # the labeler said no edit was needed or the project has no edit step.
     edited_response = models.ForeignKey(
@@ -241,6 +268,9 @@ class Judgment(models.Model):
             ),
             models.CheckConstraint(
                 condition=~Q(chosen_response=F("rejected_response")), name="judgment_chosen_differs"
+            ),
+            models.CheckConstraint(
+                condition=Q(safety__in=SafetyBin.values) | Q(safety__isnull=True), name="judgment_safety_bin_valid"
             ),
             models.CheckConstraint(
                 condition=Q(left_response=F("chosen_response")) | Q(left_response=F("rejected_response")),

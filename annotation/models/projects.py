@@ -61,6 +61,18 @@ class Pairing(models.TextChoices):
     REJECTION_SAMPLING = "rejection_sampling", "Best of K by the reward model vs. another sample"
 
 
+class PromptSource(models.TextChoices):
+    """Where a project's prompts come from (SPEC: live dialogues, Llama 2 / HH-RLHF protocol)."""
+
+    IMPORTED = "imported", "Imported prompts"
+    WRITTEN = "written", "Written by labelers (live dialogues)"
+    BOTH = "both", "Both: imported, and live dialogues for a share of the work"
+
+
+#: A live dialogue has at most this many turns, whatever a project sets.
+MAX_DIALOGUE_TURNS = 20
+
+
 class PolicyAdmission(models.TextChoices):
     ALWAYS = "always", "Always join the committee"
     IF_WINS = "if_wins", "Join only if the reward model prefers it to the previous policy"
@@ -84,8 +96,26 @@ class Project(models.Model):
     ask_rationale = models.BooleanField(default=False)
     edit_step = models.BooleanField(default=True, help_text="Ask labelers to edit the winner.")
     max_edit_chars = models.PositiveIntegerField(default=20000)
+    ask_safety = models.BooleanField(
+        default=False, help_text="Ask whether each response is safe (Llama 2's safety meta-label: both, only the chosen, only the rejected, neither)."
+    )
     verdict_change_minutes = models.PositiveIntegerField(
         default=10, help_text="How long after a submit its labeler may change the verdict (0: never)."
+    )
+
+    # Where prompts come from: imported, or written by labelers in live dialogues.
+    prompt_source = models.CharField(max_length=10, choices=PromptSource.choices, default=PromptSource.IMPORTED)
+    written_share = models.FloatField(
+        default=0.25, help_text="With both sources: the share of a labeler's tasks offered as live dialogues (0-1)."
+    )
+    dialogue_max_turns = models.PositiveSmallIntegerField(default=4, help_text="Turns a live dialogue may have.")
+    allow_system_prompt = models.BooleanField(default=False, help_text="Labelers may set a system prompt for their dialogue.")
+    prompt_categories = models.JSONField(
+        default=list, blank=True, help_text="Categories a labeler may give a written prompt (a list of names)."
+    )
+    live_share = models.BooleanField(
+        "send live pairs to others", default=False,
+        help_text="Live comparisons also go to k - 1 further labelers through the normal queue.",
     )
 
     # Committee and rounds.
@@ -117,10 +147,21 @@ class Project(models.Model):
             models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_unit"),
             models.CheckConstraint(condition=Q(lease_minutes__gte=1), name="project_lease_positive"),
             models.CheckConstraint(condition=Q(max_live_leases__gte=1), name="project_live_leases_positive"),
+            models.CheckConstraint(condition=Q(prompt_source__in=PromptSource.values), name="project_prompt_source_valid"),
+            models.CheckConstraint(condition=Q(written_share__gte=0) & Q(written_share__lte=1), name="project_written_share_unit"),
+            models.CheckConstraint(
+                condition=Q(dialogue_max_turns__gte=1) & Q(dialogue_max_turns__lte=MAX_DIALOGUE_TURNS),
+                name="project_dialogue_turns_range",
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def takes_written(self) -> bool:
+        """Whether labelers may write live dialogues here."""
+        return self.prompt_source in (PromptSource.WRITTEN, PromptSource.BOTH)
 
     def margin_for(self, strength: str | None) -> float:
         """The Bradley-Terry margin of a strength; 0 for a pair whose source gave none."""

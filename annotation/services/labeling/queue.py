@@ -32,6 +32,12 @@ def comparison_slots_recount(*, comparison_id: int) -> int:
     return taken
 
 
+def _private_source(project: Project) -> str:
+    """The comparison source the queue does not serve: live dialogues' turns, unless the project
+    sends them to k - 1 further labelers (``Project.live_share``)."""
+    return "" if project.live_share else ComparisonSource.LIVE
+
+
 def _slot_ranges(*, project: Project, gold: bool) -> list[tuple[int, int]]:
     """Slot-count ranges to try in order, each an index range scan of ``comparison_queue``.
 
@@ -56,7 +62,7 @@ def _try_lease_postgresql(*, project: Project, labeler, gold: bool, now) -> Assi
     expires = now + timedelta(minutes=project.lease_minutes)
     for low, high in _slot_ranges(project=project, gold=gold):
         params = {
-            "project": project.pk, "gold": gold, "imported": ComparisonSource.IMPORT, "low": low, "high": high,
+            "project": project.pk, "gold": gold, "imported": ComparisonSource.IMPORT, "private": _private_source(project), "low": low, "high": high,
             "labeler": labeler.pk, "left_is_a": random.random() < 0.5, "now": now, "expires": expires,
         }
         try:
@@ -92,7 +98,7 @@ def _try_lease_serialised(*, project: Project, labeler, gold: bool, now) -> Assi
         with transaction.atomic(), connection.cursor() as cursor:
             for low, high in _slot_ranges(project=project, gold=gold):
                 params = {
-                    "project": project.pk, "gold": gold, "imported": ComparisonSource.IMPORT,
+                    "project": project.pk, "gold": gold, "imported": ComparisonSource.IMPORT, "private": _private_source(project),
                     "low": low, "high": high, "labeler": labeler.pk,
                 }
                 cursor.execute(sql, params)
