@@ -31,8 +31,8 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from annotation.models import AssignmentState, AuditEvent, DatasetSnapshot, JobState, Role, SnapshotPurpose
-from modeling.models import Round, RoundState, SamplingRun
+from annotation.models import AssignmentState, AuditEvent, DatasetSnapshot, Dialogue, JobState, PromptSource, Role, SnapshotPurpose
+from modeling.models import LiveTurn, Round, RoundState, SamplingRun
 from tests.factories import (
     AssignmentFactory,
     ComparisonFactory,
@@ -96,6 +96,7 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "project-settings": {"GET": LEAD_PAGE, "POST": LEAD_FORM},
     "label": {"GET": LABELER_PAGE},
     "label-today": {"GET": LABELER_PAGE},
+    "label-live": {"GET": LABELER_PAGE},
     # Anyone who labels may post the form; a judgment that is not theirs is refused with a message.
     "judgment-change": {"POST": (LOGIN, 404, 404, 302, 302, 302, 404, 302)},
     "project": {"GET": LEAD_PAGE},
@@ -150,6 +151,14 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "api-project-committee": {"GET": LEAD_API, "OPTIONS": LEAD_API},
     "api-sampling": {"GET": LEAD_API, "POST": (403, 404, 404, 403, 409, 409, 404, 409), "OPTIONS": LEAD_API},
     # Rounds: admins of the project.
+    # Live dialogues: anyone who labels writes their own; a dialogue and its turns are its
+    # labeler's alone (a superuser included: it is someone's work in progress).
+    "api-dialogue": {"GET": (403, 404, 404, 200, 204, 204, 404, 204), "POST": (403, 404, 404, 201, 201, 201, 404, 201),
+                     "OPTIONS": (403, 404, 404, 200, 200, 200, 404, 200)},
+    "api-dialogue-turns": {"POST": (403, 404, 404, 201, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
+    "api-dialogue-end": {"POST": (403, 404, 404, 200, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
+    "api-live-turn": {"GET": (403, 404, 404, 200, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
+    "api-live-turn-redraw": {"POST": (403, 404, 404, 201, 404, 404, 404, 404), "OPTIONS": SIGNED_IN_API},
     "api-rounds": {"GET": ADMIN_API, "POST": (403, 404, 404, 403, 403, 202, 404, 202), "OPTIONS": ADMIN_API},
     "api-round": {"GET": (403, 404, 404, 404, 404, 200, 404, 200), "OPTIONS": SIGNED_IN_API},
     "api-round-retry": {"POST": (403, 404, 404, 404, 404, 200, 404, 200), "OPTIONS": SIGNED_IN_API},
@@ -224,7 +233,7 @@ def world(settings, tmp_path, monkeypatch) -> World:
     settings.ARTIFACTS_DIR = tmp_path
     # /healthz waits a second for workers to answer a ping; who may ask does not depend on it.
     monkeypatch.setattr("config.health._workers", lambda: [])
-    project, elsewhere = ProjectFactory(slug="matrix"), ProjectFactory(slug="elsewhere")
+    project, elsewhere = ProjectFactory(slug="matrix", prompt_source=PromptSource.BOTH), ProjectFactory(slug="elsewhere")
     users = {
         "labeler_elsewhere": _member(elsewhere, Role.LABELER, "m-labeler-elsewhere"),
         "lead_elsewhere": _member(elsewhere, Role.LEAD, "m-lead-elsewhere"),
@@ -271,6 +280,12 @@ def world(settings, tmp_path, monkeypatch) -> World:
     )
     round_ = Round.objects.create(project=project, number=1, state=RoundState.FAILED, error="boom")
     SamplingRun.objects.create(project=project)
+    # The labeler's open dialogue, whose first turn failed: it can be redrawn or written again.
+    dialogue = Dialogue.objects.create(project=project, labeler=users["labeler"])
+    live_turn = LiveTurn.objects.create(
+        dialogue=dialogue, turn_index=0, messages=[{"role": "user", "content": "hi"}], member_a=alpha, member_b=beta,
+        left_is_a=True, state=JobState.FAILED, error="side a: boom",
+    )
     tokens = {role: Token.objects.create(user=user).key for role, user in users.items()}
 
     admin_ids = {
@@ -289,6 +304,8 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "comparison_id": labelled.pk,
         "snapshot_id": export.pk,
         "round_id": round_.pk,
+        "dialogue_id": dialogue.pk,
+        "turn_id": live_turn.pk,
         "pk": alpha.pk,
         "member_id": alpha.pk,
         "id": users["labeler"].pk,
@@ -309,8 +326,11 @@ def world(settings, tmp_path, monkeypatch) -> World:
             "name": "matrix", "overlap_k": "3", "gold_rate": "0.05", "lease_minutes": "30", "max_live_leases": "3",
             "margin_table": "small", "max_edit_chars": "20000", "verdict_change_minutes": "10", "pairing": "committee",
             "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30", "edit_step": "on", "ask_flags": "on",
+            "prompt_source": "imported", "written_share": "0.25", "dialogue_max_turns": "4",
         },
         "api-exports": {"format": "raw"},
+        "api-dialogue": {"text": "Why is the sky blue?"},
+        "api-dialogue-turns": {"text": "And at sunset?"},
         "member-list": {"name": "matrix-new-member", "kind": "local", "model_path": "/models/new"},
         "member-detail": {"name": MEMBER_NAMES[0], "kind": "local", "model_path": "/models/tiny", "weight": 2.0},
         "api-imports": Multipart({"format": "jsonl", "file": ("prompts.jsonl", b'{"prompt": "Why is the sky blue?"}\n')}),

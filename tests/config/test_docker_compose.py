@@ -10,12 +10,12 @@ from pathlib import Path
 
 import yaml
 
-from config.queues import GPU_QUEUE, QUEUES
+from config.queues import GPU_QUEUE, LIVE_QUEUE, QUEUES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ("web", "worker", "gpu-worker", "beat")
+APP_SERVICES = ("web", "worker", "gpu-worker", "live-worker", "beat")
 
 
 def _command(service: str) -> list[str]:
@@ -53,13 +53,14 @@ def test_web_migrates_then_serves_the_wsgi_app_with_gunicorn():
 
 def test_celery_services_use_the_app_and_the_queues_named_in_config():
     app_module = importlib.import_module("config.celery")
-    for name in ("worker", "gpu-worker", "beat"):
+    for name in ("worker", "gpu-worker", "live-worker", "beat"):
         argv = _command(name)
         assert argv[:3] == ["celery", "-A", "config"]
         assert hasattr(app_module, "app")
     assert _option(_command("worker"), "-Q") == "default"
     assert set(_option(_command("worker"), "-Q").split(",")) <= set(QUEUES)
     assert _option(_command("gpu-worker"), "-Q") == GPU_QUEUE
+    assert _option(_command("live-worker"), "-Q") == LIVE_QUEUE
     assert _option(_command("beat"), "--schedule")
 
 
@@ -67,6 +68,13 @@ def test_the_gpu_worker_runs_one_task_at_a_time_on_an_nvidia_device():
     assert _option(_command("gpu-worker"), "--concurrency", "-c") == "1"
     devices = SERVICES["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_the_live_worker_answers_a_few_turns_at_once_in_threads_of_one_process():
+    # One process: its loaded models serve every turn (modeling/live_worker.py); threads: a
+    # few labelers at once, their decode steps taking turns (modeling/services/live.py).
+    command = _command("live-worker")
+    assert _option(command, "--pool", "-P") == "threads" and int(_option(command, "--concurrency", "-c")) > 1
 
 
 def test_the_app_environment_names_settings_the_app_reads():

@@ -45,13 +45,14 @@ def test_the_embedded_stack_serves_pages_runs_tasks_and_stops_cleanly(tmp_path):
         assert send.returncode == 0, send.stderr
         assert json.loads(send.stdout.strip().splitlines()[-1])["queue"] == "default"
 
-        # four supervised processes; the web one has no torch mapped into it
+        # five supervised processes; the web one has no torch mapped into it
         kids = {pid: cmdline(pid) for pid in children(proc.pid)}
-        assert len(kids) == 4, kids
+        assert len(kids) == 5, kids
         web = [pid for pid, cmd in kids.items() if "runserver" in cmd]
         assert len(web) == 1 and "libtorch" not in maps(web[0])
         assert any("beat" in cmd for cmd in kids.values())
-        assert sum("worker" in cmd for cmd in kids.values()) == 2
+        assert sum("worker" in cmd for cmd in kids.values()) == 3
+        assert any("-Q live" in cmd and "-P threads" in cmd for cmd in kids.values())
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
