@@ -58,7 +58,7 @@ class E2EError(StackError):
 COLUMNS = ("prompts", "responses", "comparisons", "judgments", "edits", "members")
 #: The stages, in order; each is the ``Loop`` method of the same name (``-`` as ``_``).
 STAGES = ("stack", "users", "import", "committee", "sampling", "labeling", "round", "human-eval", "policy", "sampling-2", "export",
-          "trl")
+          "trl", "live")
 
 
 def stage_table(stages: list[dict]) -> str:
@@ -319,6 +319,46 @@ class Loop:
         if len(rows) != snapshot["row_count"]:
             raise E2EError(f"{len(rows)} rows downloaded, {snapshot['row_count']} on record")
         details.update(rows=len(rows), **pair_types, bytes=len(content))
+
+    def _live_turn(self, client: Client, path: str, body: dict) -> tuple[dict, int]:
+        """Send a turn and poll it as the page does until both answers are in; returns the
+        answered view and how many distinct partial states the polls saw."""
+        view = client.post(path, body, expect=(201,))
+        partial: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + self.sizes.stage_timeout_s
+        while view["status"] != "answered" or view["task"] is None:
+            if time.monotonic() > deadline:
+                raise E2EError(f"live turn {view['turn']} not answered in {self.sizes.stage_timeout_s} s: {view['message']}")
+            if view["status"] in ("failed", "stalled", "cancelled"):
+                raise E2EError(f"live turn {view['turn']}: {view['status']}: {view['message']}")
+            if view["status"] == "generating":
+                partial.add((view["left"]["text"], view["right"]["text"]))
+            time.sleep(view["poll_ms"] / 1000)
+            view = client.get(f"/api/v1/live-turns/{view['turn']}/")
+        return view, len(partial)
+
+    def stage_live(self, details: dict) -> None:
+        """A labeler's live dialogue of two turns on the live worker: the first answer edited, the
+        second turn continuing from the edit. The lead lets labelers write prompts (the settings
+        page's service, from the command line)."""
+        self.stack.manage("shell", "-c", (
+            "from annotation.models import Project; from annotation.services.projects import project_update_settings;"
+            f"project_update_settings(project=Project.objects.get(slug={SLUG!r}), changes={{'prompt_source': 'both'}})"
+        ))
+        labeler = self.clients[LABELERS[0]]
+        edit = "A two-sentence answer, edited by the labeler: rainbows need sunlight and raindrops."
+        first, partial_1 = self._live_turn(labeler, f"/api/v1/projects/{SLUG}/dialogue/", {"text": "How do rainbows form?"})
+        labeler.post(f"/api/v1/assignments/{first['task']['assignment']}/submit/",
+                     {"chosen": "left", "strength": "better", "edit": edit}, expect=(201,))
+        second, partial_2 = self._live_turn(labeler, f"/api/v1/dialogues/{first['dialogue']}/turns/", {"text": "Why are they curved?"})
+        if {"role": "assistant", "content": edit} not in [{k: m[k] for k in ("role", "content")} for m in second["conversation"]]:
+            raise E2EError(f"the second turn does not continue from the edit: {second['conversation']}")
+        labeler.post(f"/api/v1/assignments/{second['task']['assignment']}/submit/",
+                     {"chosen": "right", "strength": "slightly_better", "edit": None}, expect=(201,))
+        ended = labeler.post(f"/api/v1/dialogues/{first['dialogue']}/end/", {}, expect=(200,))
+        if ended["turns_judged"] != 2:
+            raise E2EError(f"the dialogue ended with {ended['turns_judged']} judged turns, not 2")
+        details.update(turns=ended["turns_judged"], partial_states=f"{partial_1}/{partial_2}")
 
     def stage_trl(self, details: dict) -> None:
         with warnings.catch_warnings():
