@@ -6,6 +6,8 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from annotation.models import (
@@ -293,3 +295,23 @@ def test_a_redraw_stops_the_worker_mid_answer_and_nothing_is_stored(written):
     assert turn.state == JobState.FAILED and turn.error == "cancelled"
     assert turn.text_a.startswith("word0")  # it streamed into the row before it stopped
     assert not Prompt.objects.exists() and not Comparison.objects.exists()
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(st.sampled_from(["text", "system_prompt", "category", "other"]), _json | st.text(), max_size=4))
+def test_any_body_for_a_new_dialogue_is_answered_with_a_clear_status_never_a_500(written, body):
+    project, _, _, client = written
+    before = (Dialogue.objects.count(), LiveTurn.objects.count())
+    response = client.post(f"/api/v1/projects/{project.slug}/dialogue/", body, format="json")
+    assert response.status_code in (201, 400), (body, response.status_code)
+    if response.status_code == 400:
+        assert (Dialogue.objects.count(), LiveTurn.objects.count()) == before  # refused: nothing written
+    else:
+        assert isinstance(body.get("text"), str) and body["text"].strip()
