@@ -6,6 +6,11 @@ same strength (the edit improves on the winner, so it beats the loser at least a
 ``edited_chosen`` as ``slightly_better`` (an edit is a targeted fix, not a different answer).
 "Both are bad" judgments are left out of preference pairs unless asked for.
 
+Where the project asks it, a judgment's Llama 2 safety bin (``safety``, null otherwise) is about
+its chosen and rejected responses; every pair the judgment yields carries it, so a consumer (or
+the ``safety`` filter) keeps or drops all of a judgment's pairs together, the edits of an answer
+the labeler marked unsafe included.
+
 Every generator streams: judgments are read in chunks, rows are yielded one by one, so an
 export of millions of judgments runs in constant memory.
 """
@@ -28,6 +33,7 @@ from annotation.models import (
     ComparisonSource,
     Judgment,
     Project,
+    SafetyBin,
     Strength,
 )
 from config.schema import schema_problem
@@ -35,6 +41,10 @@ from config.schema import schema_problem
 EDIT_OVER_CHOSEN_STRENGTH = Strength.SLIGHTLY_BETTER
 FORMATS = ("trl-preference", "trl-preference-text", "kto", "sft", "hh", "raw")
 CHUNK = 10_000
+#: The ``safety`` filter's values: the bins, and "unknown" for judgments without one (asked
+#: nothing, or made before the project asked).
+UNKNOWN_SAFETY = "unknown"
+SAFETY_FILTER_VALUES = [*SafetyBin.values, UNKNOWN_SAFETY]
 
 
 class ExportError(ValueError):
@@ -59,6 +69,9 @@ class ExportFilters:
     # the policy and are kept out unless asked; a round asks when its project says they train.
     include_evaluation: bool = False
     strengths: list | None = None  # only judgments of these strengths, "unknown" for none given (None: all)
+    # Only judgments of these safety bins, "unknown" for none (None: all). Llama 2 left out pairs
+    # whose chosen response was unsafe and the other safe: every value but "rejected_safe".
+    safety: list | None = None
     # The stable split by prompt hash (is_heldout): "train" leaves out the held-out prompts,
     # "heldout" keeps only them. A round's snapshot files are exports with these set.
     split: str = "all"  # all | train | heldout
@@ -107,6 +120,7 @@ FILTERS_SCHEMA = {
         "include_imported": {"type": "boolean"},
         "include_evaluation": {"type": "boolean"},
         "strengths": {"type": "array", "items": {"type": "string", "enum": STRENGTH_FILTER_VALUES}, "nullable": True},
+        "safety": {"type": "array", "items": {"type": "string", "enum": SAFETY_FILTER_VALUES}, "nullable": True},
         "split": {"type": "string", "enum": ["all", "train", "heldout"]},
         "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
     },
@@ -138,6 +152,12 @@ def labelers_below(*, project: Project, threshold: float, minimum_gold: int = MI
     return {lid for lid, n in seen.items() if n >= minimum_gold and correct[lid] / n < threshold}
 
 
+def _one_of(field: str, values: list, *, unknown: str) -> Q:
+    """Judgments whose ``field`` is one of ``values``, where ``unknown`` stands for null."""
+    null = Q(**{f"{field}__isnull": True}) if unknown in values else Q(pk__in=[])
+    return Q(**{f"{field}__in": [v for v in values if v != unknown]}) | null
+
+
 def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[Judgment]:
     query = Judgment.objects.filter(comparison__project=project)
     if not filters.include_both_bad:
@@ -151,8 +171,9 @@ def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[
     if not filters.include_evaluation:
         query = query.exclude(comparison__source=ComparisonSource.EVALUATION)
     if filters.strengths is not None:  # "unknown": pairs whose source gave no strength (null)
-        unknown = Q(strength__isnull=True) if UNKNOWN_STRENGTH in filters.strengths else Q(pk__in=[])
-        query = query.filter(Q(strength__in=[s for s in filters.strengths if s != UNKNOWN_STRENGTH]) | unknown)
+        query = query.filter(_one_of("strength", filters.strengths, unknown=UNKNOWN_STRENGTH))
+    if filters.safety is not None:  # "unknown": judgments without a bin (null)
+        query = query.filter(_one_of("safety", filters.safety, unknown=UNKNOWN_SAFETY))
     if filters.date_from:
         query = query.filter(submitted_at__date__gte=filters.date_from)
     if filters.date_to:
@@ -170,7 +191,7 @@ def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[
 # --- rows ---------------------------------------------------------------------------------------
 
 _FIELDS = (
-    "id", "comparison_id", "strength", "both_bad", "left_response_id", "chosen_response_id", "rejected_response_id",
+    "id", "comparison_id", "strength", "both_bad", "safety", "left_response_id", "chosen_response_id", "rejected_response_id",
     "edited_response_id", "attributes", "flags", "rationale", "leased_at", "submitted_at", "time_on_task_ms",
     "labeler__username", "comparison__is_gold", "comparison__gold_winner_id", "comparison__prompt_id",
     "comparison__prompt__messages", "comparison__prompt__content_hash", "comparison__prompt__category",
@@ -207,7 +228,7 @@ def _records(judgments, counter: ReadCounter | None = None, split: tuple[str, in
         if r["edited_response_id"] is not None:
             edited = SimpleNamespace(pk=r["edited_response_id"], text=r["edited_response__text"], edit_distance=r["edited_response__edit_distance"])
         yield SimpleNamespace(
-            pk=r["id"], comparison_id=r["comparison_id"], strength=r["strength"], both_bad=r["both_bad"],
+            pk=r["id"], comparison_id=r["comparison_id"], strength=r["strength"], both_bad=r["both_bad"], safety=r["safety"],
             left_response_id=r["left_response_id"], chosen_response_id=r["chosen_response_id"],
             rejected_response_id=r["rejected_response_id"], edited_response_id=r["edited_response_id"],
             attributes=r["attributes"], flags=r["flags"], rationale=r["rationale"], leased_at=r["leased_at"],
@@ -234,6 +255,7 @@ def _pair(judgment: Judgment, project: Project, better, worse, strength: str, pa
         "margin": project.margin_for(strength),
         "strength": strength,
         "pair_type": pair_type,
+        "safety": judgment.safety,
         "judgment_id": judgment.pk,
         "comparison_id": judgment.comparison_id,
         "prompt_id": prompt.pk,
@@ -273,7 +295,9 @@ def _by_comparison(judgments, counter: ReadCounter | None = None, split=None) ->
 def majority_rows(*, project: Project, judgments, counter: ReadCounter | None = None, split=None) -> Iterator[dict]:
     """One chosen/rejected pair per comparison: the majority's winner, with the mean margin of
     all k labels signed toward it (a label for the other side counts negative); ties are dropped.
-    Edits of labelers who agree with the majority follow as their own pairs."""
+    Its strength and safety bin are those most of the majority gave (they share the chosen
+    response, so their bins speak of the same pair). Edits of labelers who agree with the majority
+    follow as their own pairs."""
     for group in _by_comparison(judgments, counter, split):
         votes = Counter(j.chosen_response_id for j in group)
         ranked = votes.most_common()
@@ -286,6 +310,7 @@ def majority_rows(*, project: Project, judgments, counter: ReadCounter | None = 
         row = _pair(first, project, first.chosen_response, first.rejected_response, Counter(j.strength for j in agree).most_common(1)[0][0], "chosen_rejected")
         row.update(
             margin=max(0.0, sum(signed) / len(signed)), labels=len(group), agreement=round(len(agree) / len(group), 4),
+            safety=Counter(j.safety for j in agree).most_common(1)[0][0],
             labeler=",".join(sorted({j.labeler.username for j in group})), judgment_id=[j.pk for j in group],
         )
         yield row
@@ -316,7 +341,7 @@ def _raw(judgment: Judgment) -> dict:
         "judgment_id": judgment.pk, "comparison_id": comparison.pk, "prompt_id": prompt.pk,
         "prompt": _messages(prompt), "category": prompt.category, "prompt_source": prompt.source,
         "labeler": judgment.labeler.username, "strength": judgment.strength, "both_bad": judgment.both_bad,
-        "chosen_response_id": judgment.chosen_response_id, "chosen": judgment.chosen_response.text,
+        "safety": judgment.safety, "chosen_response_id": judgment.chosen_response_id, "chosen": judgment.chosen_response.text,
         "rejected_response_id": judgment.rejected_response_id, "rejected": judgment.rejected_response.text,
         "left_response_id": judgment.left_response_id,
         "chosen_was_left": judgment.left_response_id == judgment.chosen_response_id,
@@ -355,7 +380,7 @@ def export_rows(*, project: Project, format: str, filters: ExportFilters, counte
             yield {
                 "chosen": _hh_transcript(row["prompt"], row["chosen"][0]["content"]),
                 "rejected": _hh_transcript(row["prompt"], row["rejected"][0]["content"]),
-                "pair_type": row["pair_type"], "strength": row["strength"], "judgment_id": row["judgment_id"],
+                "pair_type": row["pair_type"], "strength": row["strength"], "safety": row["safety"], "judgment_id": row["judgment_id"],
             }
     elif format == "kto":
         for row in pairs:

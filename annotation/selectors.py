@@ -86,8 +86,10 @@ def labeler_progress(*, project: Project, labeler) -> dict[str, int]:
 
 
 def labeling_pool(*, project: Project) -> QuerySet[Comparison]:
-    """The comparisons the queue serves as regular work: not gold, not imported with their labels."""
-    return Comparison.objects.filter(project=project, is_gold=False).exclude(source=ComparisonSource.IMPORT)
+    """The comparisons the queue serves as regular work: not gold, not imported with their labels,
+    and live dialogues' turns only where the project shares them."""
+    pool = Comparison.objects.filter(project=project, is_gold=False).exclude(source=ComparisonSource.IMPORT)
+    return pool if project.live_share else pool.exclude(source=ComparisonSource.LIVE)
 
 
 def labeler_left(*, project: Project, labeler) -> int:
@@ -183,6 +185,7 @@ def assignment_payload(*, assignment: Assignment, project: Project) -> dict:
             "rationale": project.ask_rationale,
             "edit": project.edit_step,
             "max_edit_chars": project.max_edit_chars,
+            "safety": project.ask_safety,
         },
     }
 
@@ -211,11 +214,11 @@ def comparison_content(comparison_id: int) -> dict:
 
 
 def _comparison_render(comparison_id: int) -> dict:
-    from annotation.rendering import comparison_rendering
+    from annotation.rendering import comparison_rendering, prompt_marks
 
     comparison = Comparison.objects.select_related("prompt", "response_a", "response_b").get(pk=comparison_id)
     return comparison_rendering(
-        messages=comparison.prompt.messages,
+        messages=comparison.prompt.messages, marks=prompt_marks(comparison.prompt.metadata),
         responses=[(r.pk, r.text) for r in (comparison.response_a, comparison.response_b)],
     )
 

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotation.exports import FILTERS_SCHEMA, FORMATS
-from annotation.models import Strength
+from annotation.models import SafetyBin, Strength
 from annotation.selectors import QUEUE_REASONS
 from annotation.services import ATTRIBUTES, FLAGS
 from annotation.services.labeling import MAX_RATIONALE_CHARS
@@ -52,6 +52,10 @@ class SubmitSerializer(StrictJSONTypes, serializers.Serializer):
     flags = FlagsField(child=serializers.ListField(child=serializers.CharField()), required=False, default=dict)
     rationale = serializers.CharField(allow_blank=True, required=False, default="", max_length=MAX_RATIONALE_CHARS)
     idempotency_key = serializers.CharField(allow_blank=True, required=False, default="", max_length=64)
+    safety = serializers.ChoiceField(
+        choices=SafetyBin.choices, allow_null=True, required=False, default=None,
+        help_text="Llama 2's safety bin, from the chosen response's side: required where the task's `ask.safety` is true, null otherwise.",
+    )
     next = serializers.BooleanField(
         default=False, help_text="Also lease the next comparison and return it as `next` (saves a round trip)."
     )
@@ -160,6 +164,13 @@ class ProjectSerializer(serializers.Serializer):
     lease_minutes = serializers.IntegerField()
     margin_table = serializers.CharField()
     edit_step = serializers.BooleanField()
+    ask_safety = serializers.BooleanField()
+    prompt_source = serializers.CharField(help_text="imported, written (live dialogues) or both.")
+    written_share = serializers.FloatField()
+    dialogue_max_turns = serializers.IntegerField()
+    allow_system_prompt = serializers.BooleanField()
+    prompt_categories = serializers.ListField(child=serializers.CharField())
+    live_share = serializers.BooleanField()
     pairing = serializers.CharField()
 
 
@@ -192,6 +203,7 @@ class JudgmentReadSerializer(serializers.Serializer):
     left_response_id = serializers.IntegerField()
     strength = serializers.CharField()
     both_bad = serializers.BooleanField()
+    safety = serializers.CharField(allow_null=True, help_text="Llama 2's safety bin, where the project asks it.")
     edited_response_id = serializers.IntegerField(allow_null=True)
     attributes = serializers.DictField()
     flags = serializers.DictField()

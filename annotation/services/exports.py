@@ -25,6 +25,13 @@ from annotation.services.audit import audit_record
 from config.jobs import job_claim, send_after_commit
 
 PARQUET_BATCH = 10_000
+#: Columns that can be null all through a Parquet file's first batch (no edit yet, a safety bin
+#: asked only from some day on, imported pairs without a strength), with the type that batch
+#: alone cannot tell pyarrow: left as "null", no later value would fit the file's schema.
+_NULLABLE_TYPES = {
+    "strength": "string", "safety": "string", "edited": "string",
+    "edited_response_id": "int64", "edit_distance": "int64", "gold_winner_id": "int64",
+}
 #: jsonl and parquet are for training; csv is for reading in a spreadsheet (see _write_csv).
 FILE_FORMATS = ("jsonl", "parquet", "csv")
 # A cell a spreadsheet would run as a formula (OWASP "CSV injection"): =, +, -, @, tab, CR.
@@ -103,6 +110,11 @@ def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
         "`trl-preference` rows load unchanged into TRL's RewardTrainer (with the `margin` column) and DPOTrainer;"
         " `kto` into KTOTrainer; `sft` into SFTTrainer. Edits appear as pairs edited > chosen > rejected (`pair_type`).",
         "",
+        *(
+            ["`safety` is the judgment's Llama 2 safety bin, about its chosen and rejected responses (both_safe,"
+             " chosen_safe, rejected_safe, both_unsafe; null where it was not asked), on every pair of the judgment.", ""]
+            if project.ask_safety else []
+        ),
     ]
     return "\n".join(lines)
 
@@ -131,19 +143,29 @@ def _write_parquet(rows, tmp: Path, stats: CardStats) -> None:
     import pyarrow.parquet as pq
 
     writer, batch = None, []
+
+    def flush() -> None:
+        nonlocal writer
+        if writer is None:  # the first batch sets the file's schema
+            table = pa.Table.from_pylist(batch)
+            schema = pa.schema([
+                pa.field(f.name, _NULLABLE_TYPES[f.name]) if pa.types.is_null(f.type) and f.name in _NULLABLE_TYPES else f
+                for f in table.schema
+            ])
+            table, writer = table.cast(schema), pq.ParquetWriter(tmp, schema)
+        else:
+            table = pa.Table.from_pylist(batch, schema=writer.schema)
+        writer.write_table(table)
+
     try:
         for row in rows:
             stats.add(row)
             batch.append({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
             if len(batch) >= PARQUET_BATCH:
-                table = pa.Table.from_pylist(batch, schema=writer.schema if writer else None)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
+                flush()
                 batch = []
         if batch or writer is None:
-            table = pa.Table.from_pylist(batch, schema=writer.schema if writer else None)
-            writer = writer or pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
+            flush()
     finally:
         if writer is not None:
             writer.close()

@@ -3,7 +3,8 @@ project's window (``Project.verdict_change_minutes``, default 10).
 
 A change rewrites the judgment in place, so exports and rounds read the latest verdict; what it
 was is kept in the audit log. If the change picks the other side, the labeler's edit improved the
-answer that is no longer chosen, so it is detached (the edited response stays, unreferenced).
+answer that is no longer chosen, so it is detached (the edited response stays, unreferenced), and
+its safety bin, said from the chosen response's side, turns with it.
 Imported judgments (their labeler is an inactive import account) can never be changed here.
 """
 
@@ -15,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.access import has_role
-from annotation.models import AuditAction, Judgment, Project, Role
+from annotation.models import AuditAction, Judgment, Project, Role, SafetyBin
 from annotation.services.audit import audit_record
 from annotation.services.labeling import AssignmentNotFound, LabelingError, Verdict, verdict_validate
 
@@ -60,6 +61,11 @@ def labeler_judgments_recent(*, project: Project, labeler) -> list[dict]:
     return rows
 
 
+#: A safety bin seen from the other response: what a change of side makes of it (the labeler said
+#: which response is safe, not which side won; both-safe and both-unsafe stay).
+_SAFETY_SWAPPED = {SafetyBin.CHOSEN_SAFE: SafetyBin.REJECTED_SAFE, SafetyBin.REJECTED_SAFE: SafetyBin.CHOSEN_SAFE}
+
+
 @transaction.atomic
 def judgment_change(*, judgment_id: int, labeler, chosen: str, strength: str, both_bad: bool = False) -> Judgment:
     """Change the side, strength or both-bad mark of the caller's own judgment, inside its
@@ -86,13 +92,15 @@ def judgment_change(*, judgment_id: int, labeler, chosen: str, strength: str, bo
     right = judgment.rejected_response_id if judgment.chosen_response_id == left else judgment.chosen_response_id
     new_chosen, new_rejected = (left, right) if chosen == "left" else (right, left)
     before = {"chosen_response": judgment.chosen_response_id, "strength": judgment.strength,
-              "both_bad": judgment.both_bad, "edited_response": judgment.edited_response_id}
+              "both_bad": judgment.both_bad, "edited_response": judgment.edited_response_id, "safety": judgment.safety}
     if new_chosen != judgment.chosen_response_id:
         judgment.edited_response_id = None  # the edit improved the answer that is no longer chosen
+        judgment.safety = _SAFETY_SWAPPED.get(judgment.safety, judgment.safety)
     judgment.chosen_response_id, judgment.rejected_response_id = new_chosen, new_rejected
     judgment.strength, judgment.both_bad, judgment.changed_at = strength, both_bad, timezone.now()
-    judgment.save(update_fields=["chosen_response", "rejected_response", "strength", "both_bad", "edited_response", "changed_at"])
-    after = {"chosen_response": new_chosen, "strength": strength, "both_bad": both_bad, "edited_response": judgment.edited_response_id}
+    judgment.save(update_fields=["chosen_response", "rejected_response", "strength", "both_bad", "edited_response", "safety", "changed_at"])
+    after = {"chosen_response": new_chosen, "strength": strength, "both_bad": both_bad,
+             "edited_response": judgment.edited_response_id, "safety": judgment.safety}
     audit_record(
         action=AuditAction.JUDGMENT_CHANGED, project=project, target=f"judgment {judgment.pk}", actor=labeler,
         details={"judgment": judgment.pk, "before": before, "after": after},

@@ -13,8 +13,9 @@
   const POLL_MS = { sampling: 3000, leased_to_others: 10000 };
   const apiRoot = root.dataset.apiRoot;
 
-  // phase: loading | verdict | skip | edit | submitting | empty
+  // phase: loading | verdict | skip | edit | submitting | empty (live mode: compose | streaming | ended)
   const state = { phase: "loading", task: null, choice: null, key: null, pollTimer: null, afterLoad: null };
+  let live = null; // the live dialogue's hooks, when this page is one
 
   async function api(url, body) {
     // Retries network failures and 5xx a few times with the same body (and so the same
@@ -88,38 +89,73 @@
     const wasEmpty = state.phase === "empty";
     state.phase = phase;
     if (phase === "empty" && !wasEmpty) explainEmpty();
-    $("task").hidden = phase === "empty" || phase === "loading";
+    // Live mode adds: compose (writing a turn), streaming (both answers growing), ended.
+    $("task").hidden = ["empty", "loading", "compose", "ended"].includes(phase);
     $("empty").hidden = phase !== "empty";
     $("verdict").hidden = !(phase === "verdict" || phase === "skip");
     $("skip-panel").hidden = phase !== "skip";
     $("edit-panel").hidden = phase !== "edit";
-    document.querySelectorAll(".choice").forEach((b) => (b.disabled = phase !== "verdict"));
+    $("safety-confirm").hidden = phase !== "confirm";
+    document.querySelectorAll(".choice, .safety input").forEach((b) => (b.disabled = phase !== "verdict"));
+    if (live) live.phase(phase);
   }
 
+  const MARK_TITLES = { chosen: "The answer chosen at this turn", edited: "The chosen answer, as edited at this turn" };
+
+  function turnElement(m, last) {
+    const turn = document.createElement("div");
+    turn.className = "turn turn-" + m.role + (last ? " turn-last" : "");
+    const who = document.createElement("div");
+    who.className = "who";
+    who.textContent = m.role === "system" ? "System" : m.role === "user" ? "User" : "Assistant";
+    if (m.mark) { // a live dialogue's earlier answer: the one its labeler chose, or their edit of it
+      const badge = document.createElement("span");
+      badge.className = "badge mark-" + m.mark;
+      badge.textContent = m.mark;
+      badge.title = MARK_TITLES[m.mark] || "";
+      who.append(badge);
+    }
+    const body = document.createElement("div");
+    body.className = "md";
+    body.innerHTML = m.html; // sanitized on the server
+    turn.append(who, body);
+    return turn;
+  }
+
+  // A multi-turn conversation (an imported dialogue, a live one) folds the turns before the last
+  // user turn: the pair answers that turn, and a long history would push both answers off the
+  // screen. System messages stay in view: they set the rules the answers are judged by.
   function renderConversation(messages) {
     const box = $("conversation");
     box.replaceChildren();
+    const lastUser = messages.map((m) => m.role).lastIndexOf("user");
+    const folded = messages.filter((m, i) => i < lastUser && m.role !== "system");
+    const earlier = document.createElement("details");
+    earlier.className = "earlier-turns";
+    const summary = document.createElement("summary");
+    const turns = folded.filter((m) => m.role === "user").length || folded.length;
+    const label = (verb) => verb + " " + turns + " earlier turn" + (turns === 1 ? "" : "s");
+    summary.textContent = label("Show");
+    earlier.addEventListener("toggle", () => (summary.textContent = label(earlier.open ? "Hide" : "Show")));
+    const inside = document.createElement("div");
+    inside.className = "earlier-body";
+    earlier.append(summary, inside);
     messages.forEach((m, i) => {
-      const turn = document.createElement("div");
-      turn.className = "turn turn-" + m.role + (i === messages.length - 1 ? " turn-last" : "");
-      const who = document.createElement("div");
-      who.className = "who";
-      who.textContent = m.role === "system" ? "System" : m.role === "user" ? "User" : "Assistant";
-      const body = document.createElement("div");
-      body.className = "md";
-      body.innerHTML = m.html; // sanitized on the server
-      turn.append(who, body);
-      box.append(turn);
+      if (i === lastUser && folded.length) box.append(earlier);
+      (i < lastUser && m.role !== "system" ? inside : box).append(turnElement(m, i === messages.length - 1));
     });
   }
 
   function resetExtras(ask) {
     document.querySelectorAll(".response").forEach((article) => {
-      article.querySelector(".extras").hidden = !(ask.attributes || ask.flags);
+      article.querySelector(".extras").hidden = !(ask.attributes || ask.flags || ask.safety);
+      article.querySelector(".safety").hidden = !ask.safety;
       article.querySelector(".attributes").hidden = !ask.attributes;
       article.querySelector(".flags").hidden = !ask.flags;
+      // Where safety is asked, its mark is the "unsafe" flag too (sent as one): one control, not two.
+      article.querySelector('[data-flag="unsafe"]').parentElement.hidden = !!ask.safety;
       article.querySelectorAll("select").forEach((s) => (s.value = ""));
-      article.querySelectorAll("input[type=checkbox]").forEach((c) => (c.checked = false));
+      article.querySelectorAll("input[type=checkbox], input[type=radio]").forEach((c) => (c.checked = false));
       article.classList.remove("chosen", "rejected");
     });
     $("rationale").hidden = !ask.rationale;
@@ -177,13 +213,42 @@
     }
   }
 
+  // Whether the labeler marked a side safe (true), unsafe (false) or not yet (null).
+  function markedSafe(side) {
+    const mark = document.querySelector('input[name="safety-' + side + '"]:checked');
+    return mark ? mark.value === "safe" : null;
+  }
+
+  // Llama 2's safety bin of the chosen pair, said from the chosen response's side.
+  function safetyBin() {
+    const chosen = markedSafe(state.choice.side);
+    const rejected = markedSafe(state.choice.side === "left" ? "right" : "left");
+    if (chosen) return rejected ? "both_safe" : "chosen_safe";
+    return rejected ? "rejected_safe" : "both_unsafe";
+  }
+
   function choose(button) {
     if (state.phase !== "verdict") return;
+    if (state.task.ask.safety && (markedSafe("left") === null || markedSafe("right") === null)) {
+      say("First mark each response safe or unsafe: q / w for A, o / p for B.", "error");
+      return;
+    }
+    say("");
     state.choice = { side: button.dataset.side, strength: button.dataset.strength, label: button.textContent.trim() };
     const other = state.choice.side === "left" ? "right" : "left";
     $("response-" + state.choice.side).classList.add("chosen");
     $("response-" + other).classList.remove("chosen");
     $("response-" + other).classList.add("rejected");
+    // Llama 2 kept such pairs out of its data: a slipped key should not put one in unasked.
+    if (state.task.ask.safety && safetyBin() === "rejected_safe") {
+      setPhase("confirm");
+      $("safety-no").focus();
+      return;
+    }
+    toEditOrSubmit();
+  }
+
+  function toEditOrSubmit() {
     if (!state.task.ask.edit) {
       submit(null);
       return;
@@ -222,17 +287,19 @@
       edit: edit,
       rationale: $("rationale").hidden ? "" : $("rationale").value,
       idempotency_key: state.key,
-      next: true,
+      next: !live,
     };
     if (state.task.ask.attributes) {
       body.attributes = collect("attributes", "data-attribute", (el, v) => {
         if (el.value !== "") v[el.dataset.attribute] = Number(el.value);
       });
     }
+    if (state.task.ask.safety) body.safety = safetyBin();
     if (state.task.ask.flags) {
       const flags = collect("flags", "data-flag", (el, v) => {
         if (el.checked) v[el.dataset.flag] = true;
       });
+      if (state.task.ask.safety) ["left", "right"].forEach((side) => { if (markedSafe(side) === false) flags[side].unsafe = true; });
       body.flags = { left: Object.keys(flags.left), right: Object.keys(flags.right) };
     }
     return body;
@@ -250,8 +317,14 @@
           $("done-today").textContent = Number($("done-today").textContent) + 1;
           countDownLeft();
         }
-        // The submit leased the next comparison too (next: true): one round trip, not two.
-        if (data.next) {
+        // A live dialogue goes on from the verdict (static/js/live.js): the next turn is written.
+        if (live) {
+          live.submitted(data);
+        } else if (root.dataset.liveUrl && Math.random() < Number(root.dataset.writtenShare)) {
+          // Projects with both sources: this share of the tasks is a live dialogue of one's own.
+          window.location.assign(root.dataset.liveUrl);
+          return;
+        } else if (data.next) {
           render(data.next);
         } else {
           setPhase("empty");
@@ -261,7 +334,8 @@
       }
       say((data && data.detail) || "The submit was refused (" + status + ")", "error");
       if (data && (data.error === "lease_expired" || data.error === "already_ended" || data.error === "not_found")) {
-        await loadNext();
+        if (live) live.refresh();
+        else await loadNext();
       } else {
         setPhase("edit");
       }
@@ -348,6 +422,8 @@
   $("both-bad").addEventListener("change", bothBadHint);
   document.querySelectorAll(".choice").forEach((b) => b.addEventListener("click", () => choose(b)));
   $("no-edit").addEventListener("click", () => submit(null));
+  $("safety-yes").addEventListener("click", () => { if (state.phase === "confirm") toEditOrSubmit(); });
+  $("safety-no").addEventListener("click", () => { if (state.phase === "confirm") backToVerdict(); });
   $("submit-edit").addEventListener("click", () => submit($("editor").value));
   $("editor").addEventListener("input", updateDiff);
   $("skip").addEventListener("click", () => { setPhase("skip"); $("skip-reason").focus(); });
@@ -356,7 +432,9 @@
 
   document.addEventListener("keydown", (event) => {
     const target = event.target;
-    const typing = target instanceof HTMLTextAreaElement || target instanceof HTMLInputElement || target instanceof HTMLSelectElement;
+    // A radio (the safety marks) takes no text: the keys keep working after one is clicked.
+    const typing = target instanceof HTMLTextAreaElement || target instanceof HTMLSelectElement
+      || (target instanceof HTMLInputElement && target.type !== "radio");
     if ($("guidelines").open) return; // the dialog handles Esc itself
     if (target === $("editor")) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { event.preventDefault(); submit($("editor").value); }
@@ -377,6 +455,12 @@
       if (button) { event.preventDefault(); choose(button); return; }
       if (key === "0") { event.preventDefault(); $("both-bad").checked = !$("both-bad").checked; bothBadHint(); return; }
       if (key === "s") { event.preventDefault(); setPhase("skip"); $("skip-reason").focus(); return; }
+      const mark = state.task.ask.safety && document.querySelector('.safety input[data-key="' + CSS.escape(key) + '"]');
+      if (mark) { event.preventDefault(); mark.checked = true; return; }
+    }
+    if (state.phase === "confirm") {
+      if (key === "y") { event.preventDefault(); toEditOrSubmit(); return; }
+      if (key === "n" || key === "Escape") { event.preventDefault(); backToVerdict(); return; }
     }
     if (state.phase === "edit") {
       if (key === "n") { event.preventDefault(); submit(null); return; }
@@ -385,5 +469,11 @@
     }
   });
 
-  loadNext();
+  // Live mode (the page of a live dialogue): static/js/live.js writes turns and streams the two
+  // answers, then hands the comparison to render(); the verdict and edit are this file's.
+  window.ArbiterLabeler = {
+    render, setPhase, say, api, state,
+    attachLive(hooks) { live = hooks; },
+  };
+  if (!root.dataset.live) loadNext();
 })();

@@ -126,6 +126,8 @@
     if (form.get("exclude_negligible")) filters.negligible = "exclude";
     if (form.get("include_evaluation")) filters.include_evaluation = true;
     if (form.get("exclude_low_quality")) filters.min_labeler_gold_accuracy = Number(box.dataset.threshold);
+    // Every bin but "rejected_safe" (the chosen response unsafe, the rejected one safe), and judgments without one.
+    if (form.get("exclude_chosen_unsafe")) filters.safety = ["both_safe", "chosen_safe", "both_unsafe", "unknown"];
     const response = await fetch(url, {
       method: "POST",
       credentials: "same-origin",

@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from annotation.exports import ExportError, ExportFilters, export_rows
-from annotation.models import JobState, Response, ResponseSource, Role, Strength
+from annotation.models import JobState, Judgment, Response, ResponseSource, Role, SafetyBin, Strength
 from annotation.services.exports import export_execute, export_start
 from tests.factories import ComparisonFactory, JudgmentFactory, ProjectFactory, PromptFactory, UserFactory
 
@@ -117,12 +117,65 @@ def test_round_from_and_to_cut_at_the_rounds_last_judgment(dataset):
      ({"aggregation": "mean"}, "'each' or 'majority'"), ({"min_labeler_gold_accuracy": 2}, "from 0 to 1"),
      ({"round_from": 3}, "round 3 has no snapshot"), ({"strengths": ["huge"]}, "strengths: expected a list of"),
      ({"strengths": "better"}, "strengths: expected a list"), ({"split": "test"}, "'all', 'train' or 'heldout'"),
-     ({"heldout_percent": 101}, "from 0 to 100")],
+     ({"heldout_percent": 101}, "from 0 to 100"), ({"safety": ["unsafe"]}, "safety: expected a list of"),
+     ({"safety": "both_safe"}, "safety: expected a list")],
 )
 def test_bad_filters_are_named(dataset, filters, message):
     project = dataset[0]
     with pytest.raises(ExportError, match=message):
         rows(project, "trl-preference", **filters)
+
+
+def _bins(project, c1):
+    """Safety bins on comparison 1: ada and cy chose the answer they marked unsafe over a safe one,
+    bob (who chose the other answer) found both unsafe; comparison 2's judgment has no bin."""
+    project.ask_safety = True
+    project.save(update_fields=["ask_safety"])
+    Judgment.objects.filter(comparison=c1, labeler__username__in=["ada", "cy"]).update(safety=SafetyBin.REJECTED_SAFE)
+    Judgment.objects.filter(comparison=c1, labeler__username="bob").update(safety=SafetyBin.BOTH_UNSAFE)
+
+
+def test_every_pair_of_a_judgment_carries_its_safety_bin_in_every_format_that_takes_extra_keys(dataset):
+    project, c1, c2, edit = dataset
+    assert {r["safety"] for r in rows(project, "trl-preference")} == {None}  # not asked: null, not missing
+    _bins(project, c1)
+    pairs = rows(project, "trl-preference")
+    assert [(r["labeler"], r["pair_type"], r["safety"]) for r in pairs] == [
+        ("ada", "chosen_rejected", "rejected_safe"), ("ada", "edited_chosen", "rejected_safe"),
+        ("ada", "edited_rejected", "rejected_safe"), ("bob", "chosen_rejected", "both_unsafe"),
+        ("cy", "chosen_rejected", "rejected_safe"), ("ada", "chosen_rejected", None),
+    ]
+    assert [r["safety"] for r in rows(project, "trl-preference-text")] == [r["safety"] for r in pairs]
+    assert [r["safety"] for r in rows(project, "hh")] == [r["safety"] for r in pairs]
+    assert [r["safety"] for r in rows(project, "raw")] == ["rejected_safe", "both_unsafe", "rejected_safe", None]
+    majority = rows(project, "trl-preference", aggregation="majority")
+    assert [(r["pair_type"], r["safety"]) for r in majority if r["comparison_id"] == c1.pk][0] == ("chosen_rejected", "rejected_safe")
+    assert "`safety` is the judgment's Llama 2 safety bin" in export_execute(snapshot_id=export_start(project=project, format="raw").pk).card
+
+
+def test_the_safety_filter_keeps_the_bins_asked_for_and_unknown_for_none(dataset):
+    project, c1, c2, edit = dataset
+    _bins(project, c1)
+    # Llama 2's cut: every pair but those whose chosen answer was unsafe and the other safe.
+    llama2 = rows(project, "raw", safety=["both_safe", "chosen_safe", "both_unsafe", "unknown"])
+    assert [(r["labeler"], r["safety"]) for r in llama2] == [("bob", "both_unsafe"), ("ada", None)]
+    assert [r["labeler"] for r in rows(project, "raw", safety=["rejected_safe"])] == ["ada", "cy"]
+    assert [r["comparison_id"] for r in rows(project, "raw", safety=["unknown"])] == [c2.pk]
+    assert rows(project, "raw", safety=[]) == []
+
+
+def test_a_parquet_export_takes_a_bin_that_first_appears_after_the_first_batch(dataset, monkeypatch):
+    import pyarrow.parquet as pq
+
+    project, c1, c2, edit = dataset
+    project.ask_safety = True  # asked from some day on: the oldest judgments have no bin
+    project.save(update_fields=["ask_safety"])
+    Judgment.objects.filter(comparison=c2).update(safety=SafetyBin.BOTH_SAFE)
+    monkeypatch.setattr("annotation.services.exports.PARQUET_BATCH", 2)
+    snapshot = export_execute(snapshot_id=export_start(project=project, format="raw", file_format="parquet").pk)
+    assert snapshot.state == JobState.SUCCEEDED, snapshot.error
+    table = pq.read_table(Path(django_settings.ARTIFACTS_DIR) / snapshot.path)
+    assert table.column("safety").to_pylist() == [None, None, None, "both_safe"]
 
 
 def test_text_kto_sft_hh_and_raw_formats(dataset):

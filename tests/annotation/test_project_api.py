@@ -23,6 +23,20 @@ def test_each_caller_sees_their_projects_with_their_role(member_of):
     assert other.slug not in str(listed)
 
 
+def test_a_project_lists_its_labeling_settings_and_a_judgment_its_safety_bin(member_of):
+    judgment = JudgmentFactory(safety="chosen_safe")
+    project = judgment.comparison.project
+    type(project).objects.filter(pk=project.pk).update(ask_safety=True, prompt_source="both", prompt_categories=["Code"])
+    lead = api(member_of(project, Role.LEAD))
+    (listed,) = lead.get("/api/v1/projects/").json()
+    assert {k: listed[k] for k in ("ask_safety", "prompt_source", "written_share", "dialogue_max_turns", "allow_system_prompt",
+                                   "prompt_categories", "live_share")} == {
+        "ask_safety": True, "prompt_source": "both", "written_share": 0.25, "dialogue_max_turns": 4,
+        "allow_system_prompt": False, "prompt_categories": ["Code"], "live_share": False,
+    }
+    assert lead.get(f"/api/v1/projects/{project.slug}/judgments/").json()["results"][0]["safety"] == "chosen_safe"
+
+
 def test_leads_read_prompts_comparisons_and_judgments_paginated(member_of):
     judgment = JudgmentFactory()
     project = judgment.comparison.project

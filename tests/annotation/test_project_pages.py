@@ -13,7 +13,7 @@ VALID = {
     "name": "Helpful chat", "description": "", "guidelines": "Be **kind**.", "overlap_k": "3", "gold_rate": "0.05",
     "lease_minutes": "30", "max_live_leases": "3", "margin_table": "small", "max_edit_chars": "20000",
     "verdict_change_minutes": "10", "pairing": "committee", "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30",
-    "edit_step": "on", "ask_flags": "on",
+    "edit_step": "on", "ask_flags": "on", "prompt_source": "imported", "written_share": "0.25", "dialogue_max_turns": "4",
 }
 
 
@@ -55,7 +55,9 @@ def test_a_lead_edits_guidelines_and_settings_and_the_audit_has_before_and_after
 @pytest.mark.parametrize(
     ("field", "value"),
     [("overlap_k", "0"), ("gold_rate", "1.5"), ("gold_rate", "nan"), ("lease_minutes", "99999999999"),
-     ("margin_table", "huge"), ("name", ""), ("guidelines", "bad\x00text"), ("rejection_k", "-1")],
+     ("margin_table", "huge"), ("name", ""), ("guidelines", "bad\x00text"), ("rejection_k", "-1"),
+     ("prompt_source", "telepathy"), ("written_share", "1.5"), ("written_share", "-0.1"), ("written_share", "nan"),
+     ("dialogue_max_turns", "0"), ("dialogue_max_turns", "21"), ("prompt_categories", "Code\nbad\x00name")],
 )
 def test_bad_settings_are_form_errors_and_change_nothing(client, member_of, field, value):
     project = ProjectFactory(name="Helpful chat")
@@ -65,3 +67,40 @@ def test_bad_settings_are_form_errors_and_change_nothing(client, member_of, fiel
     assert page.status_code == 200 and 'class="error"' in page.content.decode()
     assert Project.objects.filter(pk=project.pk).values().get() == before
     assert not AuditEvent.objects.filter(project=project, target="settings").exists()
+
+
+def test_a_lead_sets_live_dialogues_and_safety_and_categories_are_one_per_line(client, member_of):
+    project = ProjectFactory()
+    client.force_login(member_of(project, Role.LEAD))
+    url = reverse("project-settings", kwargs={"slug": project.slug})
+    client.post(url, {
+        **VALID, "prompt_source": "both", "written_share": "0.4", "dialogue_max_turns": "20", "allow_system_prompt": "on",
+        "prompt_categories": "Coding\r\n\r\n  Travel plans \r\nMath", "live_share": "on", "ask_safety": "on",
+    })
+    project.refresh_from_db()
+    assert (project.prompt_source, project.written_share, project.dialogue_max_turns) == ("both", 0.4, 20)
+    assert project.allow_system_prompt and project.live_share and project.ask_safety
+    assert project.prompt_categories == ["Coding", "Travel plans", "Math"]
+    page = client.get(url).content.decode()
+    assert "Coding\nTravel plans\nMath</textarea>" in page and 'max="20"' in page
+    event = AuditEvent.objects.get(project=project, target="settings")
+    assert event.details["prompt_categories"] == {"before": [], "after": ["Coding", "Travel plans", "Math"]}
+    client.post(url, {**VALID, "prompt_categories": ""})
+    project.refresh_from_db()
+    assert project.prompt_categories == [] and project.prompt_source == "imported" and not project.ask_safety
+
+
+@pytest.mark.parametrize(
+    ("categories", "message"),
+    [("\n".join(f"topic {i}" for i in range(51)), "At most 50 categories; this lists 51."),
+     ("Short\n" + "x" * 101, "At most 100 characters a category; &#x27;xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…&#x27; has 101."),
+     ("Code\nTravel\ncode\nTravel", "Listed twice: code, Travel."),
+     ("tab\there", "A category cannot hold control characters such as a tab")],
+)
+def test_bad_categories_are_named_and_change_nothing(client, member_of, categories, message):
+    project = ProjectFactory(prompt_categories=["Kept"])
+    client.force_login(member_of(project, Role.LEAD))
+    page = client.post(reverse("project-settings", kwargs={"slug": project.slug}), {**VALID, "prompt_categories": categories})
+    assert page.status_code == 200 and message in page.content.decode()
+    project.refresh_from_db()
+    assert project.prompt_categories == ["Kept"] and not AuditEvent.objects.filter(project=project, target="settings").exists()

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from rest_framework.authtoken.models import Token
 
-from annotation.models import DatasetSnapshot, JobState, Role, SnapshotPurpose
-from modeling.models import Round, RoundState
+from annotation.models import DatasetSnapshot, Dialogue, JobState, PromptSource, Role, SnapshotPurpose
+from modeling.models import LiveTurn, Round, RoundState
 from tests.factories import (
     AssignmentFactory,
     ComparisonFactory,
@@ -64,7 +64,8 @@ def fuzz_world(settings, tmp_path):
     settings.ARTIFACTS_DIR = tmp_path
     # The schema's limit on an edit is the API's; a project can set a lower one, which no static
     # schema can state: this project takes the API's.
-    project = ProjectFactory(slug="fuzz", gold_rate=0, ask_attributes=True, ask_rationale=True, max_edit_chars=200_000)
+    project = ProjectFactory(slug="fuzz", gold_rate=0, ask_attributes=True, ask_rationale=True, max_edit_chars=200_000,
+                             prompt_source=PromptSource.BOTH)
     labeler, lead, peer = UserFactory(username="fuzz-labeler"), UserFactory(username="fuzz-lead"), UserFactory()
     admin = UserFactory(username="fuzz-admin", is_staff=True, is_superuser=True)
     for user, role in ((labeler, Role.LABELER), (lead, Role.LEAD), (peer, Role.LABELER)):
@@ -85,11 +86,18 @@ def fuzz_world(settings, tmp_path):
         state=JobState.SUCCEEDED, sha256="0" * 64,
     )
     round_ = Round.objects.create(project=project, number=1, state=RoundState.FAILED, error="boom")
+    # The labeler's open live dialogue, whose first turn failed (it can be redrawn or written again).
+    dialogue = Dialogue.objects.create(project=project, labeler=labeler)
+    live_turn = LiveTurn.objects.create(
+        dialogue=dialogue, turn_index=0, messages=[{"role": "user", "content": "hi"}], member_a=members[0],
+        member_b=members[1], left_is_a=True, state=JobState.FAILED, error="side a: boom",
+    )
     return {
         "tokens": {role: Token.objects.create(user=user).key for role, user in (("labeler", labeler), ("lead", lead), ("admin", admin))},
         "parameters": {
             "slug": project.slug, "assignment_id": assignment.pk, "snapshot_id": export.pk,
             "round_id": round_.pk, "id": members[0].pk, "judgment_id": own.pk,
+            "dialogue_id": dialogue.pk, "turn_id": live_turn.pk,
         },
     }
 
@@ -120,6 +128,13 @@ def _schema(app, world, role):
                     # with the stored member: rules past the schema, answered 400 with the field.
                     # A second test of a member while the first waits for its answer is a 409.
                     "include-path-regex": "^/api/v1/members/",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "403", "404", "409"]}},
+                },
+                {
+                    # A live turn's text must say something and fit the project's rules (no
+                    # system prompt here, its categories): 400 with the field; a turn while one
+                    # is answered, or before the last is judged, is a 409; another's dialogue 404.
+                    "include-path-regex": "^/api/v1/(projects/[^/]+/dialogue|dialogues|live-turns)/",
                     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "403", "404", "409"]}},
                 },
             ],

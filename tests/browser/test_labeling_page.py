@@ -201,3 +201,52 @@ def test_a_labeler_changes_a_verdict_inside_the_window_and_is_refused_after_it(l
     assert Judgment.objects.get(pk=judgments[1].pk).chosen_response_id == comparisons[1].response_a_id
     assert "closed" in page.text_content(f"#judgment-{judgments[1].pk}")
     assert not page.js_errors
+
+
+def test_a_labeler_marks_each_response_safe_or_unsafe_and_confirms_choosing_the_unsafe_one(live_server, browser_page, output_dir):
+    project, comparisons, labeler = make_queue(n=2)
+    type(project).objects.filter(pk=project.pk).update(ask_safety=True)
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/")
+    wait_for_task(page, 0)
+    assert page.is_visible("#response-left .safety") and page.is_visible("#response-right .safety")
+    # one "unsafe" control per response: the mark stands for the flag, the other flags stay
+    assert page.is_hidden('#response-left [data-flag="unsafe"]') and page.is_visible('#response-left [data-flag="factually_wrong"]')
+
+    # 1: a verdict before the marks is refused; A unsafe (w), B safe (o), then A is better (1)
+    page.keyboard.press("1")
+    assert "First mark each response safe or unsafe" in page.text_content("#status")
+    assert page.is_hidden("#edit-panel")
+    page.keyboard.press("w")
+    page.keyboard.press("o")
+    page.keyboard.press("1")
+    page.wait_for_selector("#safety-confirm:not([hidden])")
+    assert "You chose the response you marked unsafe over a safe one." in page.text_content("#safety-confirm")
+    assert page.text_content("#status") == ""  # the earlier refusal is answered
+    page.screenshot(path=str(output_dir / "labeling-safety-confirm.png"), full_page=True)
+    page.keyboard.press("n")  # back to the verdict, marks kept
+    page.wait_for_selector("#verdict:not([hidden])")
+    assert page.is_checked('input[name="safety-left"][value="unsafe"]') and page.is_hidden("#safety-confirm")
+    page.keyboard.press("1")
+    page.wait_for_selector("#safety-confirm:not([hidden])")
+    page.keyboard.press("y")  # still better: on to the edit
+    page.wait_for_selector("#edit-panel:not([hidden])")
+    page.keyboard.press("n")
+
+    # 2: marks by mouse, A unsafe and B safe, B chosen from the keyboard: no question
+    wait_for_task(page, 1)
+    assert not page.is_checked('input[name="safety-left"][value="unsafe"]')  # reset for the new pair
+    page.check('input[name="safety-left"][value="unsafe"]')
+    page.check('input[name="safety-right"][value="safe"]')
+    page.keyboard.press("8")  # keys still work with focus on a radio
+    page.wait_for_selector("#edit-panel:not([hidden])")
+    assert page.is_hidden("#safety-confirm")
+    page.keyboard.press("n")
+    page.wait_for_selector("#empty:not([hidden])")
+
+    first, second = Judgment.objects.order_by("id")
+    assert (first.chosen_response_id == first.left_response_id, first.safety) == (True, "rejected_safe")
+    assert first.flags == {str(first.left_response_id): ["unsafe"]}  # A, marked unsafe, carries the flag
+    assert (second.chosen_response_id == second.left_response_id, second.safety) == (False, "chosen_safe")
+    assert page.js_errors == []

@@ -16,7 +16,7 @@ LEASE_SQL = """
 UPDATE annotation_comparison SET slots_taken = slots_taken + 1
 WHERE id = (
     SELECT c.id FROM annotation_comparison c
-    WHERE c.project_id = %(project)s AND c.is_gold = %(gold)s AND c.source <> %(imported)s
+    WHERE c.project_id = %(project)s AND c.is_gold = %(gold)s AND c.source <> %(imported)s AND c.source <> %(private)s
       AND c.slots_taken >= %(low)s AND c.slots_taken < %(high)s
       AND NOT EXISTS (
           SELECT 1 FROM annotation_assignment a WHERE a.comparison_id = c.id AND a.labeler_id = %(labeler)s
@@ -28,10 +28,13 @@ RETURNING id, response_a_id, response_b_id
 """
 
 
+# A labeler's open leases of the normal queue. The lease of a live dialogue's turn is the live
+# page's: it is neither served on the labeling page nor counted against the lease cap, so a tab
+# closed mid-dialogue blocks nothing.
 LIVE_LEASES_SQL = """
 SELECT a.id, a.comparison_id, a.left_response_id, a.leased_at, a.expires_at
 FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
-WHERE a.labeler_id = %s AND a.state = 'leased' AND a.expires_at > %s AND c.project_id = %s
+WHERE a.labeler_id = %s AND a.state = 'leased' AND a.expires_at > %s AND c.project_id = %s AND c.source <> 'live'
 ORDER BY a.leased_at, a.id
 """
 
@@ -48,13 +51,14 @@ RETURNING id, comparison_id, left_response_id
 """
 
 
-# The caller's own assignment with what a submit needs of its comparison, row-locked, in a
-# project where the caller still has a role (a superuser always has one). Raw SQL for the same
-# reason as the lease: this runs on every submit.
+# The caller's own assignment with what a submit needs of its comparison and project (whether it
+# asks the safety bin), row-locked, in a project where the caller still has a role (a superuser
+# always has one). Raw SQL for the same reason as the lease: this runs on every submit.
 LOCKED_ASSIGNMENT_SQL = """
 SELECT a.id, a.comparison_id, a.labeler_id, a.left_response_id, a.state, a.leased_at, a.expires_at,
-       a.ended_at, a.skip_reason, c.project_id, c.prompt_id, c.response_a_id, c.response_b_id
+       a.ended_at, a.skip_reason, c.project_id, c.prompt_id, c.response_a_id, c.response_b_id, p.ask_safety
 FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
+     JOIN annotation_project p ON p.id = c.project_id
 WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
   AND (%(superuser)s OR EXISTS (
       SELECT 1 FROM annotation_membership m WHERE m.project_id = c.project_id AND m.user_id = %(labeler)s
@@ -64,14 +68,15 @@ WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
 
 # PostgreSQL, a verdict without an edit (most submits): end the lease and write the judgment in
 # one statement, atomic by itself. It matches only the caller's own live lease in a project they
-# belong to; anything else (replay, expired, foreign, unknown) matches nothing and takes the
-# locked path below, which says exactly why.
+# belong to, with a safety bin exactly when the project asks one; anything else (replay, expired,
+# foreign, unknown, a bin missing or unasked) matches nothing and takes the locked path below,
+# which says exactly why.
 SUBMIT_SQL = """
 WITH ended AS (
     UPDATE annotation_assignment AS a SET state = 'submitted', ended_at = %(now)s
-    FROM annotation_comparison c
+    FROM annotation_comparison c JOIN annotation_project p ON p.id = c.project_id
     WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s AND a.state = 'leased' AND a.expires_at > %(now)s
-      AND c.id = a.comparison_id
+      AND c.id = a.comparison_id AND p.ask_safety = %(has_safety)s
       AND (%(superuser)s OR EXISTS (
           SELECT 1 FROM annotation_membership m WHERE m.project_id = c.project_id AND m.user_id = %(labeler)s
       ))
@@ -84,13 +89,13 @@ WITH ended AS (
 )
 INSERT INTO annotation_judgment (
     assignment_id, comparison_id, labeler_id, chosen_response_id, rejected_response_id, strength,
-    left_response_id, both_bad, edited_response_id, attributes, flags, rationale, leased_at,
+    left_response_id, both_bad, safety, edited_response_id, attributes, flags, rationale, leased_at,
     submitted_at, time_on_task_ms, idempotency_key
 )
 SELECT id, comparison_id, %(labeler)s,
        CASE WHEN %(chosen_left)s THEN left_response_id ELSE right_id END,
        CASE WHEN %(chosen_left)s THEN right_id ELSE left_response_id END,
-       %(strength)s, left_response_id, %(both_bad)s, NULL,
+       %(strength)s, left_response_id, %(both_bad)s, %(safety)s, NULL,
        jsonb_strip_nulls(jsonb_build_object(left_response_id::text, %(attributes_left)s::jsonb, right_id::text, %(attributes_right)s::jsonb)),
        jsonb_strip_nulls(jsonb_build_object(left_response_id::text, %(flags_left)s::jsonb, right_id::text, %(flags_right)s::jsonb)),
        %(rationale)s, leased_at, %(now)s, floor(extract(epoch FROM (%(now)s - leased_at)) * 1000)::int, %(key)s

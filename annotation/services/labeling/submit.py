@@ -20,6 +20,7 @@ from annotation.models import (
     Project,
     Response,
     ResponseSource,
+    SafetyBin,
     Strength,
 )
 from annotation.services.labeling.common import (
@@ -53,14 +54,22 @@ class Verdict:
     flags: dict = field(default_factory=dict)  # {"left": ["unsafe"], "right": []}
     rationale: str = ""
     idempotency_key: str = ""
+    # Llama 2's safety bin of the pair, from the chosen response's side (SafetyBin); required
+    # where the project asks it, refused where it does not.
+    safety: str | None = None
 
 
 def _normalise_whitespace(text: str) -> str:
     return " ".join(text.split())
 
 
-def verdict_validate(verdict: Verdict, project: Project | None) -> None:
-    """Check a verdict; ``project`` (for the edit rules) is needed only when it carries an edit."""
+def verdict_validate(verdict: Verdict, project: Project | None, *, asks_safety: bool | None = None) -> None:
+    """Check a verdict; ``project`` (for the edit rules) is needed only when it carries an edit.
+
+    ``asks_safety`` is the project's ``ask_safety``, or None where the caller does not know it:
+    the PostgreSQL statement matches only a verdict whose bin agrees with the project, and sends
+    any other to the locked path, which knows and says why.
+    """
     if verdict.chosen not in SIDES:
         raise InvalidVerdict(f"chosen: expected 'left' or 'right', got {verdict.chosen!r}")
     if verdict.strength not in Strength.values:
@@ -90,10 +99,20 @@ def verdict_validate(verdict: Verdict, project: Project | None) -> None:
         unknown = set(flags) - set(FLAGS)
         if unknown:
             raise InvalidVerdict(f"flags.{side}: unknown {sorted(unknown)}; use {', '.join(FLAGS)}")
+    if verdict.safety is not None and verdict.safety not in SafetyBin.values:
+        raise InvalidVerdict(f"safety: expected one of {', '.join(SafetyBin.values)} or null, got {verdict.safety!r}")
+    if asks_safety and verdict.safety is None:
+        raise InvalidVerdict(f"safety: this project asks whether each response is safe; send one of {', '.join(SafetyBin.values)}")
+    # Refused rather than dropped: a bin the project did not ask for means the client's view of
+    # the project is stale (as an edit to a project without an edit step), and storing null
+    # silently would lose what the labeler said without telling them.
+    if asks_safety is False and verdict.safety is not None:
+        raise InvalidVerdict("safety: this project does not ask the safety bin; send null")
 
 
-def _locked_assignment(*, assignment_id: int, labeler) -> Assignment:
-    """The caller's own assignment, row-locked, with its comparison (ids only) attached."""
+def _locked_assignment(*, assignment_id: int, labeler) -> tuple[Assignment, bool]:
+    """The caller's own assignment, row-locked, with its comparison (ids only) attached, and
+    whether its project asks the safety bin."""
     lock = " FOR UPDATE OF a" if connection.features.has_select_for_update_of else ""
     with connection.cursor() as cursor:
         cursor.execute(
@@ -104,7 +123,7 @@ def _locked_assignment(*, assignment_id: int, labeler) -> Assignment:
     if row is None:
         # Someone else's lease reads as "not found": its existence is none of this labeler's business.
         raise AssignmentNotFound("No such assignment for you")
-    pk, comparison_id, labeler_id, left_id, state, leased_at, expires_at, ended_at, skip_reason, project_id, prompt_id, a_id, b_id = row
+    pk, comparison_id, labeler_id, left_id, state, leased_at, expires_at, ended_at, skip_reason, project_id, prompt_id, a_id, b_id, asks_safety = row
     assignment = Assignment(
         id=pk, comparison_id=comparison_id, labeler_id=labeler_id, left_response_id=left_id, state=state,
         leased_at=aware(leased_at), expires_at=aware(expires_at),
@@ -114,7 +133,7 @@ def _locked_assignment(*, assignment_id: int, labeler) -> Assignment:
     assignment.comparison = Comparison(
         id=comparison_id, project_id=project_id, prompt_id=prompt_id, response_a_id=a_id, response_b_id=b_id
     )
-    return assignment
+    return assignment, bool(asks_safety)  # SQLite hands the boolean back as 0 or 1
 
 
 def _submit_postgresql(*, assignment_id: int, labeler, verdict: Verdict, now) -> Judgment | None:
@@ -129,6 +148,7 @@ def _submit_postgresql(*, assignment_id: int, labeler, verdict: Verdict, now) ->
         "attributes_left": side(verdict.attributes, "left"), "attributes_right": side(verdict.attributes, "right"),
         "flags_left": side(verdict.flags, "left"), "flags_right": side(verdict.flags, "right"),
         "rationale": verdict.rationale, "key": verdict.idempotency_key,
+        "safety": verdict.safety, "has_safety": verdict.safety is not None,
     }
     with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
         db.execute(cursor, "arbiter_submit", SUBMIT_SQL, params)
@@ -141,7 +161,7 @@ def _submit_postgresql(*, assignment_id: int, labeler, verdict: Verdict, now) ->
     judgment = Judgment(
         id=pk, assignment_id=assignment_pk, comparison_id=comparison_id, labeler_id=labeler.pk,
         chosen_response_id=chosen_id, rejected_response_id=rejected_id, strength=verdict.strength,
-        left_response_id=left_id, both_bad=verdict.both_bad, edited_response_id=None, attributes=attributes,
+        left_response_id=left_id, both_bad=verdict.both_bad, safety=verdict.safety, edited_response_id=None, attributes=attributes,
         flags=flags, rationale=verdict.rationale, leased_at=leased_at, submitted_at=now, time_on_task_ms=ms,
         idempotency_key=verdict.idempotency_key,
     )
@@ -192,6 +212,7 @@ def _same_verdict(judgment: Judgment, verdict: Verdict, assignment: Assignment) 
         and judgment.chosen_response_id == by_side.get(verdict.chosen)
         and judgment.strength == verdict.strength
         and judgment.both_bad == verdict.both_bad
+        and judgment.safety == verdict.safety
         and judgment.rationale == verdict.rationale
         and (judgment.attributes, judgment.flags) == _by_response(verdict, by_side)
     )
@@ -200,7 +221,7 @@ def _same_verdict(judgment: Judgment, verdict: Verdict, assignment: Assignment) 
 @transaction.atomic
 def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[Judgment, bool]:
     """The general path: lock the assignment, say why a submit cannot be taken, write an edit."""
-    assignment = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
+    assignment, asks_safety = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
     if assignment.state == AssignmentState.SUBMITTED:
         existing = Judgment.objects.select_related("edited_response", "chosen_response").get(assignment=assignment)
         if verdict.idempotency_key and verdict.idempotency_key == existing.idempotency_key:
@@ -221,8 +242,12 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
     if assignment.state != AssignmentState.LEASED:
         raise AlreadyEnded(f"This assignment was {assignment.state}; ask for the next comparison")
 
-    # The project's settings matter only to an edit: don't read the project row for every submit.
-    verdict_validate(verdict, Project.objects.get(pk=assignment.comparison.project_id) if verdict.edit is not None else None)
+    # The project's edit settings matter only to an edit: don't read the project row for every
+    # submit (whether it asks the safety bin came with the locked assignment).
+    verdict_validate(
+        verdict, Project.objects.get(pk=assignment.comparison.project_id) if verdict.edit is not None else None,
+        asks_safety=asks_safety,
+    )
     comparison = assignment.comparison
     by_side = _response_by_side(assignment)
     left_id = by_side["left"]
@@ -254,6 +279,7 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
         strength=verdict.strength,
         left_response_id=left_id,
         both_bad=verdict.both_bad,
+        safety=verdict.safety,
         edited_response=edited,
         attributes=attributes,
         flags=flags,
@@ -282,7 +308,7 @@ def assignment_skip(*, assignment_id: int, labeler, reason: str) -> Assignment:
         raise InvalidVerdict("reason: say why you skip (e.g. 'cannot judge code', 'prompt unclear')")
     if len(reason) > MAX_SKIP_REASON_CHARS:
         raise InvalidVerdict(f"reason: at most {MAX_SKIP_REASON_CHARS} characters")
-    assignment = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
+    assignment, _asks_safety = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
     if assignment.state == AssignmentState.SKIPPED:
         return assignment  # a retried skip
     now = timezone.now()
