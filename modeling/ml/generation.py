@@ -575,15 +575,19 @@ class LlamaCppBackend:
 
         return self.threads or free_cpu_cores()
 
-    def _decode(self, prompts: list[list[int]], params: SamplingParams) -> Iterator[tuple[int, int | str]]:
+    def _decode(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> Iterator[tuple[int, int | str]]:
         """Generate for every prompt at once; yields ``(sequence, token)`` as tokens are sampled
         and ``(sequence, finish_reason)`` when a sequence ends: "stop" (end of generation) or
-        "length" (max_new_tokens, or the sequence's context is full)."""
+        "length" (max_new_tokens, or the sequence's context is full). ``params`` is one setting
+        for all, or one per prompt (the two members of a live turn sample at their own
+        temperatures in one batch)."""
         import llama_cpp
         from llama_cpp import _internals as internals
 
+        each = list(params) if isinstance(params, list) else [params] * len(prompts)
         longest = max(len(p) for p in prompts)
-        per_sequence = min(self.n_ctx_train, -(-(longest + params.max_new_tokens) // self.CONTEXT_STEP) * self.CONTEXT_STEP)
+        most_new = max(p.max_new_tokens for p in each)
+        per_sequence = min(self.n_ctx_train, -(-(longest + most_new) // self.CONTEXT_STEP) * self.CONTEXT_STEP)
         n_batch = max(self.CONTEXT_STEP, len(prompts))
         threads = self._threads()
         cparams = llama_cpp.llama_context_default_params()
@@ -596,13 +600,13 @@ class LlamaCppBackend:
         batch = internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=len(prompts), verbose=False)
         samplers = []
         try:
-            for i in range(len(prompts)):
+            for i, p in enumerate(each):
                 sampler = internals.LlamaSampler()
-                if params.temperature > 0:
+                if p.temperature > 0:
                     # temperature, then top-p on the tempered distribution (transformers' order)
-                    sampler.add_temp(params.temperature)
-                    sampler.add_top_p(params.top_p, 1)
-                    seed = random.getrandbits(32) if params.seed is None else (params.seed * 7919 + i) & 0xFFFFFFFF
+                    sampler.add_temp(p.temperature)
+                    sampler.add_top_p(p.top_p, 1)
+                    seed = random.getrandbits(32) if p.seed is None else (p.seed * 7919 + i) & 0xFFFFFFFF
                     sampler.add_dist(seed)
                 else:
                     sampler.add_greedy()
@@ -637,7 +641,7 @@ class LlamaCppBackend:
                         continue
                     produced[i] += 1
                     yield i, token
-                    if produced[i] >= params.max_new_tokens or positions[i] + 1 >= per_sequence:
+                    if produced[i] >= each[i].max_new_tokens or positions[i] + 1 >= per_sequence:
                         yield i, "length"
                         continue
                     still.append(i)
@@ -696,6 +700,49 @@ class LlamaCppBackend:
                 )
             )
         return results
+
+    def stream_batch(self, conversations: list[list[dict]], params: list[SamplingParams]) -> Iterator[tuple[int, str | Generation]]:
+        """Several answers streamed together as parallel sequences of one context, each with its
+        own sampling settings: yields ``(i, text delta)`` as tokens come and ``(i, Generation)``
+        once answer ``i`` is done (its own latency and first token). One ``llama_decode`` per
+        step for all of them, where two streams would take a step each: the two answers of a
+        live turn from one model cost about one."""
+        import codecs
+
+        started = time.perf_counter()
+        prompts: dict[int, list[int]] = {}
+        for i, messages in enumerate(conversations):
+            try:
+                prompts[i] = self.prompt_tokens(messages)
+            except GenerationError as exc:  # this answer fails alone
+                yield i, Generation("", 0, 0, "error", 0, error=str(exc), engine=self.engine, queue_ms=0)
+        order = list(prompts)
+        if not order:
+            return
+        decoders = {i: codecs.getincrementaldecoder("utf-8")(errors="replace") for i in order}
+        parts: dict[int, list[str]] = {i: [] for i in order}
+        counts = dict.fromkeys(order, 0)
+        first: dict[int, float] = {}
+        for sequence, item in self._decode([prompts[i] for i in order], [params[i] for i in order]):
+            i = order[sequence]
+            if isinstance(item, str):
+                tail = decoders[i].decode(b"", final=True)
+                if tail:
+                    parts[i].append(tail)
+                    yield i, tail
+                now = time.perf_counter()
+                yield i, Generation(
+                    text="".join(parts[i]).strip(), prompt_tokens=len(prompts[i]), completion_tokens=counts[i],
+                    finish_reason=item, latency_ms=int((now - started) * 1000), engine=self.engine, queue_ms=0,
+                    first_token_ms=int((first[i] - started) * 1000) if i in first else None,
+                )
+                continue
+            counts[i] += 1
+            text = decoders[i].decode(self.piece(item))
+            if text:
+                first.setdefault(i, time.perf_counter())
+                parts[i].append(text)
+                yield i, text
 
     def stream(self, messages: list[dict], params: SamplingParams) -> Stream:
         import codecs

@@ -373,41 +373,95 @@ _LOCAL_STEP = threading.Lock()
 _LOAD = threading.Lock()
 
 
-def _pump(key: str, member: CommitteeMember, messages: list[dict], out: queue.Queue, stop: threading.Event, backend_loader) -> None:
-    """Stream one member's answer into ``out`` as (key, delta); the last item is (key, _SideResult)."""
+def _params(member: CommitteeMember):
     from modeling.ml.generation import SamplingParams
 
+    settings_ = member.generation_settings()
+    return SamplingParams(
+        max_new_tokens=min(int(settings_["max_new_tokens"]), LIVE_MAX_NEW_TOKENS),
+        temperature=float(settings_["temperature"]), top_p=float(settings_["top_p"]),
+    )
+
+
+def _steps(iterator, local: bool, stop: threading.Event, emit) -> bool:
+    """Hand ``iterator``'s items to ``emit`` until it ends (True) or ``stop`` is set (False); a
+    local engine's step is taken under ``_LOCAL_STEP``."""
+    while not stop.is_set():
+        try:
+            if local:
+                with _LOCAL_STEP:
+                    item = next(iterator)
+            else:
+                item = next(iterator)
+        except StopIteration:
+            return True
+        emit(item)
+    close = getattr(iterator, "close", None)
+    if close:
+        close()
+    return False
+
+
+def _pump(key: str, member: CommitteeMember, backend, messages: list[dict], out: queue.Queue, stop: threading.Event) -> None:
+    """Stream one member's answer into ``out`` as (key, delta); the last item is (key, _SideResult)."""
     try:
-        with _LOAD:  # two sides of one model load it once
-            backend = backend_loader(member)
-        settings_ = member.generation_settings()
-        params = SamplingParams(
-            max_new_tokens=min(int(settings_["max_new_tokens"]), LIVE_MAX_NEW_TOKENS),
-            temperature=float(settings_["temperature"]), top_p=float(settings_["top_p"]),
-        )
-        stream = backend.stream(messages, params)
-        deltas = iter(stream)
+        stream = backend.stream(messages, _params(member))
         local = getattr(backend, "engine", "") != "openai"
-        while not stop.is_set():
-            try:
-                if local:
-                    with _LOCAL_STEP:
-                        delta = next(deltas)
-                else:
-                    delta = next(deltas)
-            except StopIteration:
-                break
-            out.put((key, delta))
-        if stop.is_set():
-            close = getattr(deltas, "close", None)
-            if close:
-                close()
-            out.put((key, _SideResult(error="stopped")))
-            return
-        out.put((key, _SideResult(generation=stream.result)))
+        finished = _steps(iter(stream), local, stop, lambda delta: out.put((key, delta)))
     except Exception as exc:  # the member's failure is this side's, not the turn's
         logger.warning("live: member %s failed: %s", member.name, exc)
         out.put((key, _SideResult(error=f"{type(exc).__name__}: {exc}"[:500])))
+        return
+    out.put((key, _SideResult(generation=stream.result) if finished else _SideResult(error="stopped")))
+
+
+def _answer(turn: LiveTurn, out: queue.Queue, stop: threading.Event, backend_loader) -> None:
+    """Both members' answers into ``out``: (key, delta) items, then (key, _SideResult) per side.
+
+    Two members served by one loaded llama.cpp model (the demo's SmolLM2 at two temperatures, a
+    policy and its base's GGUF...) decode as two sequences of one context, one ``llama_decode``
+    per step for both; other pairs stream side by side in threads of their own."""
+    sides = {"a": turn.member_a, "b": turn.member_b}
+    backends = {}
+    for key, member in sides.items():
+        try:
+            with _LOAD:  # two sides of one model load it once
+                backends[key] = backend_loader(member)
+        except Exception as exc:
+            logger.warning("live: member %s did not load: %s", member.name, exc)
+            out.put((key, _SideResult(error=f"{type(exc).__name__}: {exc}"[:500])))
+    shared = backends.get("a")
+    if len(backends) == 2 and shared is backends["b"] and hasattr(shared, "stream_batch"):
+        keys, done = ("a", "b"), set()
+
+        def emit(event) -> None:
+            i, item = event
+            if isinstance(item, str):
+                out.put((keys[i], item))
+            else:
+                done.add(keys[i])
+                out.put((keys[i], _SideResult(generation=item, error=item.error)))
+
+        try:
+            _steps(shared.stream_batch([turn.messages, turn.messages], [_params(sides[k]) for k in keys]), True, stop, emit)
+        except Exception as exc:  # the model's failure is both sides'
+            logger.warning("live: batched answers failed: %s", exc)
+            for key in keys:
+                if key not in done:
+                    done.add(key)
+                    out.put((key, _SideResult(error=f"{type(exc).__name__}: {exc}"[:500])))
+        for key in keys:
+            if key not in done:
+                out.put((key, _SideResult(error="stopped")))
+        return
+    pumps = [
+        threading.Thread(target=_pump, args=(key, sides[key], backend, turn.messages, out, stop), daemon=True, name=f"live-{turn.pk}-{key}")
+        for key, backend in backends.items()
+    ]
+    for thread in pumps:
+        thread.start()
+    for thread in pumps:
+        thread.join()
 
 
 def live_turn_execute(*, turn_id: int, backend_loader=default_backend_loader) -> LiveTurn:
@@ -419,12 +473,8 @@ def live_turn_execute(*, turn_id: int, backend_loader=default_backend_loader) ->
     started = timezone.now()
     out: queue.Queue = queue.Queue()
     stop = threading.Event()
-    threads = {
-        key: threading.Thread(target=_pump, args=(key, member, turn.messages, out, stop, backend_loader), daemon=True, name=f"live-{turn_id}-{key}")
-        for key, member in (("a", turn.member_a), ("b", turn.member_b))
-    }
-    for thread in threads.values():
-        thread.start()
+    runner = threading.Thread(target=_answer, args=(turn, out, stop, backend_loader), daemon=True, name=f"live-{turn_id}")
+    runner.start()
     parts: dict[str, list[str]] = {"a": [], "b": []}
     results: dict[str, _SideResult] = {}
     cancelled = False
@@ -452,11 +502,13 @@ def live_turn_execute(*, turn_id: int, backend_loader=default_backend_loader) ->
                 cancelled = True
                 stop.set()
             last_flush, dirty = time.monotonic(), False
-        if cancelled and all(not t.is_alive() for t in threads.values()):
+        if cancelled and not runner.is_alive():
             break
+        if not runner.is_alive() and out.empty():  # it always reports both sides; never wait forever
+            for key in ("a", "b"):
+                results.setdefault(key, _SideResult(error="the answer ended without a result"))
     stop.set()
-    for thread in threads.values():
-        thread.join(timeout=30)
+    runner.join(timeout=30)
     if cancelled:
         LiveTurn.objects.filter(pk=turn_id).update(state=JobState.FAILED, error="cancelled", finished_at=timezone.now())
         return LiveTurn.objects.get(pk=turn_id)

@@ -159,7 +159,10 @@
     else if (view.status === "generating") L.say("The committee is answering…");
     if (view.status !== "failed") {
       clearTimeout(live.timer);
-      live.timer = setTimeout(poll, view.status === "waiting" || view.status === "stalled" ? 1000 : view.poll_ms);
+      // A turn waiting for a worker that is up starts any moment: poll at the streaming pace (a
+      // second here was most of the first-token time); slower only while nobody would answer.
+      const slow = (view.status === "waiting" && !view.worker_up) || view.status === "stalled";
+      live.timer = setTimeout(poll, slow ? 1000 : view.poll_ms);
     }
   }
 

@@ -315,3 +315,34 @@ def test_any_body_for_a_new_dialogue_is_answered_with_a_clear_status_never_a_500
         assert (Dialogue.objects.count(), LiveTurn.objects.count()) == before  # refused: nothing written
     else:
         assert isinstance(body.get("text"), str) and body["text"].strip()
+
+
+def test_two_members_of_one_gguf_answer_as_two_sequences_of_one_llamacpp_context(written):
+    """The demo's committee (SmolLM2 at two temperatures): one batched decode serves both sides."""
+    pytest.importorskip("llama_cpp")
+    import importlib.util
+    from pathlib import Path
+
+    from modeling.ml.generation import LlamaCppBackend
+    from modeling.services.members import SMOLLM2_GGUF, SMOLLM2_PACKAGE, member_register_smollm2
+
+    project, members, labeler, client = written
+    for member in members:
+        member.is_active = False
+        member.save()
+    smol = member_register_smollm2()
+    for member in smol:
+        member.generation = {**member.generation, "max_new_tokens": 16}
+        member.save()
+    backend = LlamaCppBackend(Path(importlib.util.find_spec(SMOLLM2_PACKAGE).submodule_search_locations[0]) / SMOLLM2_GGUF)
+    calls = {"batch": 0, "stream": 0}
+    batch, stream = backend.stream_batch, backend.stream
+    backend.stream_batch = lambda *a, **k: (calls.__setitem__("batch", calls["batch"] + 1), batch(*a, **k))[1]
+    backend.stream = lambda *a, **k: (calls.__setitem__("stream", calls["stream"] + 1), stream(*a, **k))[1]
+    view = client.post(f"/api/v1/projects/{project.slug}/dialogue/", {"text": "Name three fruits."}, format="json").json()
+    turn = _answer(view["turn"], backend_loader=lambda member: backend)
+    assert turn.state == JobState.SUCCEEDED, turn.error
+    assert calls == {"batch": 1, "stream": 0}
+    responses = Response.objects.filter(prompt__dialogue_id=view["dialogue"])
+    assert {r.engine for r in responses} == {"llama.cpp"} and all(0 < r.completion_tokens <= 16 for r in responses)
+    assert {r.member_id for r in responses} == {m.pk for m in smol}

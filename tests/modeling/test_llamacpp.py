@@ -65,6 +65,24 @@ def test_the_stream_adds_up_to_the_answer(smollm2):
     assert stream.first_token_ms is not None
 
 
+def test_a_batch_streams_each_answer_with_its_own_settings(smollm2):
+    """A live turn's two members in one context: their deltas interleave, each adds up to its own
+    answer (greedy here: the same as asked alone), and each ends at its own max_new_tokens."""
+    short = SamplingParams(max_new_tokens=5, temperature=0.0)
+    events = list(smollm2.stream_batch([FRANCE, SUM], [GREEDY, short]))
+    deltas = {i: "".join(d for j, d in events if j == i and isinstance(d, str)) for i in (0, 1)}
+    done = {i: g for i, g in events if not isinstance(g, str)}
+    assert [i for i, d in events if isinstance(d, str)][:4] in ([0, 1, 0, 1], [1, 0, 1, 0])  # side by side
+    assert deltas[0].strip() == done[0].text and done[0].text[:12] == smollm2.generate([FRANCE], GREEDY)[0].text[:12]
+    assert done[1].completion_tokens == 5 and done[1].finish_reason == "length" and done[1].engine == "llama.cpp"
+    assert done[0].first_token_ms is not None and done[0].latency_ms >= done[0].first_token_ms
+    # A conversation the model cannot take fails alone; the other is answered.
+    too_long = [{"role": "user", "content": "word " * 20_000}]
+    events = list(smollm2.stream_batch([too_long, SUM], [GREEDY, GREEDY]))
+    results = {i: g for i, g in events if not isinstance(g, str)}
+    assert "does not fit" in results[0].error and "4" in results[1].text
+
+
 def test_a_seed_reproduces_a_sampled_answer(smollm2):
     params = SamplingParams(max_new_tokens=24, temperature=1.0, top_p=0.95, seed=11)
     first, second = (smollm2.generate([SUM, FRANCE], params) for _ in range(2))
