@@ -191,7 +191,7 @@ class DialogueApi(APIView):
 
     @extend_schema(responses={200: DialogueSerializer, 204: None}, summary="Your open live dialogue")
     def get(self, request, slug: str):
-        dialogue = live.dialogue_open(project=self.project, labeler=request.user)
+        dialogue = live.dialogue_resume(project=self.project, labeler=request.user)
         if dialogue is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(DialogueSerializer(live.dialogue_view(dialogue=dialogue)).data)

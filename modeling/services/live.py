@@ -269,6 +269,25 @@ def dialogue_end(*, dialogue: Dialogue, labeler) -> Dialogue:
     return dialogue
 
 
+def dialogue_resume(*, project: Project, labeler) -> Dialogue | None:
+    """The labeler's open dialogue, for the page that opens or comes back to it. A dialogue whose
+    answered turn's lease ran out unjudged (the tab was closed and the lease expired) cannot go on
+    from that turn: it is ended, and the page starts a new one."""
+    dialogue = dialogue_open(project=project, labeler=labeler)
+    if dialogue is None:
+        return None
+    latest = LiveTurn.objects.filter(dialogue=dialogue, cancelled=False).select_related("assignment").order_by("-id").first()
+    lapsed = (
+        latest is not None and latest.assignment_id is not None and not hasattr(latest.assignment, "judgment")
+        and (latest.assignment.state == AssignmentState.EXPIRED
+             or (latest.assignment.state == AssignmentState.LEASED and latest.assignment.expires_at <= timezone.now()))
+    )
+    if lapsed:
+        dialogue_end(dialogue=dialogue, labeler=labeler)
+        return None
+    return dialogue
+
+
 def live_worker_up(*, now=None) -> bool:
     now = now or timezone.now()
     return LiveWorker.objects.filter(beat_at__gte=now - timedelta(seconds=WORKER_STALE_S)).exists()

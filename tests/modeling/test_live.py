@@ -346,3 +346,36 @@ def test_two_members_of_one_gguf_answer_as_two_sequences_of_one_llamacpp_context
     responses = Response.objects.filter(prompt__dialogue_id=view["dialogue"])
     assert {r.engine for r in responses} == {"llama.cpp"} and all(0 < r.completion_tokens <= 16 for r in responses)
     assert {r.member_id for r in responses} == {m.pk for m in smol}
+
+
+def test_a_turn_whose_lease_ran_out_unjudged_ends_its_dialogue_when_the_page_comes_back(written):
+    """The labeler closed the tab: the answered turn's lease expires and blocks nothing; coming
+    back, the page starts a new dialogue instead of one that cannot go on."""
+    from annotation.services import assignments_expire
+
+    project, _, labeler, client = written
+    view = client.post(f"/api/v1/projects/{project.slug}/dialogue/", {"text": "hi"}, format="json").json()
+    _answer(view["turn"])
+    assert client.get(f"/api/v1/projects/{project.slug}/dialogue/").status_code == 200  # resumable while leased
+    Assignment.objects.update(expires_at=timezone.now() - timedelta(seconds=1), leased_at=timezone.now() - timedelta(minutes=31))
+    assert assignments_expire() == 1
+    assert client.get(f"/api/v1/projects/{project.slug}/dialogue/").status_code == 204
+    assert Dialogue.objects.get(pk=view["dialogue"]).state == DialogueState.ENDED
+    assert client.post(f"/api/v1/projects/{project.slug}/dialogue/", {"text": "again"}, format="json").status_code == 201
+
+
+def test_an_openai_compatible_member_streams_its_side_from_its_endpoint(written):
+    from modeling.models import MemberKind
+    from tests.modeling.chat_server import ChatServer
+
+    project, members, labeler, client = written
+    with ChatServer() as server:
+        members[1].kind, members[1].model_path = MemberKind.ENDPOINT, ""
+        members[1].base_url, members[1].endpoint_model = server.url, "served"
+        members[1].save()
+        view = client.post(f"/api/v1/projects/{project.slug}/dialogue/", {"text": "Say hi."}, format="json").json()
+        turn = _answer(view["turn"])
+    assert turn.state == JobState.SUCCEEDED, turn.error
+    assert server.requests[-1]["body"]["stream"] is True
+    endpoint = Response.objects.get(member=members[1])
+    assert endpoint.engine == "openai" and endpoint.text.startswith("echo (1 messages): Say hi.")

@@ -76,6 +76,10 @@ def test_a_batch_streams_each_answer_with_its_own_settings(smollm2):
     assert deltas[0].strip() == done[0].text and done[0].text[:12] == smollm2.generate([FRANCE], GREEDY)[0].text[:12]
     assert done[1].completion_tokens == 5 and done[1].finish_reason == "length" and done[1].engine == "llama.cpp"
     assert done[0].first_token_ms is not None and done[0].latency_ms >= done[0].first_token_ms
+    # The same prompt twice (a live turn): computed once, copied to the second sequence; greedy,
+    # both answer as the prompt asked alone does.
+    twice = {i: g for i, g in smollm2.stream_batch([FRANCE, FRANCE], [GREEDY, GREEDY]) if not isinstance(g, str)}
+    assert twice[0].text[:12] == twice[1].text[:12] == done[0].text[:12] and twice[1].prompt_tokens == done[0].prompt_tokens
     # A conversation the model cannot take fails alone; the other is answered.
     too_long = [{"role": "user", "content": "word " * 20_000}]
     events = list(smollm2.stream_batch([too_long, SUM], [GREEDY, GREEDY]))
