@@ -254,14 +254,10 @@ class LiveTurnApi(APIView):
 
     @extend_schema(responses={200: LiveTurnSerializer, 404: ErrorSerializer}, summary="A live turn's answers so far")
     def get(self, request, turn_id: int):
-        from modeling.models import LiveTurn
-
-        turn = LiveTurn.objects.select_related("dialogue", "dialogue__project", "assignment").filter(
-            pk=turn_id, dialogue__labeler=request.user
-        ).first()
-        if turn is None:
+        view = live.turn_poll(turn_id=turn_id, labeler=request.user)
+        if view is None:
             return Response({"error": "not_found", "detail": "No such live turn for you"}, status=status.HTTP_404_NOT_FOUND)
-        return Response(LiveTurnSerializer(live.turn_view(turn=turn)).data)
+        return Response(view)  # already plain JSON types: no serializer pass on the hot path
 
 
 class LiveTurnRedrawApi(APIView):

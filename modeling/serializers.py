@@ -193,6 +193,9 @@ class LiveTurnSerializer(serializers.Serializer):
     left = LiveSideSerializer()
     right = LiveSideSerializer()
     task = serializers.DictField(allow_null=True)
+    assignment_state = serializers.CharField(
+        required=False, help_text="Answered, but the lease is no longer open: submitted, skipped or expired."
+    )
 
 
 class DialogueSerializer(serializers.Serializer):
