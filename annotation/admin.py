@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from annotation.models import (
     Assignment,
@@ -26,6 +27,8 @@ class ProjectAdmin(ArbiterModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
+    # The study's exit addresses: one typed without a scheme is https (the only one they take).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(Membership)

@@ -36,6 +36,7 @@ from annotation.serializers import (
     SubmitSerializer,
 )
 from annotation.services.exports import export_start
+from annotation.services.participants import is_participant, participant_exit_url
 from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from annotation.views import snapshot_file_response
@@ -54,12 +55,18 @@ class NextApi(APIView):
 
     @extend_schema(
         request=NextSerializer,
-        responses={200: AssignmentSerializer, 204: OpenApiResponse(description="Nothing to label"), **ERRORS, 429: OpenApiResponse(ErrorSerializer)},
+        responses={
+            200: AssignmentSerializer,
+            204: OpenApiResponse(description="Nothing to label; for a study participant who is done, the header X-Redirect says where to go"),
+            **ERRORS, 429: OpenApiResponse(ErrorSerializer),
+        },
         summary="Lease the next comparison",
     )
     def post(self, request, slug: str):
         params = NextSerializer(data=request.data)
         params.is_valid(raise_exception=True)
+        if exit_url := participant_exit_url(user=request.user, project_id=self.project.pk):
+            return Response(status=status.HTTP_204_NO_CONTENT, headers={"X-Redirect": exit_url})
         try:
             assignment = services.comparison_lease_next(
                 project=self.project, labeler=request.user, exclude=tuple(params.validated_data.get("exclude", ()))
@@ -114,7 +121,11 @@ class SubmitApi(APIView):
         except services.LabelingError as exc:
             return _error(exc)
         result = {"judgment": judgment.pk, "created": created, "edited": judgment.edited_response_id is not None}
-        if want_next:
+        # A study participant who is done leaves for the study's exit. Asked of participants only:
+        # a replayed judgment's comparison is not loaded, and reading it would cost a query.
+        if is_participant(request.user) and (exit_url := participant_exit_url(user=request.user, project_id=judgment.comparison.project_id)):
+            result.update(redirect=exit_url, next=None)
+        elif want_next:
             # After the judgment's transaction committed: a failure to lease never costs the label.
             result.update(_next_after(judgment=judgment, labeler=request.user))
         return Response(result, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -85,6 +85,9 @@ class JudgmentResultSerializer(serializers.Serializer):
         required=False, allow_null=True,
         help_text="With `next: true`: the next comparison, or null when there is nothing left to label.",
     )
+    redirect = serializers.URLField(
+        required=False, help_text="A study participant who is done: the completion (or screen-out) URL to go to now.",
+    )
 
 
 class JudgmentChangeSerializer(StrictJSONTypes, serializers.Serializer):

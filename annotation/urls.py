@@ -11,6 +11,7 @@ urlpatterns = [
     path("projects/new/", views.project_new, name="project-new"),
     path("p/<slug:slug>/", views.project_overview, name="project"),
     path("p/<slug:slug>/settings/", views.project_settings, name="project-settings"),
+    path("p/<slug:slug>/join/", views.study_join, name="study-join"),
     path("p/<slug:slug>/label/", views.label, name="label"),
     path("p/<slug:slug>/label/today/", views.label_today, name="label-today"),
     path("p/<slug:slug>/live/", views.label_live, name="label-live"),

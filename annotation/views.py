@@ -8,12 +8,13 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
 
 from annotation import charts, selectors
 from annotation.access import project_page
@@ -35,10 +36,11 @@ from annotation.rendering import render_markdown
 from annotation.selectors import labeler_left, labeler_progress, pending_prompts, project_counts, project_list_for
 from annotation.services import ATTRIBUTES, FLAGS, project_set_quality_threshold
 from annotation.services.audit import audit_record
-from annotation.forms import SETTINGS_FIELDS, ProjectCreateForm, ProjectSettingsForm
+from annotation.forms import SETTINGS_FIELDS, ProjectCreateForm, ProjectSettingsForm, StudyJoinForm
 from annotation.services.gold import GoldError, comparison_set_gold
 from annotation.services.projects import project_create, project_update_settings
 from annotation.services.labeling import LabelingError
+from annotation.services.participants import NO_STUDY, JoinRefused, is_participant, participant_exit_url, participant_join
 from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from modeling.selectors import project_committee
@@ -100,10 +102,35 @@ FLAG_LABELS = {
 }
 
 
+@require_GET  # a GET with an effect: platforms send participants here by a plain link
+def study_join(request: HttpRequest, slug: str) -> HttpResponse:
+    """A study participant enters (annotation/services/participants.py): signed in as the
+    project's labeler for their id, then on to the labeling page. Nothing is made for a bad link."""
+    form = StudyJoinForm(request.GET)
+    project = Project.objects.filter(slug=slug).first()
+    try:
+        if project is None or not project.study_open:
+            raise JoinRefused(NO_STUDY, status=404)
+        if not form.is_valid():
+            raise JoinRefused("This study link is incomplete or malformed.", status=400)
+        participant, _created = participant_join(project=project, join=form.join_request())
+    except JoinRefused as exc:
+        context = {"message": str(exc), "errors": form.errors if exc.status == 400 else {}}
+        return render(request, "annotation/study_refused.html", context, status=exc.status)
+    login(request, participant.user)
+    return redirect("label", slug=project.slug)
+
+
+def _participant_done(request: HttpRequest, project) -> HttpResponse | None:
+    """A participant whose part is over is sent to the study's completion (or screen-out) URL."""
+    url = participant_exit_url(user=request.user, project_id=project.pk)
+    return redirect(url) if url else None
+
+
 @require_safe
 @project_page(Role.LABELER)
 def label(request: HttpRequest, project, role) -> HttpResponse:
-    return render(request, "annotation/label.html", _label_context(request, project, role))
+    return _participant_done(request, project) or render(request, "annotation/label.html", _label_context(request, project, role))
 
 
 @require_safe
@@ -114,6 +141,8 @@ def label_live(request: HttpRequest, project, role) -> HttpResponse:
     if not project.takes_written:
         messages.info(request, "This project takes imported prompts only: label them here.")
         return redirect("label", slug=project.slug)
+    if done := _participant_done(request, project):
+        return done
     from modeling.services.live import MAX_SYSTEM_PROMPT_CHARS, MAX_TURN_CHARS
 
     context = _label_context(request, project, role) | {
@@ -135,6 +164,7 @@ def _label_context(request: HttpRequest, project, role) -> dict:
         "flags": [(name, FLAG_LABELS[name]) for name in FLAGS],
         "scale": range(5),
         "live": False,
+        "study_items": project.study_items if is_participant(request.user) else None,
     }
 
 

@@ -131,8 +131,8 @@ class Loop:
         self.stack.start()
         anonymous = Client(self.stack.url)
         health = wait_for(
-            "both workers to answer /healthz",
-            lambda: (lambda h: h if {"default", "gpu"} <= {w.split("@")[0] for w in h.get("workers", [])} else None)(
+            "the default, gpu and live workers to answer /healthz",
+            lambda: (lambda h: h if {"default", "gpu", "live"} <= {w.split("@")[0] for w in h.get("workers", [])} else None)(
                 anonymous.request("GET", "/healthz", expect=(200, 503))[2]
             ),
             180, 1.0, self.stack,

@@ -19,7 +19,7 @@ from scripts.e2e import LABELERS, run_e2e
 pytestmark = pytest.mark.slow
 
 PROMPTS = 4
-STAGES = ["stack", "users", "import", "committee", "sampling", "labeling", "round", "human-eval", "policy", "sampling-2", "export", "trl"]
+STAGES = ["stack", "users", "import", "committee", "sampling", "labeling", "round", "human-eval", "policy", "sampling-2", "export", "trl", "live"]
 
 
 def test_the_whole_loop_runs_on_the_embedded_stack_and_its_export_trains_in_trl(tmp_path):
@@ -40,7 +40,7 @@ def test_the_whole_loop_runs_on_the_embedded_stack_and_its_export_trains_in_trl(
     counts = {name: s["counts"] for name, s in stages.items()}
     details = {name: s["details"] for name, s in stages.items()}
 
-    assert details["stack"]["workers"] == 2 and counts["stack"] == dict.fromkeys(counts["stack"], 0)
+    assert details["stack"]["workers"] == 3 and counts["stack"] == dict.fromkeys(counts["stack"], 0)
     assert details["users"]["users"] == 5
     assert counts["import"]["prompts"] == details["import"]["created"] == 80  # the MT-Bench file
     assert counts["committee"]["members"] == 2
@@ -75,6 +75,12 @@ def test_the_whole_loop_runs_on_the_embedded_stack_and_its_export_trains_in_trl(
     learned = details["trl"]
     assert learned["rows"] == pairs and learned["reward_steps"] == learned["dpo_steps"] == 1
     assert math.isfinite(learned["reward_loss"]) and math.isfinite(learned["dpo_loss"])
+
+    # a labeler's live dialogue of two turns: both answers seen growing, the second turn from the edit
+    live = details["live"]
+    assert live["turns"] == 2 and all(int(n) >= 1 for n in live["partial_states"].split("/"))
+    assert counts["live"]["comparisons"] == counts["trl"]["comparisons"] + 2
+    assert counts["live"]["judgments"] == counts["trl"]["judgments"] + 2 and counts["live"]["edits"] == counts["trl"]["edits"] + 1
 
     # every process of the stack is gone
     assert result["stack_exit_code"] == 0

@@ -4,7 +4,8 @@ Models hold data and the invariants the database can enforce; every write that m
 goes through ``annotation.services``. Vocabulary: ``../shared/SPEC.md``.
 
 One module each: ``projects`` (projects, roles, the strength scale), ``labels`` (prompts,
-responses, comparisons, assignments, judgments), ``dialogues`` (live dialogues), ``records`` (dataset snapshots, audit events).
+responses, comparisons, assignments, judgments), ``dialogues`` (live dialogues), ``participants`` (crowd
+participants who join through a study link), ``records`` (dataset snapshots, audit events).
 """
 
 from annotation.models.dialogues import Dialogue, DialogueState
@@ -22,6 +23,13 @@ from annotation.models.labels import (
     ResponseSource,
     SafetyBin,
     imported_account_name,
+)
+from annotation.models.participants import (
+    MAX_EXTERNAL_ID_CHARS,
+    PARTICIPANT_PREFIX,
+    ExternalParticipant,
+    ParticipantOutcome,
+    ParticipantPlatform,
 )
 from annotation.models.projects import (
     MARGINS,
@@ -42,8 +50,8 @@ from annotation.models.records import AuditAction, AuditEvent, DatasetSnapshot, 
 from config.jobs import Job, JobState  # JobState: annotation code reads it from here too
 
 __all__ = [
-    "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MAX_DIALOGUE_TURNS", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "STRENGTH_FILTER_VALUES", "UNKNOWN_STRENGTH", "Assignment", "AssignmentState", "AuditAction",
-    "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Dialogue", "DialogueState", "Job", "JobState", "Judgment", "LabelerDay",
-    "MarginTable", "Membership", "Pairing", "PolicyAdmission", "Project", "Prompt", "PromptSource", "Response", "ResponseSource", "Role",
+    "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MAX_DIALOGUE_TURNS", "MAX_EXTERNAL_ID_CHARS", "PARTICIPANT_PREFIX", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "STRENGTH_FILTER_VALUES", "UNKNOWN_STRENGTH", "Assignment", "AssignmentState", "AuditAction",
+    "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Dialogue", "DialogueState", "ExternalParticipant", "Job", "JobState", "Judgment", "LabelerDay",
+    "MarginTable", "Membership", "Pairing", "ParticipantOutcome", "ParticipantPlatform", "PolicyAdmission", "Project", "Prompt", "PromptSource", "Response", "ResponseSource", "Role",
     "SafetyBin", "SnapshotPurpose", "Strength", "imported_account_name",
 ]

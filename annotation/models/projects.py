@@ -4,6 +4,7 @@ responses and admits new policies."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import RegexValidator, URLValidator
 from django.db import models
 from django.db.models import Q
 
@@ -73,6 +74,12 @@ class PromptSource(models.TextChoices):
 MAX_DIALOGUE_TURNS = 20
 
 
+#: A study's exit addresses: https only (a participant's browser leaves for them).
+HTTPS_ONLY = URLValidator(schemes=["https"], message="An https:// address.", code="https_only")
+#: Completion and screen-out codes: printable ASCII without spaces, as platforms issue them.
+STUDY_CODE = RegexValidator(r"^[!-~]+\Z", "Printable characters only (letters, digits, punctuation), no spaces.")
+
+
 class PolicyAdmission(models.TextChoices):
     ALWAYS = "always", "Always join the committee"
     IF_WINS = "if_wins", "Join only if the reward model prefers it to the previous policy"
@@ -137,6 +144,34 @@ class Project(models.Model):
         default=0.6, help_text="Gold accuracy below which a labeler can be excluded from exports."
     )
 
+    # Crowd hand-off (Prolific or any platform): participants enter through /p/<slug>/join/
+    # (annotation/services/participants.py) and leave through these URLs.
+    study_open = models.BooleanField(
+        "open a study link", default=False,
+        help_text="External participants (Prolific, or any platform passing external_id) may join through /p/<slug>/join/ and label here.",
+    )
+    study_items = models.PositiveIntegerField(
+        "items per participant", default=20, help_text="Judgments a participant submits before being sent to the completion URL.",
+    )
+    study_completion_url = models.URLField(
+        "completion URL", max_length=500, blank=True, validators=[HTTPS_ONLY],
+        help_text="Where a participant who finished is sent; {code} is replaced by the completion code, "
+                  "e.g. https://app.prolific.com/submissions/complete?cc={code}",
+    )
+    study_completion_code = models.CharField("completion code", max_length=64, blank=True, validators=[STUDY_CODE])
+    study_screenout_url = models.URLField(
+        "screen-out URL", max_length=500, blank=True, validators=[HTTPS_ONLY],
+        help_text="Where a participant under the minimum gold accuracy is sent; {code} as above.",
+    )
+    study_screenout_code = models.CharField("screen-out code", max_length=64, blank=True, validators=[STUDY_CODE])
+    study_min_gold_accuracy = models.FloatField(
+        "minimum gold accuracy", default=0.0,
+        help_text="A participant whose gold accuracy falls under this is screened out (0: nobody is).",
+    )
+    study_gold_after = models.PositiveSmallIntegerField(
+        "gold items before judging", default=3, help_text="Gold judgments a participant gives before their accuracy is judged.",
+    )
+
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="projects")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -152,6 +187,11 @@ class Project(models.Model):
             models.CheckConstraint(
                 condition=Q(dialogue_max_turns__gte=1) & Q(dialogue_max_turns__lte=MAX_DIALOGUE_TURNS),
                 name="project_dialogue_turns_range",
+            ),
+            models.CheckConstraint(condition=Q(study_items__gte=1), name="project_study_items_positive"),
+            models.CheckConstraint(condition=Q(study_gold_after__gte=1), name="project_study_gold_after_positive"),
+            models.CheckConstraint(
+                condition=Q(study_min_gold_accuracy__gte=0) & Q(study_min_gold_accuracy__lte=1), name="project_study_min_gold_unit",
             ),
         ]
 

@@ -74,6 +74,7 @@ class AuditAction(models.TextChoices):
     ROLE_CHANGED = "role.changed", "Role changed"
     ROLE_REVOKED = "role.revoked", "Role revoked"
     PROJECT_CHANGED = "project.changed", "Project settings changed"
+    PARTICIPANT_JOINED = "participant.joined", "Study participant joined"
 
 
 class AuditEvent(models.Model):

@@ -31,7 +31,8 @@
         });
         if (response.status >= 500) throw new Error("server error " + response.status);
         const data = response.status === 204 ? null : await response.json().catch(() => null);
-        return { status: response.status, data };
+        // A study participant who is done is sent back to the study's platform (X-Redirect on next).
+        return { status: response.status, data, redirect: response.headers.get("X-Redirect") };
       } catch (err) {
         lastError = err;
         await new Promise((r) => setTimeout(r, 400 * 2 ** attempt));
@@ -187,16 +188,25 @@
     }
   }
 
+  // A study participant's part is over: on to the study's completion (or screen-out) page.
+  function leave(url) {
+    setPhase("loading");
+    say("Done, thank you. Taking you back to the study…", "ok");
+    window.location.assign(url);
+  }
+
   async function loadNext() {
     clearTimeout(state.pollTimer);
     const wasEmpty = state.phase === "empty";
     setPhase("loading");
     say("Loading the next comparison…");
     try {
-      const { status, data } = await api(nextUrl, {});
+      const { status, data, redirect } = await api(nextUrl, {});
       const afterLoad = state.afterLoad;
       state.afterLoad = null;
-      if (status === 200) {
+      if (redirect) {
+        leave(redirect);
+      } else if (status === 200) {
         say(afterLoad || "", afterLoad ? "ok" : undefined);
         render(data);
         if (wasEmpty) recountLeft();
@@ -316,6 +326,10 @@
         if (data.created) {
           $("done-today").textContent = Number($("done-today").textContent) + 1;
           countDownLeft();
+        }
+        if (data.redirect) {
+          leave(data.redirect);
+          return;
         }
         // A live dialogue goes on from the verdict (static/js/live.js): the next turn is written.
         if (live) {

@@ -94,6 +94,9 @@ ROUTES: dict[str, dict[str, tuple]] = {
     # the form comes back, so the outcome does not depend on who created one first).
     "project-new": {"GET": (LOGIN, 403, 200, 403, 200, 200, 200, 200), "POST": (LOGIN, 403, 200, 403, 200, 200, 200, 200)},
     "project-settings": {"GET": LEAD_PAGE, "POST": LEAD_FORM},
+    # A study link is for anyone the platform sends (asked with a participant's id, see QUERIES):
+    # it signs the caller in as that participant, whoever they were, and sends them to label.
+    "study-join": {"GET": (302,) * 8},
     "label": {"GET": LABELER_PAGE},
     "label-today": {"GET": LABELER_PAGE},
     "label-live": {"GET": LABELER_PAGE},
@@ -233,7 +236,11 @@ def world(settings, tmp_path, monkeypatch) -> World:
     settings.ARTIFACTS_DIR = tmp_path
     # /healthz waits a second for workers to answer a ping; who may ask does not depend on it.
     monkeypatch.setattr("config.health._workers", lambda: [])
-    project, elsewhere = ProjectFactory(slug="matrix", prompt_source=PromptSource.BOTH), ProjectFactory(slug="elsewhere")
+    project = ProjectFactory(
+        slug="matrix", prompt_source=PromptSource.BOTH, study_open=True,
+        study_completion_url="https://app.prolific.com/submissions/complete?cc={code}", study_completion_code="MATRIX1",
+    )
+    elsewhere = ProjectFactory(slug="elsewhere")
     users = {
         "labeler_elsewhere": _member(elsewhere, Role.LABELER, "m-labeler-elsewhere"),
         "lead_elsewhere": _member(elsewhere, Role.LEAD, "m-lead-elsewhere"),
@@ -327,6 +334,7 @@ def world(settings, tmp_path, monkeypatch) -> World:
             "margin_table": "small", "max_edit_chars": "20000", "verdict_change_minutes": "10", "pairing": "committee",
             "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30", "edit_step": "on", "ask_flags": "on",
             "prompt_source": "imported", "written_share": "0.25", "dialogue_max_turns": "4",
+            "study_items": "20", "study_min_gold_accuracy": "0", "study_gold_after": "3",
         },
         "api-exports": {"format": "raw"},
         "api-dialogue": {"text": "Why is the sky blue?"},
@@ -433,6 +441,8 @@ def ask(route: Route, world: World, role: str, method: str):
         else:
             client.force_login(world.users[role])
     url = build_url(route, world)
+    if route.key in QUERIES:
+        url += "?" + urlencode(QUERIES[route.key])
     body = world.bodies.get(route.key, {})
     if method in ("GET", "OPTIONS"):
         return client.generic(method, url, **extra)
@@ -479,6 +489,8 @@ def leaks(route: Route, role: str, response) -> list[str]:
 
 
 ALL_ROUTES = {**ROUTES, **ADMIN_ROUTES}
+#: Query strings some routes are asked with, whatever the method.
+QUERIES = {"study-join": {"PROLIFIC_PID": "matrix-participant", "STUDY_ID": "s1", "SESSION_ID": "x1"}}
 
 
 def test_every_route_has_a_line_in_the_table():

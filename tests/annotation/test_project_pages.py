@@ -14,6 +14,7 @@ VALID = {
     "lease_minutes": "30", "max_live_leases": "3", "margin_table": "small", "max_edit_chars": "20000",
     "verdict_change_minutes": "10", "pairing": "committee", "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30",
     "edit_step": "on", "ask_flags": "on", "prompt_source": "imported", "written_share": "0.25", "dialogue_max_turns": "4",
+    "study_items": "20", "study_min_gold_accuracy": "0", "study_gold_after": "3",
 }
 
 
@@ -57,7 +58,8 @@ def test_a_lead_edits_guidelines_and_settings_and_the_audit_has_before_and_after
     [("overlap_k", "0"), ("gold_rate", "1.5"), ("gold_rate", "nan"), ("lease_minutes", "99999999999"),
      ("margin_table", "huge"), ("name", ""), ("guidelines", "bad\x00text"), ("rejection_k", "-1"),
      ("prompt_source", "telepathy"), ("written_share", "1.5"), ("written_share", "-0.1"), ("written_share", "nan"),
-     ("dialogue_max_turns", "0"), ("dialogue_max_turns", "21"), ("prompt_categories", "Code\nbad\x00name")],
+     ("dialogue_max_turns", "0"), ("dialogue_max_turns", "21"), ("prompt_categories", "Code\nbad\x00name"),
+     ("study_items", "0"), ("study_min_gold_accuracy", "nan"), ("study_completion_url", "http://example.org/?cc=X")],
 )
 def test_bad_settings_are_form_errors_and_change_nothing(client, member_of, field, value):
     project = ProjectFactory(name="Helpful chat")
@@ -104,3 +106,54 @@ def test_bad_categories_are_named_and_change_nothing(client, member_of, categori
     assert page.status_code == 200 and message in page.content.decode()
     project.refresh_from_db()
     assert project.prompt_categories == ["Kept"] and not AuditEvent.objects.filter(project=project, target="settings").exists()
+
+
+COMPLETE = "https://app.prolific.com/submissions/complete?cc={code}"
+OPEN_STUDY = {**VALID, "study_open": "on", "study_completion_url": COMPLETE, "study_completion_code": "C1A2B3"}
+
+
+def test_a_lead_opens_a_study_and_the_change_is_audited(client, member_of):
+    project = ProjectFactory()
+    client.force_login(member_of(project, Role.LEAD))
+    url = reverse("project-settings", kwargs={"slug": project.slug})
+    page = client.post(url, {
+        **OPEN_STUDY, "study_items": "12", "study_min_gold_accuracy": "0.6", "study_gold_after": "4",
+        "study_screenout_url": "app.prolific.com/submissions/complete?cc=SCRN0UT", "study_screenout_code": "SCRN0UT",
+    }, follow=True)
+    assert "Saved: " in page.content.decode()
+    project.refresh_from_db()
+    assert (project.study_open, project.study_items, project.study_min_gold_accuracy, project.study_gold_after) == (True, 12, 0.6, 4)
+    # An address typed without its scheme is read as https.
+    assert project.study_screenout_url == "https://app.prolific.com/submissions/complete?cc=SCRN0UT"
+    event = AuditEvent.objects.get(project=project, target="settings")
+    assert event.details["study_open"] == {"before": False, "after": True}
+    assert f"http://testserver/p/{project.slug}/join/" in page.content.decode()  # the link to give the platform
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"study_completion_url": ""}, "study_completion_url", "An open study needs this address"),
+        ({"study_completion_code": ""}, "study_completion_code", "The code the platform gave for this exit."),
+        ({"study_completion_url": "http://app.prolific.com/submissions/complete?cc={code}"}, "study_completion_url", "An https:// address."),
+        ({"study_completion_url": "javascript:alert(1)"}, "study_completion_url", "Enter a valid URL."),
+        ({"study_completion_code": "C1 A2"}, "study_completion_code", "Printable characters only"),
+        ({"study_completion_code": "C1\x07"}, "study_completion_code", "Printable characters only"),
+        ({"study_completion_url": "https://app.prolific.com/submissions/complete"}, "study_completion_url", "The address must carry its code"),
+        ({"study_items": "0"}, "study_items", "greater than or equal to 1"),
+        ({"study_items": "100001"}, "study_items", "less than or equal to 100000"),
+        ({"study_gold_after": "0"}, "study_gold_after", "greater than or equal to 1"),
+        ({"study_min_gold_accuracy": "1.5"}, "study_min_gold_accuracy", "A share from 0 to 1."),
+        ({"study_min_gold_accuracy": "0.7"}, "study_screenout_url", "An open study needs this address"),
+        ({"study_min_gold_accuracy": "0.7", "study_screenout_url": COMPLETE}, "study_screenout_code", "The code the platform gave"),
+    ],
+)
+def test_bad_study_settings_are_named_and_change_nothing(client, member_of, changes, field, message):
+    project = ProjectFactory()
+    client.force_login(member_of(project, Role.LEAD))
+    before = Project.objects.filter(pk=project.pk).values().get()
+    page = client.post(reverse("project-settings", kwargs={"slug": project.slug}), {**OPEN_STUDY, **changes})
+    assert page.status_code == 200
+    errors = page.context["form"].errors
+    assert field in errors and any(message in e for e in errors[field]), errors
+    assert Project.objects.filter(pk=project.pk).values().get() == before

@@ -70,6 +70,8 @@ class WebServer:
         def answers():
             try:
                 return requests.get(f"{self.url}/login/", timeout=2).status_code == 200
+            except requests.Timeout:  # a worker still importing the app on a busy machine: ask again
+                return False
             except requests.ConnectionError:
                 return self.proc.poll() is not None  # died: stop waiting, fail below
 
