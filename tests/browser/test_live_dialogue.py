@@ -167,3 +167,20 @@ def test_the_live_worker_killed_mid_answer_is_reported_and_the_labeler_redraws_a
     assert judgment.comparison.source == ComparisonSource.LIVE and Prompt.objects.count() == 1
     killed = LiveTurn.objects.order_by("id").first()
     assert killed.cancelled and killed.comparison_id is None
+
+
+def test_in_a_project_with_both_sources_a_share_of_submits_leads_to_a_live_dialogue(live_server, browser_page):
+    """written_share 1: after a queued comparison is judged, the next task is writing a dialogue."""
+    from tests.browser.test_labeling_page import make_queue, wait_for_task
+
+    project, _, _ = make_queue(2)
+    project.prompt_source, project.written_share, project.edit_step, project.ask_rationale = PromptSource.BOTH, 1.0, False, False
+    project.save()
+    page = browser_page
+    login_with_keyboard(page, live_server)
+    page.goto(f"{live_server.url}/p/{project.slug}/label/")
+    wait_for_task(page, 0)
+    page.keyboard.press("1")
+    page.wait_for_url(f"{live_server.url}/p/{project.slug}/live/")
+    page.wait_for_selector("#composer:not([hidden])")
+    assert not page.js_errors
