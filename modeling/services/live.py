@@ -249,6 +249,7 @@ def _cancel(turn: LiveTurn, why: str) -> None:
 def dialogue_end(*, dialogue: Dialogue, labeler) -> Dialogue:
     """End a dialogue at any turn: answers still coming are dropped, and a turn answered but not
     judged gives its lease back (its comparison stays, for others when the project shares)."""
+    from annotation.services.labeling.common import AlreadyEnded, LeaseExpired
     from annotation.services.labeling.submit import assignment_skip
 
     _own(dialogue, labeler)
@@ -262,7 +263,7 @@ def dialogue_end(*, dialogue: Dialogue, labeler) -> Dialogue:
         for assignment_id in leased:
             try:
                 assignment_skip(assignment_id=assignment_id, labeler=labeler, reason="dialogue ended before this turn was judged")
-            except Exception:  # an expired lease needs nothing given back
+            except (LeaseExpired, AlreadyEnded):  # expired, or judged meanwhile: nothing to give back
                 pass
         dialogue.state, dialogue.ended_at = DialogueState.ENDED, timezone.now()
         dialogue.save(update_fields=["state", "ended_at"])
