@@ -45,8 +45,7 @@ from annotation.services.prompts import prompt_content_hash
 from config.jobs import job_claim, send_after_commit
 from config.untrusted import text_problem
 from modeling.models import CommitteeMember, JobState, LiveSide, LiveTurn, LiveWorker
-from modeling.selectors import project_committee
-from modeling.services.sampling import answer_showable, default_backend_loader
+from modeling.services.sampling import answer_showable, default_backend_loader, draw_two, weighted_committee
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +143,9 @@ def _author_judgment(prompt: Prompt, labeler) -> Judgment | None:
 def dialogue_context(*, dialogue: Dialogue) -> tuple[list[dict], dict[str, str]]:
     """The conversation the next turn continues, and its assistant marks: each judged turn's
     messages, then its edited answer if there is one, else the chosen one."""
-    turns = _stored_turns(dialogue)
-    if not turns:
+    last = Prompt.objects.filter(dialogue=dialogue).order_by("turn_index").last()
+    if last is None:
         return ([{"role": "system", "content": dialogue.system_prompt}] if dialogue.system_prompt else []), {}
-    last = turns[-1]
     judgment = _author_judgment(last, dialogue.labeler)
     if judgment is None:
         raise LiveConflict("Judge the current turn before writing the next one")
@@ -160,22 +158,20 @@ def dialogue_context(*, dialogue: Dialogue) -> tuple[list[dict], dict[str, str]]
 
 
 def _members_for(project: Project) -> list[CommitteeMember]:
-    members = [m for m in project_committee(project=project) if m.project_weight > 0]
+    members = weighted_committee(project)
     if len(members) < 2:
         raise LiveConflict("A live turn needs two active committee members with a weight above 0 in this project; ask a lead")
     return members
 
 
 def _draw(members: list[CommitteeMember], avoid: tuple[int, int] | None = None) -> tuple[CommitteeMember, CommitteeMember]:
-    """Two different members by weight, as batch sampling draws them; a redraw avoids the pair it
-    replaces when the committee has another."""
+    """Two different members by weight, as batch sampling draws them (unseeded: a live turn is
+    drawn once); a redraw avoids the pair it replaces when the committee has another."""
     rng = random.Random()
     for _ in range(20):
-        first = rng.choices(members, weights=[m.project_weight for m in members])[0]
-        rest = [m for m in members if m.pk != first.pk]
-        second = rng.choices(rest, weights=[m.project_weight for m in rest])[0]
+        first, second = draw_two(rng, members)
         if avoid is None or {first.pk, second.pk} != set(avoid) or len(members) == 2:
-            return first, second
+            break
     return first, second
 
 
@@ -208,21 +204,15 @@ def turn_start(*, dialogue: Dialogue, labeler, text: str) -> LiveTurn:
     return turn
 
 
-def _turn_for(turn_id: int, labeler) -> LiveTurn:
-    turn = LiveTurn.objects.select_related("dialogue", "dialogue__project").filter(pk=turn_id).first()
-    if turn is None or turn.dialogue.labeler_id != labeler.pk:
-        raise LiveNotFound("No such live turn for you")
-    return turn
-
-
 def turn_redraw(*, turn_id: int, labeler) -> LiveTurn:
     """Give up on a turn's answers (a side failed, the worker stopped, or the labeler wants
     another pair) and ask a new pair of members; nothing of the old answers is stored."""
     from modeling import tasks
 
-    turn = _turn_for(turn_id, labeler)
     with transaction.atomic():
-        turn = LiveTurn.objects.select_for_update().select_related("dialogue", "dialogue__project").get(pk=turn.pk)
+        turn = LiveTurn.objects.select_for_update().select_related("dialogue", "dialogue__project").filter(pk=turn_id).first()
+        if turn is None or turn.dialogue.labeler_id != labeler.pk:
+            raise LiveNotFound("No such live turn for you")
         if turn.dialogue.state != DialogueState.OPEN:
             raise LiveConflict("This dialogue has ended; start a new one")
         if turn.comparison_id is not None:
@@ -270,6 +260,11 @@ def dialogue_end(*, dialogue: Dialogue, labeler) -> Dialogue:
     return dialogue
 
 
+def _latest_turn(dialogue: Dialogue) -> LiveTurn | None:
+    """The dialogue's newest turn that was not redrawn or dropped."""
+    return LiveTurn.objects.filter(dialogue=dialogue, cancelled=False).select_related("assignment").order_by("-id").first()
+
+
 def dialogue_resume(*, project: Project, labeler) -> Dialogue | None:
     """The labeler's open dialogue, for the page that opens or comes back to it. A dialogue whose
     answered turn's lease ran out unjudged (the tab was closed and the lease expired) cannot go on
@@ -277,7 +272,7 @@ def dialogue_resume(*, project: Project, labeler) -> Dialogue | None:
     dialogue = dialogue_open(project=project, labeler=labeler)
     if dialogue is None:
         return None
-    latest = LiveTurn.objects.filter(dialogue=dialogue, cancelled=False).select_related("assignment").order_by("-id").first()
+    latest = _latest_turn(dialogue)
     lapsed = (
         latest is not None and latest.assignment_id is not None and not hasattr(latest.assignment, "judgment")
         and (latest.assignment.state == AssignmentState.EXPIRED
@@ -294,7 +289,7 @@ def live_worker_up(*, now=None) -> bool:
     return LiveWorker.objects.filter(beat_at__gte=now - timedelta(seconds=WORKER_STALE_S)).exists()
 
 
-def turn_view(*, turn: LiveTurn, with_task: bool = True, worker_up: bool | None = None, project_id: int | None = None) -> dict:
+def turn_view(*, turn: LiveTurn, worker_up: bool | None = None, project_id: int | None = None) -> dict:
     """What the live page shows of a turn: both answers as they grow, by screen side, blind (no
     member names), which side failed, whether the worker is there, and once both answers are in,
     the comparison to judge (the same payload as the labeling queue's)."""
@@ -336,7 +331,7 @@ def turn_view(*, turn: LiveTurn, with_task: bool = True, worker_up: bool | None 
         "status": status, "message": message, "worker_up": worker_up, "poll_ms": POLL_MS,
         "left": side(left), "right": side(right), "task": None,
     }
-    if with_task and turn.assignment_id is not None:
+    if turn.assignment_id is not None:
         assignment = turn.assignment
         if assignment.state == AssignmentState.LEASED and assignment.expires_at > now:
             # Once per turn (the page stops polling): the project's row is read only here.
@@ -404,7 +399,7 @@ def turn_poll(*, turn_id: int, labeler) -> dict | None:
 def dialogue_view(*, dialogue: Dialogue) -> dict:
     """The page's resume state: the dialogue, its stored turns and the latest live turn."""
     turns = _stored_turns(dialogue)
-    latest = LiveTurn.objects.filter(dialogue=dialogue, cancelled=False).select_related("assignment").order_by("-id").first()
+    latest = _latest_turn(dialogue)
     judged = {
         j.comparison.prompt_id
         for j in Judgment.objects.filter(comparison__prompt__in=turns, labeler=dialogue.labeler).select_related("comparison")

@@ -83,14 +83,22 @@ def sampling_start(*, project: Project, user=None, mode: str = SamplingRun.Mode.
     return run
 
 
-def _draw_pair(prompt: Prompt, members: list[CommitteeMember]) -> tuple[CommitteeMember, CommitteeMember]:
-    """Two different members by the project's weights (Llama 3), seeded by the prompt so a re-run
-    draws the same."""
-    rng = random.Random(prompt.pk)
+def weighted_committee(project: Project) -> list[CommitteeMember]:
+    """The project's active members with a weight above 0: those a pair is drawn from."""
+    return [m for m in project_committee(project=project) if m.project_weight > 0]
+
+
+def draw_two(rng: random.Random, members: list[CommitteeMember]) -> tuple[CommitteeMember, CommitteeMember]:
+    """Two different members by the project's weights (Llama 3)."""
     first = rng.choices(members, weights=[m.project_weight for m in members])[0]
     rest = [m for m in members if m.pk != first.pk]
     second = rng.choices(rest, weights=[m.project_weight for m in rest])[0]
     return first, second
+
+
+def _draw_pair(prompt: Prompt, members: list[CommitteeMember]) -> tuple[CommitteeMember, CommitteeMember]:
+    """``draw_two`` seeded by the prompt, so a re-run draws the same."""
+    return draw_two(random.Random(prompt.pk), members)
 
 
 def _draw_k(prompt: Prompt, members: list[CommitteeMember], k: int) -> list[tuple[CommitteeMember, int]]:
@@ -236,7 +244,7 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
         return run
     project = run.project
     try:
-        members = [m for m in project_committee(project=project) if m.project_weight > 0]
+        members = weighted_committee(project)
         committee = run.mode == SamplingRun.Mode.COMMITTEE
         if committee and len(members) < 2:
             raise SamplingError("Committee pairing needs at least two active members with a weight above 0 in this project")

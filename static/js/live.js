@@ -17,7 +17,7 @@
   // dialogue: id or null; turnsJudged: judged turns of it; context: the conversation so far as
   // [{role, content, mark}]; turn: the live turn being answered (its id) and its poll timer.
   // shown: the turn whose conversation is on the page.
-  const live = { dialogue: null, turnsJudged: 0, context: [], turn: null, timer: null, status: null, shown: null };
+  const live = { dialogue: null, turnsJudged: 0, context: [], turn: null, timer: null, shown: null };
 
   // The dialogue so far as plain text into ``box`` (the transcript while composing, the
   // conversation above the pair while it streams), a chosen or edited answer marked.
@@ -128,7 +128,6 @@
   function showTurn(view) {
     live.dialogue = view.dialogue;
     live.turn = view.turn;
-    live.status = view.status;
     setTurnLabel(view.turn_index);
     if (view.task) {
       clearTimeout(live.timer);
