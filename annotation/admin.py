@@ -68,7 +68,7 @@ class ComparisonAdmin(ArbiterModelAdmin):
 class AssignmentAdmin(ArbiterModelAdmin):
     list_display = ["id", "comparison", "labeler", "state", "leased_at", "expires_at", "ended_at"]
     list_filter = ["state"]
-    raw_id_fields = ["comparison", "left_response"]
+    raw_id_fields = ["comparison", "left_response", "repeat_of"]
 
 
 @admin.register(Judgment)

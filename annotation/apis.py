@@ -120,7 +120,8 @@ class SubmitApi(APIView):
             )
         except services.LabelingError as exc:
             return _error(exc)
-        result = {"judgment": judgment.pk, "created": created, "edited": judgment.edited_response_id is not None}
+        # ``edited_response``, not its id: a swapped repeat answers with an edit that is never saved.
+        result = {"judgment": judgment.pk, "created": created, "edited": judgment.edited_response is not None}
         # A study participant who is done leaves for the study's exit. Asked of participants only:
         # a replayed judgment's comparison is not loaded, and reading it would cost a query.
         if is_participant(request.user) and (exit_url := participant_exit_url(user=request.user, project_id=judgment.comparison.project_id)):

@@ -13,7 +13,7 @@ from annotation.models import MAX_DIALOGUE_TURNS, MAX_EXTERNAL_ID_CHARS, Partici
 from annotation.services.participants import JoinRequest
 
 SETTINGS_FIELDS = [
-    "name", "description", "guidelines", "overlap_k", "gold_rate", "lease_minutes", "max_live_leases",
+    "name", "description", "guidelines", "overlap_k", "gold_rate", "repeat_rate", "repeat_min_gap", "lease_minutes", "max_live_leases",
     "margin_table", "edit_step", "max_edit_chars", "verdict_change_minutes", "ask_attributes", "ask_flags",
     "ask_rationale", "ask_safety", "prompt_source", "written_share", "dialogue_max_turns", "allow_system_prompt",
     "prompt_categories", "live_share", "pairing", "rejection_k", "policy_admission", "admission_min_labels",
@@ -28,7 +28,7 @@ BOUNDS = {
     "overlap_k": (1, 100), "lease_minutes": (1, 7 * 24 * 60), "max_live_leases": (1, 100),
     "max_edit_chars": (1, 200_000), "verdict_change_minutes": (0, 24 * 60), "rejection_k": (2, 64),
     "admission_min_labels": (1, 100_000), "dialogue_max_turns": (1, MAX_DIALOGUE_TURNS),
-    "study_items": (1, 100_000), "study_gold_after": (1, 1000),
+    "study_items": (1, 100_000), "study_gold_after": (1, 1000), "repeat_min_gap": (1, 10_000),
 }
 #: Shares from 0 to 1, checked by ``_unit_share``.
 UNIT_SHARES = ("gold_rate", "written_share", "study_min_gold_accuracy")
@@ -38,6 +38,12 @@ MAX_CATEGORIES, MAX_CATEGORY_CHARS = 50, 100
 def _unit_share(value: float) -> None:
     if not 0 <= value <= 1:  # NaN fails this too (it passes MinValueValidator)
         raise forms.ValidationError("A share from 0 to 1.")
+
+
+def _repeat_share(value: float) -> None:
+    # Half at most: beyond that a labeler would mostly see what they already judged.
+    if not 0 <= value <= 0.5:  # NaN fails this too
+        raise forms.ValidationError("A share from 0 to 0.5.")
 
 
 class CategoriesField(forms.Field):
@@ -92,6 +98,7 @@ class ProjectSettingsForm(forms.ModelForm):
             field.widget.attrs.update(min=low, max=high)
         for name in UNIT_SHARES:
             self.fields[name].validators.append(_unit_share)
+        self.fields["repeat_rate"].validators.append(_repeat_share)
 
     def clean(self):
         data = super().clean()

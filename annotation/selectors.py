@@ -20,6 +20,7 @@ from annotation.models import (
     Membership,
     Project,
     Prompt,
+    RepeatJudgment,
     Role,
 )
 from config import db
@@ -292,6 +293,27 @@ def comparison_detail(*, project: Project, comparison_id: int) -> dict | None:
         "comparison": comparison,
         "gold": _letter(comparison, comparison.gold_winner_id).lower() if comparison.is_gold else None,
         "judgments": judgments,
+    }
+
+
+def labeler_flip_rates(*, project: Project) -> dict[str, dict]:
+    """Per labeler, their swapped repeats answered in ``project`` and how often the winner flipped
+    from their original verdict: ``{username: {"repeats", "flips", "flip_rate", "ci95": [low, high]}}``
+    with a 95% Wilson interval. Labelers without a repeat answered are left out."""
+    from modeling.ml.evaluation import wilson_interval
+
+    counts = (
+        RepeatJudgment.objects.filter(original__comparison__project=project)
+        .values("labeler__username")
+        .annotate(repeats=Count("id"), flips=Count("id", filter=Q(flipped=True)))
+        .order_by("labeler__username")
+    )
+    return {
+        row["labeler__username"]: {
+            "repeats": row["repeats"], "flips": row["flips"], "flip_rate": row["flips"] / row["repeats"],
+            "ci95": list(wilson_interval(row["flips"], row["repeats"])),
+        }
+        for row in counts
     }
 
 

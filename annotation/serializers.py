@@ -78,7 +78,7 @@ class AssignmentSerializer(serializers.Serializer):
 
 
 class JudgmentResultSerializer(serializers.Serializer):
-    judgment = serializers.IntegerField()
+    judgment = serializers.IntegerField(allow_null=True, help_text="The judgment's id, to change it later; null when there is no label to change.")
     created = serializers.BooleanField()
     edited = serializers.BooleanField()
     next = AssignmentSerializer(
@@ -164,6 +164,8 @@ class ProjectSerializer(serializers.Serializer):
     role = serializers.CharField()
     overlap_k = serializers.IntegerField()
     gold_rate = serializers.FloatField()
+    repeat_rate = serializers.FloatField(help_text="Share of leases that serve a labeler one of their own earlier comparisons again, sides swapped.")
+    repeat_min_gap = serializers.IntegerField(help_text="A comparison comes back only after at least this many of the labeler's later judgments.")
     lease_minutes = serializers.IntegerField()
     margin_table = serializers.CharField()
     edit_step = serializers.BooleanField()

@@ -182,12 +182,21 @@ class Assignment(models.Model):
     expires_at = models.DateTimeField()
     ended_at = models.DateTimeField(null=True, blank=True)
     skip_reason = models.CharField(max_length=200, blank=True)
+    # A swapped repeat: the labeler's own earlier judgment of this comparison, served again with
+    # its sides swapped (Project.repeat_rate). It takes no slot toward k, and its verdict is a
+    # RepeatJudgment, never a Judgment, so no export, quality figure or round counts it.
+    repeat_of = models.OneToOneField(
+        "annotation.Judgment", null=True, blank=True, on_delete=models.PROTECT, related_name="repeat"
+    )
 
     class Meta:
         ordering = ["id"]
         constraints = [
-            # Never the same comparison twice to one labeler.
-            models.UniqueConstraint(fields=["comparison", "labeler"], name="assignment_unique_labeler"),
+            # Never the same comparison twice to one labeler, but for the one swapped repeat of
+            # their judgment (one per judgment: ``repeat_of`` is unique).
+            models.UniqueConstraint(
+                fields=["comparison", "labeler"], condition=Q(repeat_of__isnull=True), name="assignment_unique_labeler"
+            ),
             models.CheckConstraint(condition=Q(state__in=AssignmentState.values), name="assignment_state_valid"),
             models.CheckConstraint(condition=Q(expires_at__gt=F("leased_at")), name="assignment_expiry_after_lease"),
             models.CheckConstraint(
@@ -286,6 +295,39 @@ class Judgment(models.Model):
 
     def __str__(self) -> str:
         return f"Judgment #{self.pk} by {self.labeler}"
+
+
+class RepeatJudgment(models.Model):
+    """A labeler's verdict on a swapped repeat of their own earlier judgment (``original``).
+
+    Kept apart from Judgment on purpose: exports, quality, rounds and the leaderboard read
+    Judgment only, so a repeat can never become an extra label. Only the verdict is kept; an
+    edit, ratings, flags and a rationale sent with it are validated as usual and dropped.
+    """
+
+    assignment = models.OneToOneField(Assignment, on_delete=models.PROTECT, related_name="repeat_judgment")
+    original = models.OneToOneField(Judgment, on_delete=models.PROTECT, related_name="repeat_judgment")
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="repeat_judgments")
+    chosen_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    strength = models.CharField(max_length=24, choices=Strength.choices)
+    left_response = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    both_bad = models.BooleanField(default=False)
+    safety = models.CharField(max_length=16, choices=SafetyBin.choices, null=True, blank=True)
+    # The winner differs from the original's as it stood at this submit (a changed verdict counts
+    # as changed); stored so the flip rate is a plain count.
+    flipped = models.BooleanField()
+    submitted_at = models.DateTimeField()
+    time_on_task_ms = models.PositiveIntegerField()
+    idempotency_key = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(strength__in=Strength.values), name="repeat_judgment_strength_on_scale"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Repeat of judgment #{self.original_id} by {self.labeler}"
 
 
 class LabelerDay(models.Model):

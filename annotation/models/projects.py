@@ -109,6 +109,15 @@ class Project(models.Model):
     verdict_change_minutes = models.PositiveIntegerField(
         default=10, help_text="How long after a submit its labeler may change the verdict (0: never)."
     )
+    # Swapped repeats (annotation/services/labeling/queue.py): a share of leases serves the labeler
+    # one of their own earlier comparisons again, sides swapped and unmarked, to measure how often
+    # their winner flips. A repeat never becomes a label (RepeatJudgment, not Judgment).
+    repeat_rate = models.FloatField(
+        default=0.03, help_text="Share of leases that serve the labeler one of their own earlier comparisons again, sides swapped (0-0.5)."
+    )
+    repeat_min_gap = models.PositiveIntegerField(
+        default=20, help_text="A comparison comes back only after at least this many of the labeler's later judgments in the project."
+    )
 
     # Where prompts come from: imported, or written by labelers in live dialogues.
     prompt_source = models.CharField(max_length=10, choices=PromptSource.choices, default=PromptSource.IMPORTED)
@@ -181,6 +190,8 @@ class Project(models.Model):
             models.CheckConstraint(condition=Q(overlap_k__gte=1), name="project_overlap_k_positive"),
             models.CheckConstraint(condition=Q(gold_rate__gte=0) & Q(gold_rate__lte=1), name="project_gold_rate_unit"),
             models.CheckConstraint(condition=Q(lease_minutes__gte=1), name="project_lease_positive"),
+            models.CheckConstraint(condition=Q(repeat_rate__gte=0) & Q(repeat_rate__lte=0.5), name="project_repeat_rate_range"),
+            models.CheckConstraint(condition=Q(repeat_min_gap__gte=1), name="project_repeat_min_gap_positive"),
             models.CheckConstraint(condition=Q(max_live_leases__gte=1), name="project_live_leases_positive"),
             models.CheckConstraint(condition=Q(prompt_source__in=PromptSource.values), name="project_prompt_source_valid"),
             models.CheckConstraint(condition=Q(written_share__gte=0) & Q(written_share__lte=1), name="project_written_share_unit"),

@@ -330,7 +330,8 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "comparison-gold": {"winner": "a"},
         "project-new": {"name": "No slug"},
         "project-settings": {
-            "name": "matrix", "overlap_k": "3", "gold_rate": "0.05", "lease_minutes": "30", "max_live_leases": "3",
+            "name": "matrix", "overlap_k": "3", "gold_rate": "0.05", "repeat_rate": "0.03", "repeat_min_gap": "20",
+            "lease_minutes": "30", "max_live_leases": "3",
             "margin_table": "small", "max_edit_chars": "20000", "verdict_change_minutes": "10", "pairing": "committee",
             "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30", "edit_step": "on", "ask_flags": "on",
             "prompt_source": "imported", "written_share": "0.25", "dialogue_max_turns": "4",

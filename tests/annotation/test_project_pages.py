@@ -11,6 +11,7 @@ pytestmark = pytest.mark.django_db
 
 VALID = {
     "name": "Helpful chat", "description": "", "guidelines": "Be **kind**.", "overlap_k": "3", "gold_rate": "0.05",
+    "repeat_rate": "0.03", "repeat_min_gap": "20",
     "lease_minutes": "30", "max_live_leases": "3", "margin_table": "small", "max_edit_chars": "20000",
     "verdict_change_minutes": "10", "pairing": "committee", "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30",
     "edit_step": "on", "ask_flags": "on", "prompt_source": "imported", "written_share": "0.25", "dialogue_max_turns": "4",
@@ -53,13 +54,24 @@ def test_a_lead_edits_guidelines_and_settings_and_the_audit_has_before_and_after
     assert "Nothing changed" in client.post(url, {**VALID, "guidelines": "New **rules**.", "overlap_k": "5", "ask_rationale": "on"}, follow=True).content.decode()
 
 
+def test_a_lead_sets_the_swapped_repeat_rate_and_gap(client, member_of):
+    project = ProjectFactory()
+    assert (project.repeat_rate, project.repeat_min_gap) == (0.03, 20)
+    client.force_login(member_of(project, Role.LEAD))
+    client.post(reverse("project-settings", kwargs={"slug": project.slug}), {**VALID, "repeat_rate": "0.1", "repeat_min_gap": "5"})
+    project.refresh_from_db()
+    assert (project.repeat_rate, project.repeat_min_gap) == (0.1, 5)
+    assert AuditEvent.objects.get(project=project, target="settings").details["repeat_rate"] == {"before": 0.03, "after": 0.1}
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("overlap_k", "0"), ("gold_rate", "1.5"), ("gold_rate", "nan"), ("lease_minutes", "99999999999"),
      ("margin_table", "huge"), ("name", ""), ("guidelines", "bad\x00text"), ("rejection_k", "-1"),
      ("prompt_source", "telepathy"), ("written_share", "1.5"), ("written_share", "-0.1"), ("written_share", "nan"),
      ("dialogue_max_turns", "0"), ("dialogue_max_turns", "21"), ("prompt_categories", "Code\nbad\x00name"),
-     ("study_items", "0"), ("study_min_gold_accuracy", "nan"), ("study_completion_url", "http://example.org/?cc=X")],
+     ("study_items", "0"), ("study_min_gold_accuracy", "nan"), ("study_completion_url", "http://example.org/?cc=X"),
+     ("repeat_rate", "0.6"), ("repeat_rate", "-0.01"), ("repeat_rate", "nan"), ("repeat_min_gap", "0")],
 )
 def test_bad_settings_are_form_errors_and_change_nothing(client, member_of, field, value):
     project = ProjectFactory(name="Helpful chat")

@@ -11,7 +11,9 @@ Concurrency (the races this module is written around):
   leases can never both take the last slot. On SQLite, transactions are ``BEGIN IMMEDIATE``
   (settings), so writers are serialised.
 - One labeler never gets a comparison twice: the unique (comparison, labeler) constraint on
-  Assignment is the guarantee; the queue's filter only keeps us from hitting it.
+  Assignment is the guarantee; the queue's filter only keeps us from hitting it. The one
+  exception is a swapped repeat of their own judgment, at most one per judgment (``repeat_of``
+  is unique: two tabs racing for the same repeat get one lease), and it takes no slot.
 - A submit and a lease expiry racing: the submit locks the assignment row and checks
   ``expires_at`` itself; the expiry claims rows with SKIP LOCKED and ends them with a
   conditional UPDATE on ``state=leased``, so whichever commits first wins and the other

@@ -1,5 +1,6 @@
-"""The queue: lease the next comparison (one UPDATE that takes a slot), keep the slot counts
-true, expire leases. The races are named in ``annotation/services/labeling/__init__.py``."""
+"""The queue: lease the next comparison (one UPDATE that takes a slot) or a swapped repeat of
+the labeler's own earlier one (no slot), keep the slot counts true, expire leases. The races are
+named in ``annotation/services/labeling/__init__.py``."""
 
 from __future__ import annotations
 
@@ -14,19 +15,20 @@ from django.utils import timezone
 
 from annotation.models import Assignment, AssignmentState, Comparison, ComparisonSource, Project
 from annotation.services.labeling.common import LeaseCapReached, aware, db_time, insert_row
-from annotation.services.labeling.sql import LEASE_INSERT_SQL, LEASE_SQL, LIVE_LEASES_SQL
+from annotation.services.labeling.sql import LEASE_INSERT_SQL, LEASE_SQL, LIVE_LEASES_SQL, REPEAT_LEASE_SQL
 from config import db
 
 
 def comparison_slots_recount(*, comparison_id: int) -> int:
-    """Set a comparison's ``slots_taken`` to its leased-or-submitted assignments; returns it.
+    """Set a comparison's ``slots_taken`` to its leased-or-submitted assignments (swapped repeats
+are no labels toward k and take none); returns it.
 
     The services keep the count in step themselves; this is for data written around them
     (fixtures, repairs). Leases past their expiry count until the sweep ends them, so the count
     is never below the live-or-done assignments, which is what lets the lease trust it.
     """
     taken = Assignment.objects.filter(
-        comparison_id=comparison_id, state__in=(AssignmentState.LEASED, AssignmentState.SUBMITTED)
+        comparison_id=comparison_id, state__in=(AssignmentState.LEASED, AssignmentState.SUBMITTED), repeat_of__isnull=True
     ).count()
     Comparison.objects.filter(pk=comparison_id).exclude(slots_taken=taken).update(slots_taken=taken)
     return taken
@@ -79,11 +81,11 @@ def _try_lease_postgresql(*, project: Project, labeler, gold: bool, now) -> Assi
     return None
 
 
-def _leased(*, pk, comparison_id, labeler, left_id, leased_at, expires_at) -> Assignment:
+def _leased(*, pk, comparison_id, labeler, left_id, leased_at, expires_at, repeat_of_id=None) -> Assignment:
     """A live lease read by raw SQL, as the ORM would hand it back."""
     assignment = Assignment(
         id=pk, comparison_id=comparison_id, labeler_id=labeler.pk, left_response_id=left_id,
-        state=AssignmentState.LEASED, leased_at=leased_at, expires_at=expires_at, skip_reason="",
+        state=AssignmentState.LEASED, leased_at=leased_at, expires_at=expires_at, skip_reason="", repeat_of_id=repeat_of_id,
     )
     assignment._state.adding, assignment._state.db = False, connection.alias
     return assignment
@@ -123,22 +125,47 @@ def _try_lease_serialised(*, project: Project, labeler, gold: bool, now) -> Assi
     return None
 
 
+def _try_lease_repeat(*, project: Project, labeler, now) -> Assignment | None:
+    """A swapped repeat of the labeler's oldest judgment that may come back (``REPEAT_LEASE_SQL``),
+    or None when none may yet."""
+    expires = now + timedelta(minutes=project.lease_minutes)
+    params = {
+        "project": project.pk, "labeler": labeler.pk, "false": False, "imported": ComparisonSource.IMPORT,
+        "live": ComparisonSource.LIVE, "newer": project.repeat_min_gap - 1, "now": db_time(now), "expires": db_time(expires),
+    }
+    try:
+        # A savepoint inside a caller's transaction keeps a unique violation local (as the lease).
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(REPEAT_LEASE_SQL, params)  # a few percent of leases: not worth a prepared statement
+            row = cursor.fetchone()
+    except IntegrityError:
+        return None  # another tab of this labeler took this repeat just now: lease normally
+    if row is None:
+        return None
+    pk, comparison_id, left_id, repeat_of_id = row
+    return _leased(pk=pk, comparison_id=comparison_id, labeler=labeler, left_id=left_id, leased_at=now, expires_at=expires,
+                   repeat_of_id=repeat_of_id)
+
+
 def _live_leases(*, labeler, project: Project, now) -> list[Assignment]:
     with connection.cursor() as cursor:
         db.execute(cursor, "arbiter_live_leases", LIVE_LEASES_SQL, [labeler.pk, db_time(now), project.pk])
         rows = cursor.fetchall()
     return [
-        _leased(pk=pk, comparison_id=c, labeler=labeler, left_id=left, leased_at=aware(leased), expires_at=aware(expires))
-        for pk, c, left, leased, expires in rows
+        _leased(pk=pk, comparison_id=c, labeler=labeler, left_id=left, leased_at=aware(leased), expires_at=aware(expires),
+                repeat_of_id=repeat_of)
+        for pk, c, left, leased, expires, repeat_of in rows
     ]
 
 
 def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...] = ()) -> Assignment | None:
     """The labeler's next assignment in ``project``, or None when there is nothing to label.
 
-    Order: their own unexpired lease (not in ``exclude``), then gold at the project's rate, then
-    comparisons already started toward k, then new ones. Raises ``LeaseCapReached`` when the
-    labeler already holds ``max_live_leases`` live leases (a client prefetching too far ahead).
+    Order: their own unexpired lease (not in ``exclude``), then a swapped repeat of their own
+    earlier judgment and gold, each at the project's rate, then comparisons already started toward
+    k, then new ones. Nothing tells a repeat apart in what the labeler is served. Raises
+    ``LeaseCapReached`` when the labeler already holds ``max_live_leases`` live leases (a client
+    prefetching too far ahead).
     """
     now = timezone.now()
     live = _live_leases(labeler=labeler, project=project, now=now)
@@ -147,6 +174,10 @@ def comparison_lease_next(*, project: Project, labeler, exclude: tuple[int, ...]
         return own
     if len(live) >= project.max_live_leases:
         raise LeaseCapReached(f"You already hold {project.max_live_leases} open comparisons in this project")
+    if project.repeat_rate > 0 and random.random() < project.repeat_rate:
+        assignment = _try_lease_repeat(project=project, labeler=labeler, now=now)
+        if assignment is not None:
+            return assignment
     if project.gold_rate > 0 and random.random() < project.gold_rate:
         assignment = _try_lease(project=project, labeler=labeler, gold=True, now=now)
         if assignment is not None:
@@ -180,8 +211,9 @@ def assignments_expire(*, now=None, project: Project | None = None, batch_size: 
             )
             if not ids:
                 return ended
+            # A swapped repeat held no slot, so it gives none back.
             per_comparison = Counter(
-                Assignment.objects.filter(pk__in=ids).values_list("comparison_id", flat=True)
+                Assignment.objects.filter(pk__in=ids, repeat_of__isnull=True).values_list("comparison_id", flat=True)
             )
             count = Assignment.objects.filter(pk__in=ids, state=AssignmentState.LEASED).update(
                 state=AssignmentState.EXPIRED, ended_at=now

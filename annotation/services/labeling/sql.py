@@ -28,11 +28,40 @@ RETURNING id, response_a_id, response_b_id
 """
 
 
+# A swapped repeat (``Project.repeat_rate`` of leases, a few percent): the labeler's oldest
+# judgment in the project that may come back, leased to them again with its sides swapped (the
+# side that was on the right is now on the left), in one INSERT ... SELECT, atomic by itself on
+# both databases. A judgment may come back when its comparison is regular work (not gold, not
+# imported with its labels, not a live turn), it never came back before, and at least ``gap`` of
+# the labeler's judgments in the project were submitted after it: it is strictly older than their
+# gap-th newest, which a short backward scan of ``judgment_labeler_recent`` finds once per
+# statement. No slot is taken: a repeat is no label toward k. Two tabs picking the same judgment at
+# once: the unique ``repeat_of`` lets one through and fails the other, which leases normally.
+REPEAT_LEASE_SQL = """
+INSERT INTO annotation_assignment (comparison_id, labeler_id, left_response_id, state, leased_at, expires_at, skip_reason, repeat_of_id)
+SELECT j.comparison_id, j.labeler_id,
+       CASE WHEN j.left_response_id = j.chosen_response_id THEN j.rejected_response_id ELSE j.chosen_response_id END,
+       'leased', %(now)s, %(expires)s, '', j.id
+FROM annotation_judgment j JOIN annotation_comparison c ON c.id = j.comparison_id
+WHERE j.labeler_id = %(labeler)s AND c.project_id = %(project)s AND c.is_gold = %(false)s
+  AND c.source <> %(imported)s AND c.source <> %(live)s
+  AND NOT EXISTS (SELECT 1 FROM annotation_assignment r WHERE r.repeat_of_id = j.id)
+  AND j.submitted_at < (
+      SELECT j2.submitted_at FROM annotation_judgment j2 JOIN annotation_comparison c2 ON c2.id = j2.comparison_id
+      WHERE j2.labeler_id = %(labeler)s AND c2.project_id = %(project)s
+      ORDER BY j2.submitted_at DESC LIMIT 1 OFFSET %(newer)s
+  )
+ORDER BY j.submitted_at, j.id
+LIMIT 1
+RETURNING id, comparison_id, left_response_id, repeat_of_id
+"""
+
+
 # A labeler's open leases of the normal queue. The lease of a live dialogue's turn is the live
 # page's: it is neither served on the labeling page nor counted against the lease cap, so a tab
 # closed mid-dialogue blocks nothing.
 LIVE_LEASES_SQL = """
-SELECT a.id, a.comparison_id, a.left_response_id, a.leased_at, a.expires_at
+SELECT a.id, a.comparison_id, a.left_response_id, a.leased_at, a.expires_at, a.repeat_of_id
 FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
 WHERE a.labeler_id = %s AND a.state = 'leased' AND a.expires_at > %s AND c.project_id = %s AND c.source <> 'live'
 ORDER BY a.leased_at, a.id
@@ -56,7 +85,7 @@ RETURNING id, comparison_id, left_response_id
 # always has one). Raw SQL for the same reason as the lease: this runs on every submit.
 LOCKED_ASSIGNMENT_SQL = """
 SELECT a.id, a.comparison_id, a.labeler_id, a.left_response_id, a.state, a.leased_at, a.expires_at,
-       a.ended_at, a.skip_reason, c.project_id, c.prompt_id, c.response_a_id, c.response_b_id, p.ask_safety
+       a.ended_at, a.skip_reason, a.repeat_of_id, c.project_id, c.prompt_id, c.response_a_id, c.response_b_id, p.ask_safety
 FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
      JOIN annotation_project p ON p.id = c.project_id
 WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
@@ -70,13 +99,13 @@ WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s
 # one statement, atomic by itself. It matches only the caller's own live lease in a project they
 # belong to, with a safety bin exactly when the project asks one; anything else (replay, expired,
 # foreign, unknown, a bin missing or unasked) matches nothing and takes the locked path below,
-# which says exactly why.
+# which says exactly why. So does a swapped repeat, whose verdict is a RepeatJudgment.
 SUBMIT_SQL = """
 WITH ended AS (
     UPDATE annotation_assignment AS a SET state = 'submitted', ended_at = %(now)s
     FROM annotation_comparison c JOIN annotation_project p ON p.id = c.project_id
     WHERE a.id = %(assignment)s AND a.labeler_id = %(labeler)s AND a.state = 'leased' AND a.expires_at > %(now)s
-      AND c.id = a.comparison_id AND p.ask_safety = %(has_safety)s
+      AND a.repeat_of_id IS NULL AND c.id = a.comparison_id AND p.ask_safety = %(has_safety)s
       AND (%(superuser)s OR EXISTS (
           SELECT 1 FROM annotation_membership m WHERE m.project_id = c.project_id AND m.user_id = %(labeler)s
       ))

@@ -1,5 +1,6 @@
 """Verdicts: validate, submit (one SQL statement on PostgreSQL without an edit, the locked Python
-path otherwise; tests/annotation/test_submit_paths.py keeps them equal) and skip."""
+path otherwise; tests/annotation/test_submit_paths.py keeps them equal) and skip. A swapped
+repeat's verdict takes the locked path and becomes a RepeatJudgment, never a Judgment."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from annotation.models import (
     Comparison,
     Judgment,
     Project,
+    RepeatJudgment,
     Response,
     ResponseSource,
     SafetyBin,
@@ -123,11 +125,12 @@ def _locked_assignment(*, assignment_id: int, labeler) -> tuple[Assignment, bool
     if row is None:
         # Someone else's lease reads as "not found": its existence is none of this labeler's business.
         raise AssignmentNotFound("No such assignment for you")
-    pk, comparison_id, labeler_id, left_id, state, leased_at, expires_at, ended_at, skip_reason, project_id, prompt_id, a_id, b_id, asks_safety = row
+    (pk, comparison_id, labeler_id, left_id, state, leased_at, expires_at, ended_at, skip_reason, repeat_of_id,
+     project_id, prompt_id, a_id, b_id, asks_safety) = row
     assignment = Assignment(
         id=pk, comparison_id=comparison_id, labeler_id=labeler_id, left_response_id=left_id, state=state,
         leased_at=aware(leased_at), expires_at=aware(expires_at),
-        ended_at=ended_at and aware(ended_at), skip_reason=skip_reason,
+        ended_at=ended_at and aware(ended_at), skip_reason=skip_reason, repeat_of_id=repeat_of_id,
     )
     assignment._state.adding, assignment._state.db = False, connection.alias
     assignment.comparison = Comparison(
@@ -174,7 +177,9 @@ def judgment_submit(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[J
     """Record the verdict, the edit and the end of the lease together, or nothing.
 
     Returns ``(judgment, created)``; a retry with the same idempotency key returns the first
-    judgment with ``created=False``. A different second verdict is refused.
+    judgment with ``created=False``. A different second verdict is refused. A swapped repeat's
+    verdict is stored as a RepeatJudgment and answered the same way, with an unsaved judgment
+    (no id: there is no label to change).
     """
     if connection.vendor == "postgresql" and verdict.edit is None:
         verdict_validate(verdict, None)
@@ -222,6 +227,8 @@ def _same_verdict(judgment: Judgment, verdict: Verdict, assignment: Assignment) 
 def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) -> tuple[Judgment, bool]:
     """The general path: lock the assignment, say why a submit cannot be taken, write an edit."""
     assignment, asks_safety = _locked_assignment(assignment_id=assignment_id, labeler=labeler)
+    if assignment.state == AssignmentState.SUBMITTED and assignment.repeat_of_id is not None:
+        return _repeat_replayed(assignment=assignment, verdict=verdict), False
     if assignment.state == AssignmentState.SUBMITTED:
         existing = Judgment.objects.select_related("edited_response", "chosen_response").get(assignment=assignment)
         if verdict.idempotency_key and verdict.idempotency_key == existing.idempotency_key:
@@ -248,6 +255,8 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
         verdict, Project.objects.get(pk=assignment.comparison.project_id) if verdict.edit is not None else None,
         asks_safety=asks_safety,
     )
+    if assignment.repeat_of_id is not None:
+        return _repeat_submit(assignment=assignment, labeler=labeler, verdict=verdict, now=now), True
     comparison = assignment.comparison
     by_side = _response_by_side(assignment)
     left_id = by_side["left"]
@@ -289,6 +298,12 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
         time_on_task_ms=int((now - assignment.leased_at).total_seconds() * 1000),
         idempotency_key=verdict.idempotency_key,
     )
+    _assignment_submitted(assignment=assignment, labeler=labeler, now=now)
+    return judgment, True
+
+
+def _assignment_submitted(*, assignment: Assignment, labeler, now) -> None:
+    """End the lease as submitted and count it in the labeler's "done today", in the submit's transaction."""
     assignment.state = AssignmentState.SUBMITTED
     assignment.ended_at = now
     with connection.cursor() as cursor:
@@ -296,8 +311,68 @@ def _judgment_submit_locked(*, assignment_id: int, labeler, verdict: Verdict) ->
             "UPDATE annotation_assignment SET state = %s, ended_at = %s WHERE id = %s",
             [assignment.state, db_time(now), assignment.pk],
         )
-        cursor.execute(COUNT_SQL, [labeler.pk, comparison.project_id, connection.ops.adapt_datefield_value(timezone.localdate(now))])
-    return judgment, True
+        cursor.execute(
+            COUNT_SQL, [labeler.pk, assignment.comparison.project_id, connection.ops.adapt_datefield_value(timezone.localdate(now))]
+        )
+
+
+def _repeat_submit(*, assignment: Assignment, labeler, verdict: Verdict, now) -> Judgment:
+    """A swapped repeat's verdict (already validated as any): a RepeatJudgment beside the original,
+    whether its winner flipped, and the lease ended and counted as any submit, so nothing the
+    labeler sees differs. An edit, ratings, flags and a rationale are dropped: a repeat is no label."""
+    by_side = _response_by_side(assignment)
+    chosen_id = by_side[verdict.chosen]
+    original_chosen_id = Judgment.objects.filter(pk=assignment.repeat_of_id).values_list("chosen_response_id", flat=True).get()
+    repeat = RepeatJudgment.objects.create(
+        assignment_id=assignment.pk, original_id=assignment.repeat_of_id, labeler=labeler, chosen_response_id=chosen_id,
+        strength=verdict.strength, left_response_id=by_side["left"], both_bad=verdict.both_bad, safety=verdict.safety,
+        flipped=chosen_id != original_chosen_id, submitted_at=now,
+        time_on_task_ms=int((now - assignment.leased_at).total_seconds() * 1000), idempotency_key=verdict.idempotency_key,
+    )
+    _assignment_submitted(assignment=assignment, labeler=labeler, now=now)
+    return _as_judgment(repeat, assignment, edit=verdict.edit)
+
+
+def _repeat_replayed(*, assignment: Assignment, verdict: Verdict) -> Judgment:
+    """A submit of a swapped repeat already submitted, answered as ``_judgment_submit_locked``
+    answers one of a judgment: the first answer for a retry, refused otherwise. A retry is compared
+    on what a repeat keeps (side, strength, both bad, safety bin)."""
+    repeat = RepeatJudgment.objects.get(assignment_id=assignment.pk)
+    if not (verdict.idempotency_key and verdict.idempotency_key == repeat.idempotency_key):
+        raise AlreadyEnded("This comparison is already judged; a judgment cannot be changed by resubmitting")
+    same = (
+        repeat.chosen_response_id == _response_by_side(assignment).get(verdict.chosen)
+        and (repeat.strength, repeat.both_bad, repeat.safety) == (verdict.strength, verdict.both_bad, verdict.safety)
+    )
+    if not same:
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was already used for a different verdict on this comparison; "
+            "the first verdict stands. Use a new key for a new request."
+        )
+    return _as_judgment(repeat, assignment, edit=verdict.edit)
+
+
+def _as_judgment(repeat: RepeatJudgment, assignment: Assignment, *, edit: str | None) -> Judgment:
+    """What the submit answers for a repeat, so the answer looks like any other: the verdict as an
+    unsaved Judgment (no id), with the comparison's project as the API reads it, and an unsaved
+    edit where a real one was sent (the page says "saved, with your edit" as for any)."""
+    by_side = _response_by_side(assignment)
+    rejected_id = by_side["right"] if repeat.chosen_response_id == by_side["left"] else by_side["left"]
+    judgment = Judgment(
+        assignment_id=assignment.pk, comparison_id=assignment.comparison_id, labeler_id=repeat.labeler_id,
+        chosen_response_id=repeat.chosen_response_id, rejected_response_id=rejected_id, strength=repeat.strength,
+        left_response_id=repeat.left_response_id, both_bad=repeat.both_bad, safety=repeat.safety, edited_response_id=None,
+        leased_at=assignment.leased_at, submitted_at=repeat.submitted_at, time_on_task_ms=repeat.time_on_task_ms,
+        idempotency_key=repeat.idempotency_key,
+    )
+    judgment.comparison = Comparison(id=assignment.comparison_id, project_id=assignment.comparison.project_id)
+    if edit is not None:
+        chosen = Response.objects.only("prompt_id", "text").get(pk=repeat.chosen_response_id)
+        if _normalise_whitespace(edit) != _normalise_whitespace(chosen.text):
+            judgment.edited_response = Response(
+                prompt_id=chosen.prompt_id, source=ResponseSource.HUMAN_EDIT, text=edit, parent=chosen, author_id=repeat.labeler_id
+            )
+    return judgment
 
 
 @transaction.atomic
@@ -322,5 +397,6 @@ def assignment_skip(*, assignment_id: int, labeler, reason: str) -> Assignment:
     assignment.ended_at = now
     assignment.skip_reason = reason
     assignment.save(update_fields=["state", "ended_at", "skip_reason"])
-    Comparison.objects.filter(pk=assignment.comparison_id, slots_taken__gt=0).update(slots_taken=F("slots_taken") - 1)
+    if assignment.repeat_of_id is None:  # a swapped repeat held no slot
+        Comparison.objects.filter(pk=assignment.comparison_id, slots_taken__gt=0).update(slots_taken=F("slots_taken") - 1)
     return assignment
