@@ -15,5 +15,6 @@ urlpatterns = [
     path("judgments/<int:judgment_id>/change/", apis.JudgmentChangeApi.as_view(), name="api-judgment-change"),
     path("projects/<slug:slug>/imports/", apis.ImportApi.as_view(), name="api-imports"),
     path("projects/<slug:slug>/exports/", apis.ExportsApi.as_view(), name="api-exports"),
+    path("projects/<slug:slug>/reliability/", apis.ReliabilityApi.as_view(), name="api-reliability"),
     path("exports/<int:snapshot_id>/download/", apis.ExportDownloadApi.as_view(), name="api-export-download"),
 ]

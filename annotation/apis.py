@@ -32,11 +32,13 @@ from annotation.serializers import (
     ProjectSerializer,
     PromptSerializer,
     QueueStatusSerializer,
+    ReliabilityFitSerializer,
     SkipSerializer,
     SubmitSerializer,
 )
 from annotation.services.exports import export_start
 from annotation.services.participants import is_participant, participant_exit_url
+from annotation.services.reliability import reliability_fit_latest, reliability_fit_start
 from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from annotation.views import snapshot_file_response
@@ -217,6 +219,26 @@ class ExportsApi(APIView):
         except ExportError as exc:
             return Response({"error": "invalid_filters", "detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(ExportSerializer(snapshot).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ReliabilityApi(APIView):
+    """The project's labeler-reliability fit (leads): GET the newest finished one, POST to queue a
+    new one on the default worker (or get the one already queued or running)."""
+
+    permission_classes = [IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LEAD
+
+    @extend_schema(responses={200: ReliabilityFitSerializer, 404: OpenApiResponse(ErrorSerializer)}, summary="The newest reliability fit")
+    def get(self, request, slug: str):
+        fit = reliability_fit_latest(project=self.project)
+        if fit is None:
+            return Response({"error": "not_found", "detail": "No finished reliability fit yet: POST here to start one"}, status=status.HTTP_404_NOT_FOUND)
+        return Response(ReliabilityFitSerializer(fit).data)
+
+    @extend_schema(request=None, responses={202: ReliabilityFitSerializer}, summary="Fit labeler reliability")
+    def post(self, request, slug: str):
+        fit = reliability_fit_start(project=self.project, user=request.user)
+        return Response(ReliabilityFitSerializer(fit).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ExportDownloadApi(APIView):

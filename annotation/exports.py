@@ -31,6 +31,7 @@ from annotation.models import (
     STRENGTH_FILTER_VALUES,
     UNKNOWN_STRENGTH,
     ComparisonSource,
+    JobState,
     Judgment,
     Project,
     SafetyBin,
@@ -61,7 +62,8 @@ class ExportFilters:
     round_to: int | None = None  # judgments up to this round's snapshot
     exclude_gold: bool = True
     negligible: str = "keep"  # keep | exclude
-    aggregation: str = "each"  # each | majority
+    # each | majority | reliability-weighted (the labeler-reliability model's winner, with "confidence")
+    aggregation: str = "each"
     min_labeler_gold_accuracy: float | None = None  # drop labelers below this (with at least MIN_GOLD_JUDGMENTS gold judgments)
     include_both_bad: bool = False
     include_imported: bool = True
@@ -114,7 +116,7 @@ FILTERS_SCHEMA = {
         "round_to": {"type": "integer", "minimum": 0, "nullable": True},
         "exclude_gold": {"type": "boolean"},
         "negligible": {"type": "string", "enum": ["keep", "exclude"]},
-        "aggregation": {"type": "string", "enum": ["each", "majority"]},
+        "aggregation": {"type": "string", "enum": ["each", "majority", "reliability-weighted"]},
         "min_labeler_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
         "include_both_bad": {"type": "boolean"},
         "include_imported": {"type": "boolean"},
@@ -193,7 +195,8 @@ def filtered_judgments(*, project: Project, filters: ExportFilters) -> QuerySet[
 _FIELDS = (
     "id", "comparison_id", "strength", "both_bad", "safety", "left_response_id", "chosen_response_id", "rejected_response_id",
     "edited_response_id", "attributes", "flags", "rationale", "leased_at", "submitted_at", "time_on_task_ms",
-    "labeler__username", "comparison__is_gold", "comparison__gold_winner_id", "comparison__prompt_id",
+    "labeler__username", "comparison__is_gold", "comparison__gold_winner_id", "comparison__response_a_id", "comparison__response_b_id",
+    "comparison__prompt_id",
     "comparison__prompt__messages", "comparison__prompt__content_hash", "comparison__prompt__category",
     "comparison__prompt__source", "chosen_response__text", "rejected_response__text", "edited_response__text",
     "edited_response__edit_distance",
@@ -235,7 +238,8 @@ def _records(judgments, counter: ReadCounter | None = None, split: tuple[str, in
             submitted_at=r["submitted_at"], time_on_task_ms=r["time_on_task_ms"],
             labeler=SimpleNamespace(username=r["labeler__username"]),
             comparison=SimpleNamespace(pk=r["comparison_id"], is_gold=r["comparison__is_gold"],
-                                       gold_winner_id=r["comparison__gold_winner_id"], prompt=prompt),
+                                       gold_winner_id=r["comparison__gold_winner_id"], response_a_id=r["comparison__response_a_id"],
+                                       response_b_id=r["comparison__response_b_id"], prompt=prompt),
             chosen_response=SimpleNamespace(pk=r["chosen_response_id"], text=r["chosen_response__text"]),
             rejected_response=SimpleNamespace(pk=r["rejected_response_id"], text=r["rejected_response__text"]),
             edited_response=edited,
@@ -292,31 +296,85 @@ def _by_comparison(judgments, counter: ReadCounter | None = None, split=None) ->
         yield group
 
 
-def majority_rows(*, project: Project, judgments, counter: ReadCounter | None = None, split=None) -> Iterator[dict]:
-    """One chosen/rejected pair per comparison: the majority's winner, with the mean margin of
-    all k labels signed toward it (a label for the other side counts negative); ties are dropped.
-    Its strength and safety bin are those most of the majority gave (they share the chosen
-    response, so their bins speak of the same pair). Edits of labelers who agree with the majority
-    follow as their own pairs."""
+def _aggregated_rows(*, project: Project, judgments, decide, counter: ReadCounter | None = None, split=None) -> Iterator[dict]:
+    """One chosen/rejected pair per comparison, its winner chosen by ``decide(group)`` (a response
+    id and the row's extra columns, or None to leave the comparison out), with the mean margin of
+    all k labels signed toward it (a label for the other side counts negative). Its strength and
+    safety bin are those most of the labels for the winner gave (they share the chosen response,
+    so their bins speak of the same pair). Edits of labelers who picked the winner follow as their
+    own pairs. A comparison none of whose labels picked the winner (possible only when weighing
+    labelers of negative reliability) is left out: no label says that pair."""
     for group in _by_comparison(judgments, counter, split):
-        votes = Counter(j.chosen_response_id for j in group)
-        ranked = votes.most_common()
-        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        decision = decide(group)
+        if decision is None:
             continue
-        winner_id = ranked[0][0]
+        winner_id, extra = decision
         agree = [j for j in group if j.chosen_response_id == winner_id]
+        if not agree:
+            continue
         signed = [project.margin_for(j.strength) * (1 if j.chosen_response_id == winner_id else -1) for j in group]
         first = agree[0]
         row = _pair(first, project, first.chosen_response, first.rejected_response, Counter(j.strength for j in agree).most_common(1)[0][0], "chosen_rejected")
         row.update(
             margin=max(0.0, sum(signed) / len(signed)), labels=len(group), agreement=round(len(agree) / len(group), 4),
             safety=Counter(j.safety for j in agree).most_common(1)[0][0],
-            labeler=",".join(sorted({j.labeler.username for j in group})), judgment_id=[j.pk for j in group],
+            labeler=",".join(sorted({j.labeler.username for j in group})), judgment_id=[j.pk for j in group], **extra,
         )
         yield row
         for judgment in agree:
             if judgment.edited_response is not None:
                 yield from list(_pairs_of(judgment, project))[1:]
+
+
+def _majority(group: list) -> tuple[int, dict] | None:
+    """The response most labels picked; ties are dropped."""
+    ranked = Counter(j.chosen_response_id for j in group).most_common()
+    if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+        return None
+    return ranked[0][0], {}
+
+
+def majority_rows(*, project: Project, judgments, counter: ReadCounter | None = None, split=None) -> Iterator[dict]:
+    """Aggregation "majority": the majority's winner per comparison (``_aggregated_rows``)."""
+    yield from _aggregated_rows(project=project, judgments=judgments, decide=_majority, counter=counter, split=split)
+
+
+def reliability_fit_for(project: Project):
+    """The newest finished reliability fit, or an ExportError that says how to get one."""
+    fit = project.reliability_fits.filter(state=JobState.SUCCEEDED).first()
+    if fit is None:
+        raise ExportError(
+            'aggregation "reliability-weighted" needs a fit of labeler reliability, and this project has none yet: '
+            "open its quality page (it starts one) or POST /api/v1/projects/<slug>/reliability/, then export again"
+        )
+    return fit
+
+
+def reliability_rows(*, project: Project, judgments, counter: ReadCounter | None = None, split=None, fit=None) -> Iterator[dict]:
+    """Aggregation "reliability-weighted": per comparison, the winner by the posterior of the
+    labeler-reliability model (``annotation/reliability.py``) given its labels, with each labeler's
+    reliability and left pull from the project's newest fit (labelers the fit has not seen count
+    as a typical labeler). ``confidence`` is P(winner is better | labels); a comparison at exactly
+    1/2 is dropped like a majority tie."""
+    from annotation.reliability import LabelerParams, comparison_posterior
+
+    fit = fit or reliability_fit_for(project)
+    params = {name: LabelerParams(reliability=v["reliability"], bias=v["bias"]) for name, v in fit.labelers.items()}
+    default = LabelerParams()
+
+    def decide(group):
+        first = group[0].comparison
+        a_id, b_id = first.response_a_id, first.response_b_id
+        p_a = comparison_posterior([
+            (params.get(j.labeler.username, default).reliability, params.get(j.labeler.username, default).bias,
+             j.chosen_response_id == a_id, j.left_response_id == a_id)
+            for j in group
+        ])
+        if abs(p_a - 0.5) < 1e-12:
+            return None
+        return (a_id, {"confidence": round(p_a, 4)}) if p_a > 0.5 else (b_id, {"confidence": round(1 - p_a, 4)})
+
+    yield from _aggregated_rows(project=project, judgments=judgments, decide=decide, counter=counter, split=split)
 
 
 def _text_prompt(messages: list[dict]) -> str:
@@ -365,11 +423,8 @@ def export_rows(*, project: Project, format: str, filters: ExportFilters, counte
         for judgment in _records(judgments, counter, split):
             yield _raw(judgment)
         return
-    pairs = (
-        majority_rows(project=project, judgments=judgments, counter=counter, split=split)
-        if filters.aggregation == "majority"
-        else preference_rows(project=project, judgments=judgments, counter=counter, split=split)
-    )
+    aggregate = {"majority": majority_rows, "reliability-weighted": reliability_rows}.get(filters.aggregation, preference_rows)
+    pairs = aggregate(project=project, judgments=judgments, counter=counter, split=split)
     if format == "trl-preference":
         yield from pairs
     elif format == "trl-preference-text":

@@ -300,7 +300,7 @@ def labeler_flip_rates(*, project: Project) -> dict[str, dict]:
     """Per labeler, their swapped repeats answered in ``project`` and how often the winner flipped
     from their original verdict: ``{username: {"repeats", "flips", "flip_rate", "ci95": [low, high]}}``
     with a 95% Wilson interval. Labelers without a repeat answered are left out."""
-    from modeling.ml.evaluation import wilson_interval
+    from annotation.reliability import wilson_interval
 
     counts = (
         RepeatJudgment.objects.filter(original__comparison__project=project)

@@ -157,6 +157,19 @@ class ExportSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
+class ReliabilityFitSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    judgments = serializers.IntegerField(help_text="Human judgments the fit read.")
+    last_judgment_id = serializers.IntegerField(help_text="The newest judgment the fit read.")
+    labelers = serializers.DictField(help_text="Per labeler: reliability (alpha), bias (beta, log-odds toward the left), left_on_tie, labels.")
+    profiles = serializers.DictField(help_text="Per labeler: biases with 95% intervals and tests, agreement, gold, time, flips, flags.")
+    summary = serializers.DictField()
+
+
 class ProjectSerializer(serializers.Serializer):
     slug = serializers.SlugField()
     name = serializers.CharField()

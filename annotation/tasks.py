@@ -16,3 +16,11 @@ def export_run(snapshot_id: int) -> dict:
 
     snapshot = export_execute(snapshot_id=snapshot_id)
     return {"id": snapshot.pk, "state": snapshot.state, "rows": snapshot.row_count, "sha256": snapshot.sha256}
+
+
+@shared_task(acks_late=True)  # idempotent: job_claim lets one delivery run the fit
+def reliability_fit(fit_id: int) -> dict:
+    from annotation.services.reliability import reliability_fit_execute
+
+    fit = reliability_fit_execute(fit_id=fit_id)
+    return {"id": fit.pk, "state": fit.state, "judgments": fit.judgments}

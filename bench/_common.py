@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from datetime import datetime, timezone
@@ -45,3 +46,12 @@ def recreate_database(admin_url: str, name: str) -> str:
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
     return url._replace(path=f"/{name}").geturl()
+
+
+def publish(results: Path, result: dict, write_doc, *, write: bool) -> int:
+    """Write a benchmark's figures (``bench/results/<name>.json``) and its docs section, unless
+    the run was asked not to (``--no-write``); the exit status of its ``main``."""
+    if write:
+        results.write_text(json.dumps(result, indent=2) + "\n")
+        write_doc(result)
+    return 0

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._common import machine, recreate_database, replace_section, utc_now  # noqa: E402
+from bench._common import machine, publish, recreate_database, replace_section, utc_now  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "export.json"
 
@@ -144,10 +144,7 @@ def main() -> int:
         "target_met": seconds <= 60 and peak <= 300,
     }
     print(json.dumps(result, indent=2))
-    if not args.no_write:
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        write_doc(result)
-    return 0
+    return publish(RESULTS, result, write_doc, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._common import machine, recreate_database, replace_section, utc_now  # noqa: E402
+from bench._common import machine, publish, recreate_database, replace_section, utc_now  # noqa: E402
 from bench._load_generator import median_of, run_level  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "labeling_load.json"
@@ -270,10 +270,7 @@ def main() -> int:
         n64 and n64["p95_ms"] <= 50 and n64["judgments_per_s"] >= 200 and n64["errors"] == 0
     )
     print(json.dumps({k: result[k] for k in ("n64_p95_ms", "n64_judgments_per_s", "errors", "target_met")}))
-    if not args.no_write:
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        write_doc(result)
-    return 0
+    return publish(RESULTS, result, write_doc, write=not args.no_write)
 
 
 if __name__ == "__main__":

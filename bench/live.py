@@ -76,7 +76,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._common import machine, replace_section, utc_now  # noqa: E402
+from bench._common import machine, publish, replace_section, utc_now  # noqa: E402
 from bench.sampling import mt_bench_prompts  # noqa: E402
 from scripts.stack import Client, Stack, StackError, free_port, wait_for  # noqa: E402
 
@@ -529,10 +529,7 @@ def main() -> int:
         f"{min(x for v in lv.values() for x in (v['loadavg_before'][0], v['loadavg_after'][0]))}–"
         f"{max(x for v in lv.values() for x in (v['loadavg_before'][0], v['loadavg_after'][0]))} at the levels' ends.")
     print(json.dumps({k: v for k, v in result.items() if k not in ("levels", "direct")}, indent=2))
-    if not args.no_write:
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        write_doc(result)
-    return 0
+    return publish(RESULTS, result, write_doc, write=not args.no_write)
 
 
 if __name__ == "__main__":

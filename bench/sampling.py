@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._common import machine, replace_section, utc_now  # noqa: E402
+from bench._common import machine, publish, replace_section, utc_now  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sampling.json"
 
@@ -107,10 +107,7 @@ def main() -> int:
         "batched_seconds": round(statistics.median(s for _, s in batched), 2),
     }
     print(json.dumps(result, indent=2))
-    if not args.no_write:
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        write_doc(result)
-    return 0
+    return publish(RESULTS, result, write_doc, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,8 @@ def round_start_view(request: HttpRequest, project, role) -> HttpResponse:
         overrides = {}
         if preset == "custom":
             preset, overrides = "standard", _custom_settings(text)
+        if request.POST.get("aggregation", "each") != "each":  # the form's "Labels" choice; checked with the rest
+            overrides = {**overrides, "aggregation": request.POST["aggregation"]}
         round_ = round_start(project=project, user=request.user, config=overrides, preset=preset)
         messages.success(request, f"Round {round_.number} ({round_.config['preset']}{', custom' if overrides else ''}) queued for the gpu worker.")
     except RoundError as exc:

@@ -47,12 +47,12 @@ from annotation.models.projects import (
     Role,
     Strength,
 )
-from annotation.models.records import AuditAction, AuditEvent, DatasetSnapshot, SnapshotPurpose
+from annotation.models.records import AuditAction, AuditEvent, DatasetSnapshot, ReliabilityFit, SnapshotPurpose
 from config.jobs import Job, JobState  # JobState: annotation code reads it from here too
 
 __all__ = [
     "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MAX_DIALOGUE_TURNS", "MAX_EXTERNAL_ID_CHARS", "PARTICIPANT_PREFIX", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "STRENGTH_FILTER_VALUES", "UNKNOWN_STRENGTH", "Assignment", "AssignmentState", "AuditAction",
     "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Dialogue", "DialogueState", "ExternalParticipant", "Job", "JobState", "Judgment", "LabelerDay",
-    "MarginTable", "Membership", "Pairing", "ParticipantOutcome", "ParticipantPlatform", "PolicyAdmission", "Project", "Prompt", "PromptSource", "RepeatJudgment", "Response", "ResponseSource", "Role",
+    "MarginTable", "Membership", "Pairing", "ParticipantOutcome", "ParticipantPlatform", "PolicyAdmission", "Project", "Prompt", "PromptSource", "ReliabilityFit", "RepeatJudgment", "Response", "ResponseSource", "Role",
     "SafetyBin", "SnapshotPurpose", "Strength", "imported_account_name",
 ]

@@ -3,6 +3,8 @@ audit trail."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -52,6 +54,35 @@ class DatasetSnapshot(Job):
 
     def __str__(self) -> str:
         return f"{self.format} snapshot of {self.project} ({self.row_count} rows)"
+
+
+class ReliabilityFit(Job):
+    """A fit of the labeler-reliability model (``annotation/reliability.py``) over a project's human
+    judgments, with each labeler's profile: run on the ``default`` worker, read by the quality
+    pages and by exports aggregated "reliability-weighted"."""
+
+    job_task = "annotation.tasks.reliability_fit"
+    stale_after = timedelta(minutes=30)
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reliability_fits")
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    # The newest judgment the fit read: later ones are "since the fit" on the pages.
+    last_judgment_id = models.PositiveBigIntegerField(default=0)
+    judgments = models.PositiveIntegerField(default=0)
+    # {username: {"reliability": alpha, "bias": beta, "left_on_tie": sigmoid(beta), "labels": n}}
+    labelers = models.JSONField(default=dict, blank=True)
+    # {username: the profile: biases with intervals and tests, agreement, gold, time, flips, flags}
+    profiles = models.JSONField(default=dict, blank=True)
+    # iterations, converged, seconds, comparisons, and the project-wide figures the profiles use
+    summary = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["project", "state", "-created_at"], name="reliability_fit_latest")]
+
+    def __str__(self) -> str:
+        return f"reliability fit #{self.pk} of {self.project} ({self.state})"
 
 
 class AuditAction(models.TextChoices):

@@ -19,7 +19,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from annotation.exports import FORMATS, CardStats, ExportError, ExportFilters, ReadCounter, export_rows, filtered_judgments
+from annotation.exports import (
+    FORMATS,
+    CardStats,
+    ExportError,
+    ExportFilters,
+    ReadCounter,
+    export_rows,
+    filtered_judgments,
+    reliability_fit_for,
+)
 from annotation.models import UNKNOWN_STRENGTH, AuditAction, DatasetSnapshot, JobState, Project, SnapshotPurpose
 from annotation.services.audit import audit_record
 from config.jobs import job_claim, send_after_commit
@@ -54,6 +63,8 @@ def export_start(
     if file_format not in FILE_FORMATS:
         raise ExportError(f"file_format: expected one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
     parsed = ExportFilters.from_dict(filters)
+    if parsed.aggregation == "reliability-weighted":
+        reliability_fit_for(project)  # refuse now, not in the worker, when there is no fit
     snapshot = DatasetSnapshot.objects.create(
         project=project, purpose=SnapshotPurpose.EXPORT, format=format, filters=parsed.as_dict(),
         state=JobState.QUEUED, file_format=file_format, created_by=user,
@@ -83,6 +94,11 @@ def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
         "",
         *[f"- {k}: {_md(str(v))}" for k, v in sorted(snapshot.filters.items())],
     ]
+    if snapshot.filters.get("aggregation") == "reliability-weighted":
+        fit = project.reliability_fits.filter(state=JobState.SUCCEEDED, finished_at__lte=snapshot.finished_at or timezone.now()).first()
+        if fit is not None:
+            lines += ["", f"One row per comparison: the winner of the labeler-reliability model with reliability fit #{fit.pk}"
+                      f" ({fit.finished_at:%Y-%m-%d %H:%M UTC}, {fit.judgments} judgments); `confidence` is P(chosen is better | labels)."]
     if stats.strengths:
         lines += ["", "## Rows per strength", "", "| strength | rows |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(stats.strengths.items())]

@@ -31,7 +31,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from annotation.models import AssignmentState, AuditEvent, DatasetSnapshot, Dialogue, JobState, PromptSource, Role, SnapshotPurpose
+from annotation.models import AssignmentState, AuditEvent, DatasetSnapshot, Dialogue, JobState, PromptSource, ReliabilityFit, Role, SnapshotPurpose
 from modeling.models import LiveTurn, Round, RoundState, SamplingRun
 from tests.factories import (
     AssignmentFactory,
@@ -109,6 +109,8 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "comparison-gold": {"POST": LEAD_FORM},
     "quality": {"GET": LEAD_PAGE},
     "quality-threshold": {"POST": LEAD_FORM},
+    "quality-fit": {"POST": LEAD_FORM},
+    "labeler-profile": {"GET": LEAD_PAGE},
     "leaderboard": {"GET": LEAD_PAGE},
     "snapshot-download": {"GET": LEAD_PAGE},
     # A lead weighs the shared members for the project and tests them; adding them is for staff.
@@ -149,6 +151,7 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "api-judgments": {"GET": LEAD_API, "OPTIONS": LEAD_API},
     "api-imports": {"POST": (403, 404, 404, 403, 201, 201, 404, 201), "OPTIONS": LEAD_API},
     "api-exports": {"GET": LEAD_API, "POST": (403, 404, 404, 403, 202, 202, 404, 202), "OPTIONS": LEAD_API},
+    "api-reliability": {"GET": LEAD_API, "POST": (403, 404, 404, 403, 202, 202, 404, 202), "OPTIONS": LEAD_API},
     "api-export-download": {"GET": (403, 404, 404, 404, 200, 200, 404, 200), "OPTIONS": SIGNED_IN_API},
     # 409: the world has no pending prompt to sample; the caller got past the door.
     "api-project-committee": {"GET": LEAD_API, "OPTIONS": LEAD_API},
@@ -286,6 +289,8 @@ def world(settings, tmp_path, monkeypatch) -> World:
         row_count=1, state=JobState.SUCCEEDED, sha256="0" * 64, created_by=users["lead"],
     )
     round_ = Round.objects.create(project=project, number=1, state=RoundState.FAILED, error="boom")
+    # A finished reliability fit, so its API has something to show to those who may read it.
+    ReliabilityFit.objects.create(project=project, state=JobState.SUCCEEDED, labelers={users["labeler"].username: {"reliability": 1.0}})
     SamplingRun.objects.create(project=project)
     # The labeler's open dialogue, whose first turn failed: it can be redrawn or written again.
     dialogue = Dialogue.objects.create(project=project, labeler=users["labeler"])
@@ -320,6 +325,7 @@ def world(settings, tmp_path, monkeypatch) -> World:
         "object_id": project.pk,
         "app_label": "annotation",
         "url": "no-such-page/",
+        "username": users["labeler"].username,  # a labeler with a judgment in the project
     }
     # Bodies that pass validation, so what decides the answer is who asks, not what they send.
     bodies = {

@@ -114,7 +114,7 @@ def test_round_from_and_to_cut_at_the_rounds_last_judgment(dataset):
 @pytest.mark.parametrize(
     ("filters", "message"),
     [({"colour": "red"}, "unknown filter"), ({"date_from": "yesterday"}, "expected a date"),
-     ({"aggregation": "mean"}, "'each' or 'majority'"), ({"min_labeler_gold_accuracy": 2}, "from 0 to 1"),
+     ({"aggregation": "mean"}, "'each', 'majority' or 'reliability-weighted'"), ({"min_labeler_gold_accuracy": 2}, "from 0 to 1"),
      ({"round_from": 3}, "round 3 has no snapshot"), ({"strengths": ["huge"]}, "strengths: expected a list of"),
      ({"strengths": "better"}, "strengths: expected a list"), ({"split": "test"}, "'all', 'train' or 'heldout'"),
      ({"heldout_percent": 101}, "from 0 to 100"), ({"safety": ["unsafe"]}, "safety: expected a list of"),

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from rest_framework.authtoken.models import Token
 
-from annotation.models import DatasetSnapshot, Dialogue, JobState, PromptSource, Role, SnapshotPurpose
+from annotation.models import DatasetSnapshot, Dialogue, JobState, PromptSource, ReliabilityFit, Role, SnapshotPurpose
 from modeling.models import LiveTurn, Round, RoundState
 from tests.factories import (
     AssignmentFactory,
@@ -86,6 +86,8 @@ def fuzz_world(settings, tmp_path):
         state=JobState.SUCCEEDED, sha256="0" * 64,
     )
     round_ = Round.objects.create(project=project, number=1, state=RoundState.FAILED, error="boom")
+    # A finished reliability fit: an export aggregated "reliability-weighted" is then a valid request.
+    ReliabilityFit.objects.create(project=project, state=JobState.SUCCEEDED)
     # The labeler's open live dialogue, whose first turn failed (it can be redrawn or written again).
     dialogue = Dialogue.objects.create(project=project, labeler=labeler)
     live_turn = LiveTurn.objects.create(

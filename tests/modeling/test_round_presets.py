@@ -95,3 +95,16 @@ def test_the_page_starts_quick_by_default_and_custom_on_standard(client, member_
         client.post(url, {"preset": "custom", "config": '{"rm": {"epochs": 2}}'})
     custom = Round.objects.get()
     assert custom.config["preset"] == "standard" and custom.config["rm"]["epochs"] == 2 and custom.config["rm"]["max_steps"] == 500
+
+
+@pytest.mark.django_db
+def test_the_page_sets_the_labels_a_round_trains_on_and_refuses_an_unknown_one(client, member_of, django_capture_on_commit_callbacks):
+    project = ProjectFactory()
+    client.force_login(member_of(project, Role.ADMIN))
+    url = reverse("round-start", kwargs={"slug": project.slug})
+    with django_capture_on_commit_callbacks():
+        client.post(url, {"preset": "quick", "aggregation": "reliability-weighted"})
+    assert Round.objects.get().config["aggregation"] == "reliability-weighted"
+    Round.objects.all().delete()
+    page = client.post(url, {"preset": "quick", "aggregation": "loudest"}, follow=True)
+    assert "No round started: aggregation" in page.content.decode() and not Round.objects.exists()

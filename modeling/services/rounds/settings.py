@@ -19,6 +19,11 @@ DEFAULT_CONFIG = {
     # reward model scores both answers, and with human_eval the pairs also go to the labelers as
     # evaluation comparisons (modeling/services/rounds/evaluation.py).
     "eval_prompts": 50,
+    # How the reward model's and DPO's files count a comparison's k labels: "each" (a pair per
+    # label), "majority", or "reliability-weighted" (the labeler-reliability model's winner, fitted
+    # by the snapshot step on the round's judgments: annotation/reliability.py). The held-out file
+    # stays "each", so held-out accuracy reads the same across rounds.
+    "aggregation": "each",
     # As long as the committee's answers (DEFAULT_GENERATION): labelers judge these pairs too, and
     # answers cut at 128 tokens would be judged on where they stop.
     "eval_max_new_tokens": 256,
@@ -74,6 +79,7 @@ ROUND_SETTINGS_SCHEMA = {
         "heldout_percent": {"type": "integer", "minimum": 0, "maximum": 100},
         "dpo_strengths": {"type": "array", "items": {"type": "string", "enum": STRENGTH_FILTER_VALUES}},
         "eval_prompts": {"type": "integer", "minimum": 0, "maximum": 10000},
+        "aggregation": {"type": "string", "enum": ["each", "majority", "reliability-weighted"]},
         "eval_max_new_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
         "human_eval": {"type": "boolean"},
         "rm": TRAIN_SETTINGS_SCHEMA,

@@ -109,17 +109,17 @@ def _model_dir(member: CommitteeMember) -> str:
 
 
 def snapshot_filters(*, round_number: int, previous_number: int | None, heldout_percent: int, dpo_strengths: list,
-                     include_evaluation: bool = False) -> dict:
+                     include_evaluation: bool = False, aggregation: str = "each") -> dict:
     """The export filters of a round's three files: every judgment up to the round's cut (gold and
     imported ones included, both-bad ones not; labels on earlier rounds' evaluation pairs only if
     the project lets them train) split by prompt into training and held-out files, and for DPO the
     strong ones since the previous successful round. An export with the same filters is the same
-    file, byte for byte."""
+    file, byte for byte (a "reliability-weighted" one: with the same fit, which the summary names)."""
     common = {"round_to": round_number, "exclude_gold": False, "include_imported": True, "include_both_bad": False,
               "include_evaluation": include_evaluation, "heldout_percent": heldout_percent}
     return {
-        "rm": {**common, "split": "train"},
-        "dpo": {**common, "split": "train", "round_from": previous_number, "strengths": list(dpo_strengths)},
+        "rm": {**common, "split": "train", "aggregation": aggregation},
+        "dpo": {**common, "split": "train", "round_from": previous_number, "strengths": list(dpo_strengths), "aggregation": aggregation},
         "heldout": {**common, "split": "heldout"},
     }
 
@@ -145,9 +145,12 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
     percent = int(config["heldout_percent"])
     filters = snapshot_filters(round_number=round_.number, previous_number=previous.number if previous else None,
                                heldout_percent=percent, dpo_strengths=config["dpo_strengths"],
-                               include_evaluation=project.evaluation_trains)
+                               include_evaluation=project.evaluation_trains, aggregation=config.get("aggregation", "each"))
     tmp = _tmp_dir(final)
-    summary = {"last_judgment_id": last_id, "dpo_since_judgment_id": since_id, "heldout_percent": percent, "files": {}}
+    summary = {"last_judgment_id": last_id, "dpo_since_judgment_id": since_id, "heldout_percent": percent,
+               "aggregation": config.get("aggregation", "each"), "files": {}}
+    if summary["aggregation"] == "reliability-weighted":
+        summary["reliability_fit"] = _fit_reliability(project, round_)
     for name, part in filters.items():
         written = dataset_write(project=project, format="trl-preference", filters=ExportFilters.from_dict(part),
                                 final=tmp / f"{name}.jsonl")
@@ -167,6 +170,18 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
             created_by=round_.created_by,
         )
     return summary
+
+
+def _fit_reliability(project, round_: Round) -> int:
+    """A fresh fit of labeler reliability over the project's judgments, run here on the worker, for
+    the round's "reliability-weighted" files; returns its id (the files are reproducible with it)."""
+    from annotation.models import ReliabilityFit
+    from annotation.services.reliability import reliability_fit_execute
+
+    fit = ReliabilityFit.objects.create(project=project, created_by=round_.created_by)
+    fit = reliability_fit_execute(fit_id=fit.pk)  # raises (and marks the fit failed) if it cannot fit
+    round_log(round_.pk, f"snapshot: reliability fit #{fit.pk} over {fit.judgments} judgments")
+    return fit.pk
 
 
 def _train(kind: str, round_: Round, *, model_dir: str, rows: list[dict], heldout: list[dict], output_dir: Path, config,
