@@ -18,8 +18,11 @@ WHERE id = (
     SELECT c.id FROM annotation_comparison c
     WHERE c.project_id = %(project)s AND c.is_gold = %(gold)s AND c.source <> %(imported)s AND c.source <> %(private)s
       AND c.slots_taken >= %(low)s AND c.slots_taken < %(high)s
+      -- repeat_of_id IS NULL: the unique (comparison, labeler) index is partial (a swapped repeat
+      -- is a second assignment), and only a query that says so is answered from it; a repeat
+      -- exists only beside its original assignment, so the answer is the same.
       AND NOT EXISTS (
-          SELECT 1 FROM annotation_assignment a WHERE a.comparison_id = c.id AND a.labeler_id = %(labeler)s
+          SELECT 1 FROM annotation_assignment a WHERE a.comparison_id = c.id AND a.labeler_id = %(labeler)s AND a.repeat_of_id IS NULL
       )
     ORDER BY c.slots_taken, c.id
     LIMIT 1{lock}
