@@ -107,14 +107,14 @@ def test_a_swapped_repeat_is_served_with_swapped_sides_and_never_exported(member
     project = make_project(repeat_min_gap=2)
     make_comparisons(project, 6)
     ada, bob = member_of(project, Role.LABELER), member_of(project, Role.LABELER)
-    first, second, *_ = label_normally(project, ada, 4)
+    second, first, *_ = label_normally(project, ada, 4)  # "first" to come back: the newest that may
     label_normally(project, bob, 2)
     before = exported(project)
     assert all(count for count, _ in before.values()), before
     taken = {j.comparison_id: slots(j.comparison_id) for j in (first, second)}
 
     repeat = comparison_lease_next(project=project, labeler=ada)
-    # The oldest judgment with at least 2 of ada's later: the first; its right side now on the left.
+    # The newest judgment with at least 2 of ada's later (the second submitted); its right side now on the left.
     assert (repeat.repeat_of_id, repeat.comparison_id) == (first.pk, first.comparison_id)
     assert repeat.left_response_id == right_of(first) != first.left_response_id
     assert slots(first.comparison_id) == taken[first.comparison_id] == comparison_slots_recount(comparison_id=first.comparison_id)
@@ -130,7 +130,7 @@ def test_a_swapped_repeat_is_served_with_swapped_sides_and_never_exported(member
     assert Assignment.objects.get(pk=repeat.pk).state == AssignmentState.SUBMITTED
     assert LabelerDay.objects.get(labeler=ada).judgments == 5  # "done today" moves as for any submit
 
-    # The next: the second judgment (2 later ones); the other winner is a flip.
+    # The next: the one before it; the other winner is a flip.
     again = comparison_lease_next(project=project, labeler=ada)
     assert again.repeat_of_id == second.pk and again.left_response_id == right_of(second)
     submit(again, ada, chosen="right" if second.chosen_response_id == again.left_response_id else "left")
@@ -200,7 +200,7 @@ def test_each_judgment_is_repeated_at_most_once_even_when_its_repeat_ended_unans
     project = make_project(repeat_min_gap=1)
     make_comparisons(project, 4)
     ada = member_of(project, Role.LABELER)
-    first, second, _third = label_normally(project, ada, 3)
+    second, first, _third = label_normally(project, ada, 3)  # newest first: the second submitted comes back first
     skipped = comparison_lease_next(project=project, labeler=ada)
     assert skipped.repeat_of_id == first.pk
     assignment_skip(assignment_id=skipped.pk, labeler=ada, reason="unclear")

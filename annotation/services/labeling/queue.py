@@ -126,7 +126,7 @@ def _try_lease_serialised(*, project: Project, labeler, gold: bool, now) -> Assi
 
 
 def _try_lease_repeat(*, project: Project, labeler, now) -> Assignment | None:
-    """A swapped repeat of the labeler's oldest judgment that may come back (``REPEAT_LEASE_SQL``),
+    """A swapped repeat of the labeler's newest judgment that may come back (``REPEAT_LEASE_SQL``),
     or None when none may yet."""
     expires = now + timedelta(minutes=project.lease_minutes)
     params = {

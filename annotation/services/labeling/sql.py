@@ -31,15 +31,17 @@ RETURNING id, response_a_id, response_b_id
 """
 
 
-# A swapped repeat (``Project.repeat_rate`` of leases, a few percent): the labeler's oldest
+# A swapped repeat (``Project.repeat_rate`` of leases, a few percent): the labeler's newest
 # judgment in the project that may come back, leased to them again with its sides swapped (the
 # side that was on the right is now on the left), in one INSERT ... SELECT, atomic by itself on
 # both databases. A judgment may come back when its comparison is regular work (not gold, not
 # imported with its labels, not a live turn), it never came back before, and at least ``gap`` of
 # the labeler's judgments in the project were submitted after it: it is strictly older than their
 # gap-th newest, which a short backward scan of ``judgment_labeler_recent`` finds once per
-# statement. No slot is taken: a repeat is no label toward k. Two tabs picking the same judgment at
-# once: the unique ``repeat_of`` lets one through and fails the other, which leases normally.
+# statement. The pick scans backward from there too (newest first), so its cost does not grow with
+# the labeler's history, and a repeat comes about ``gap`` judgments after its original. No slot is
+# taken: a repeat is no label toward k. Two tabs picking the same judgment at once: the unique
+# ``repeat_of`` lets one through and fails the other, which leases normally.
 REPEAT_LEASE_SQL = """
 INSERT INTO annotation_assignment (comparison_id, labeler_id, left_response_id, state, leased_at, expires_at, skip_reason, repeat_of_id)
 SELECT j.comparison_id, j.labeler_id,
@@ -54,7 +56,7 @@ WHERE j.labeler_id = %(labeler)s AND c.project_id = %(project)s AND c.is_gold = 
       WHERE j2.labeler_id = %(labeler)s AND c2.project_id = %(project)s
       ORDER BY j2.submitted_at DESC LIMIT 1 OFFSET %(newer)s
   )
-ORDER BY j.submitted_at, j.id
+ORDER BY j.submitted_at DESC, j.id DESC
 LIMIT 1
 RETURNING id, comparison_id, left_response_id, repeat_of_id
 """
