@@ -387,7 +387,10 @@ def _flags(profile: dict, level: float) -> list[dict]:
         flag("position bias on near-ties", "exact binomial test of left picks on near-ties against 50%",
              f"{ties['rate']:.0%} left of {ties['n']} near-ties", ties["p"])
     length = profile["length"]
-    if length["n"]:
+    # Toward the longer answer only: a labeler who picks the longer one less often than the
+    # consensus mostly disagrees with it, which "low agreement" says (where the better answer is
+    # the longer, every careless labeler would read as "against length").
+    if length["n"] and length["labeler_longer_rate"] > length["consensus_longer_rate"]:
         flag("length bias", "McNemar's exact test: longer answer picked, labeler vs consensus on the same comparisons",
              f"longer wins {length['labeler_longer_rate']:.0%} vs consensus {length['consensus_longer_rate']:.0%} (n={length['n']})", length["p"])
     strengths = profile["strengths"]

@@ -371,3 +371,37 @@ def test_a_rounds_snapshot_step_fits_reliability_and_names_the_fit(labelled, set
     assert fit_row.state == "succeeded" and summary["aggregation"] == "reliability-weighted"
     rows = [json.loads(line) for line in (tmp_path / "round-1" / "snapshot" / "rm.jsonl").read_text().splitlines()]
     assert len(rows) == 14 and all("confidence" in row and row["labels"] == 4 for row in rows)
+
+
+def test_length_bias_is_flagged_toward_the_longer_answer_only():
+    """ann, bo and cy pick the better answer, which is the shorter one in 14 of 16 comparisons;
+    len picks the longer every time (length bias); rand picks at random (against length as often
+    as not, but that is low agreement, not a length bias)."""
+    rng = random.Random(2)
+    rows = []
+    for c in range(16):
+        a_longer = c < 2  # A is the better answer; it is the longer only in the first two
+        for name in ("ann", "bo", "cy"):
+            rows.append(ProfileRow(c, name, True, c % 2 == 0, "better", 5.0, a_longer=a_longer))
+        rows.append(ProfileRow(c, "len", a_longer, c % 2 == 1, "better", 5.0, a_longer=a_longer))
+        rows.append(ProfileRow(c, "rand", rng.random() < 0.5, c % 2 == 0, "better", 5.0, a_longer=a_longer))
+    result = fit([Label(r.comparison, r.labeler, r.chose_a, r.a_left) for r in rows])
+    profiles, _ = labeler_profiles(rows, result)
+    assert profiles["len"]["length"]["labeler_longer_rate"] == 1.0 and profiles["len"]["length"]["consensus_longer_rate"] == 0.125
+    assert "length bias" in {f["name"] for f in profiles["len"]["flags"]}
+    assert profiles["rand"]["length"]["labeler_longer_rate"] > 0 and "length bias" not in {f["name"] for f in profiles["rand"]["flags"]}
+    assert not profiles["ann"]["flags"]
+
+
+def test_picking_the_shorter_answer_where_the_better_is_longer_is_low_agreement_not_length_bias():
+    rows = []
+    for c in range(16):
+        a_longer = c >= 2  # A is the better answer and the longer in 14 of 16
+        for name in ("ann", "bo", "cy"):
+            rows.append(ProfileRow(c, name, True, c % 2 == 0, "better", 5.0, a_longer=a_longer))
+        rows.append(ProfileRow(c, "contrary", False, c % 2 == 0, "better", 5.0, a_longer=a_longer))
+    result = fit([Label(r.comparison, r.labeler, r.chose_a, r.a_left) for r in rows])
+    profiles, _ = labeler_profiles(rows, result)
+    contrary = profiles["contrary"]
+    assert contrary["length"]["labeler_longer_rate"] == 0.125 and contrary["length"]["p"] < 0.01
+    assert {f["name"] for f in contrary["flags"]} == {"low agreement"}
