@@ -405,3 +405,49 @@ def test_picking_the_shorter_answer_where_the_better_is_longer_is_low_agreement_
     contrary = profiles["contrary"]
     assert contrary["length"]["labeler_longer_rate"] == 0.125 and contrary["length"]["p"] < 0.01
     assert {f["name"] for f in contrary["flags"]} == {"low agreement"}
+
+
+# --- hostile and degenerate input -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("labels", [
+    [Label(1, "solo", True, True)],  # one label
+    [Label(c, "same", True, c % 2 == 0) for c in range(50)],  # one labeler who always says A
+    [Label(c, w, True, True) for c in range(30) for w in ("a", "b", "c")],  # everyone A, A always on the left
+    [Label(c, w, c % 2 == 0, True) for c in range(30) for w in ("a", "b")],  # perfectly separable
+])
+def test_degenerate_labels_give_finite_parameters_and_posteriors(labels):
+    result = fit(labels)
+    for params in result.labelers.values():
+        assert math.isfinite(params.reliability) and math.isfinite(params.bias) and abs(params.reliability) < 50
+    assert all(0.0 <= p <= 1.0 for p in result.posterior_a.values())
+    rows = [ProfileRow(l.comparison, l.labeler, l.chose_a, l.a_left, None, 0.0) for l in labels]
+    profiles, summary = labeler_profiles(rows, result)
+    assert set(profiles) == {l.labeler for l in labels} and summary["judgments"] == len(labels)
+
+
+def test_a_fit_of_a_project_without_human_judgments_succeeds_empty(db, django_capture_on_commit_callbacks):
+    from tests.factories import ProjectFactory
+
+    fit_row = _fitted(ProjectFactory(), django_capture_on_commit_callbacks)
+    assert fit_row.state == "succeeded" and fit_row.judgments == 0 and fit_row.labelers == {} and fit_row.profiles == {}
+
+
+@pytest.mark.django_db
+def test_any_text_as_a_labelers_name_in_the_profile_url_is_a_page_or_a_404_never_an_error(client, member_of):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    from urllib.parse import quote
+
+    from annotation.models import Role
+    from tests.factories import ProjectFactory
+
+    project = ProjectFactory()
+    client.force_login(member_of(project, Role.LEAD))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.text(min_size=1, max_size=80))
+    def ask(name):
+        answer = client.get(f"/p/{project.slug}/quality/labelers/{quote(name, safe='')}/")
+        assert answer.status_code in (200, 404), (name, answer.status_code)
+
+    ask()
