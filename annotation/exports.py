@@ -64,6 +64,10 @@ class ExportFilters:
     negligible: str = "keep"  # keep | exclude
     # each | majority | reliability-weighted (the labeler-reliability model's winner, with "confidence")
     aggregation: str = "each"
+    # The reliability fit a "reliability-weighted" export weighs labels with (None: the newest
+    # finished one, pinned into the stored filters when the export or round starts, so the file
+    # and its card name one fit and the same filters give the same bytes).
+    reliability_fit: int | None = None
     min_labeler_gold_accuracy: float | None = None  # drop labelers below this (with at least MIN_GOLD_JUDGMENTS gold judgments)
     include_both_bad: bool = False
     include_imported: bool = True
@@ -117,6 +121,7 @@ FILTERS_SCHEMA = {
         "exclude_gold": {"type": "boolean"},
         "negligible": {"type": "string", "enum": ["keep", "exclude"]},
         "aggregation": {"type": "string", "enum": ["each", "majority", "reliability-weighted"]},
+        "reliability_fit": {"type": "integer", "minimum": 1, "nullable": True},
         "min_labeler_gold_accuracy": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True},
         "include_both_bad": {"type": "boolean"},
         "include_imported": {"type": "boolean"},
@@ -339,9 +344,13 @@ def majority_rows(*, project: Project, judgments, counter: ReadCounter | None = 
     yield from _aggregated_rows(project=project, judgments=judgments, decide=_majority, counter=counter, split=split)
 
 
-def reliability_fit_for(project: Project):
-    """The newest finished reliability fit, or an ExportError that says how to get one."""
-    fit = project.reliability_fits.filter(state=JobState.SUCCEEDED).first()
+def reliability_fit_for(project: Project, fit_id: int | None = None):
+    """The project's finished reliability fit ``fit_id`` (the newest when None), or an ExportError
+    that says how to get one."""
+    fits = project.reliability_fits.filter(state=JobState.SUCCEEDED)
+    fit = fits.filter(pk=fit_id).first() if fit_id is not None else fits.first()
+    if fit is None and fit_id is not None:
+        raise ExportError(f"reliability_fit: this project has no finished reliability fit #{fit_id}")
     if fit is None:
         raise ExportError(
             'aggregation "reliability-weighted" needs a fit of labeler reliability, and this project has none yet: '
@@ -350,15 +359,15 @@ def reliability_fit_for(project: Project):
     return fit
 
 
-def reliability_rows(*, project: Project, judgments, counter: ReadCounter | None = None, split=None, fit=None) -> Iterator[dict]:
+def reliability_rows(*, project: Project, judgments, counter: ReadCounter | None = None, split=None, fit_id: int | None = None) -> Iterator[dict]:
     """Aggregation "reliability-weighted": per comparison, the winner by the posterior of the
     labeler-reliability model (``annotation/reliability.py``) given its labels, with each labeler's
-    reliability and left pull from the project's newest fit (labelers the fit has not seen count
-    as a typical labeler). ``confidence`` is P(winner is better | labels); a comparison at exactly
+    reliability and left pull from the project's fit ``fit_id`` (the newest when None; labelers the
+    fit has not seen count as a typical labeler). ``confidence`` is P(winner is better | labels); a comparison at exactly
     1/2 is dropped like a majority tie."""
     from annotation.reliability import LabelerParams, comparison_posterior
 
-    fit = fit or reliability_fit_for(project)
+    fit = reliability_fit_for(project, fit_id)
     params = {name: LabelerParams(reliability=v["reliability"], bias=v["bias"]) for name, v in fit.labelers.items()}
     default = LabelerParams()
 
@@ -423,8 +432,11 @@ def export_rows(*, project: Project, format: str, filters: ExportFilters, counte
         for judgment in _records(judgments, counter, split):
             yield _raw(judgment)
         return
-    aggregate = {"majority": majority_rows, "reliability-weighted": reliability_rows}.get(filters.aggregation, preference_rows)
-    pairs = aggregate(project=project, judgments=judgments, counter=counter, split=split)
+    if filters.aggregation == "reliability-weighted":
+        pairs = reliability_rows(project=project, judgments=judgments, counter=counter, split=split, fit_id=filters.reliability_fit)
+    else:
+        aggregate = majority_rows if filters.aggregation == "majority" else preference_rows
+        pairs = aggregate(project=project, judgments=judgments, counter=counter, split=split)
     if format == "trl-preference":
         yield from pairs
     elif format == "trl-preference-text":

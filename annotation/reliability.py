@@ -244,7 +244,8 @@ def two_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
 
 #: A comparison whose consensus (the other labelers' posterior) is within this of 1/2 is a near-tie.
 NEAR_TIE = 0.25
-#: Tests flag at this family-wise level, split over the labelers tested (Bonferroni).
+#: Each test flags at this level split over the labelers (Bonferroni per test: a labeler meets up
+#: to six tests, so the chance that a typical labeler gets some flag is up to six times this).
 FLAG_LEVEL = 0.05
 
 
@@ -275,7 +276,7 @@ def labeler_profiles(rows: list[ProfileRow], result: Fit, flips: dict[str, tuple
     comparison from the other labels (reliability-weighted, with the fit's parameters), so a
     labeler's own click never makes its agreement. ``flips``: {labeler: (repeats, flips)} of
     swapped repeats. Outliers are flagged by a named test at ``FLAG_LEVEL`` split over the
-    labelers (Bonferroni), never by a bare threshold.
+    labelers (Bonferroni, per test), never by a bare threshold.
     """
     flips = flips or {}
     params = result.labelers

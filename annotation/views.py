@@ -347,7 +347,8 @@ def _judgments_since(project, fit) -> int:
 def labeler_profile(request: HttpRequest, project, role, username: str) -> HttpResponse:
     """One labeler's profile in a project: their biases, agreement, gold, time and flips, each with
     its interval and the test that flags it (from the newest reliability fit)."""
-    if not Judgment.objects.filter(comparison__project=project, labeler__username=username).exists():
+    # No username holds a NUL, and PostgreSQL refuses one in a query: a 404 before asking.
+    if "\x00" in username or not Judgment.objects.filter(comparison__project=project, labeler__username=username).exists():
         raise Http404("No judgment of this labeler in this project")
     fit, pending = _reliability(project)
     profile = fit.profiles.get(username) if fit else None
@@ -363,6 +364,7 @@ def labeler_profile(request: HttpRequest, project, role, username: str) -> HttpR
     context = {
         "project": project, "role": role, "username": username, "fit": fit, "pending": pending, "p": profile,
         "strengths": strengths, "since_fit": _judgments_since(project, fit),
+        "last_failed": None if fit else project.reliability_fits.filter(state=JobState.FAILED).first(),
         "summary": fit.summary if fit else {},
     }
     return render(request, "annotation/labeler.html", context)

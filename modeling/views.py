@@ -92,7 +92,9 @@ def round_start_view(request: HttpRequest, project, role) -> HttpResponse:
         if request.POST.get("aggregation", "each") != "each":  # the form's "Labels" choice; checked with the rest
             overrides = {**overrides, "aggregation": request.POST["aggregation"]}
         round_ = round_start(project=project, user=request.user, config=overrides, preset=preset)
-        messages.success(request, f"Round {round_.number} ({round_.config['preset']}{', custom' if overrides else ''}) queued for the gpu worker.")
+        custom = ", custom" if set(overrides) - {"aggregation"} else ""
+        labels = f", {round_.config['aggregation']} labels" if round_.config.get("aggregation", "each") != "each" else ""
+        messages.success(request, f"Round {round_.number} ({round_.config['preset']}{custom}{labels}) queued for the gpu worker.")
     except RoundError as exc:
         messages.error(request, f"No round started: {exc}")
     return redirect("rounds", slug=project.slug)

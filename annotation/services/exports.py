@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -64,7 +64,9 @@ def export_start(
         raise ExportError(f"file_format: expected one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
     parsed = ExportFilters.from_dict(filters)
     if parsed.aggregation == "reliability-weighted":
-        reliability_fit_for(project)  # refuse now, not in the worker, when there is no fit
+        # Refused now, not in the worker, when there is no fit; pinned, so the rows and the card
+        # name one fit whatever is fitted while the export runs.
+        parsed = replace(parsed, reliability_fit=reliability_fit_for(project, parsed.reliability_fit).pk)
     snapshot = DatasetSnapshot.objects.create(
         project=project, purpose=SnapshotPurpose.EXPORT, format=format, filters=parsed.as_dict(),
         state=JobState.QUEUED, file_format=file_format, created_by=user,
@@ -95,10 +97,10 @@ def dataset_card(*, snapshot: DatasetSnapshot, stats: CardStats) -> str:
         *[f"- {k}: {_md(str(v))}" for k, v in sorted(snapshot.filters.items())],
     ]
     if snapshot.filters.get("aggregation") == "reliability-weighted":
-        fit = project.reliability_fits.filter(state=JobState.SUCCEEDED, finished_at__lte=snapshot.finished_at or timezone.now()).first()
+        fit = project.reliability_fits.filter(pk=snapshot.filters.get("reliability_fit")).first()
         if fit is not None:
             lines += ["", f"One row per comparison: the winner of the labeler-reliability model with reliability fit #{fit.pk}"
-                      f" ({fit.finished_at:%Y-%m-%d %H:%M UTC}, {fit.judgments} judgments); `confidence` is P(chosen is better | labels)."]
+                      f" ({fit.finished_at or fit.created_at:%Y-%m-%d %H:%M UTC}, {fit.judgments} judgments); `confidence` is P(chosen is better | labels)."]
     if stats.strengths:
         lines += ["", "## Rows per strength", "", "| strength | rows |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(stats.strengths.items())]

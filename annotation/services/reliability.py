@@ -31,9 +31,10 @@ def reliability_fit_start(*, project: Project, user=None) -> ReliabilityFit:
     """Queue a fit unless one is queued or running already (then that one is returned)."""
     from annotation import tasks
 
-    pending = (
-        ReliabilityFit.objects.select_for_update().filter(project=project, state__in=(JobState.QUEUED, JobState.RUNNING)).first()
-    )
+    # The project's row is the lock: two page views (or a view and the API) asking at once queue
+    # one fit, not two (a lock on pending fits would lock nothing when there is none).
+    Project.objects.select_for_update().filter(pk=project.pk).exists()
+    pending = ReliabilityFit.objects.filter(project=project, state__in=(JobState.QUEUED, JobState.RUNNING)).first()
     if pending is not None:
         return pending
     fit = ReliabilityFit.objects.create(project=project, state=JobState.QUEUED, created_by=user)

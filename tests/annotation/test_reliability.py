@@ -352,8 +352,10 @@ def test_a_round_can_train_on_the_reliability_weighted_files():
     assert merged_config(None)["aggregation"] == "each"
     with pytest.raises(RoundError, match="aggregation"):
         merged_config({"aggregation": "mean"})
-    files = snapshot_filters(round_number=2, previous_number=1, heldout_percent=10, dpo_strengths=["better"], aggregation="reliability-weighted")
+    files = snapshot_filters(round_number=2, previous_number=1, heldout_percent=10, dpo_strengths=["better"], aggregation="reliability-weighted",
+                             reliability_fit=7)
     assert files["rm"]["aggregation"] == files["dpo"]["aggregation"] == "reliability-weighted"
+    assert files["rm"]["reliability_fit"] == files["dpo"]["reliability_fit"] == 7
     assert "aggregation" not in files["heldout"]  # held-out accuracy reads each label, as in every round
 
 
@@ -369,6 +371,11 @@ def test_a_rounds_snapshot_step_fits_reliability_and_names_the_fit(labelled, set
     summary = _step_snapshot(round_, tmp_path / "round-1")
     fit_row = ReliabilityFit.objects.get(pk=summary["reliability_fit"])
     assert fit_row.state == "succeeded" and summary["aggregation"] == "reliability-weighted"
+    from annotation.models import DatasetSnapshot
+
+    files = {s.purpose: s.filters for s in DatasetSnapshot.objects.filter(round=round_)}
+    assert files["reward_model"]["reliability_fit"] == files["dpo"]["reliability_fit"] == fit_row.pk
+    assert files["evaluation"]["aggregation"] == "each" and files["evaluation"]["reliability_fit"] is None
     rows = [json.loads(line) for line in (tmp_path / "round-1" / "snapshot" / "rm.jsonl").read_text().splitlines()]
     assert len(rows) == 14 and all("confidence" in row and row["labels"] == 4 for row in rows)
 
@@ -451,3 +458,40 @@ def test_any_text_as_a_labelers_name_in_the_profile_url_is_a_page_or_a_404_never
         assert answer.status_code in (200, 404), (name, answer.status_code)
 
     ask()
+
+
+@pytest.mark.django_db
+def test_an_export_pins_the_fit_it_starts_with_and_a_newer_fit_changes_nothing(settings, tmp_path):
+    from annotation.exports import ExportError, ExportFilters, export_rows
+    from annotation.models import JobState, ReliabilityFit
+    from annotation.services.exports import export_execute, export_start
+
+    settings.ARTIFACTS_DIR = tmp_path
+    project, c, first = _weighted_fixture()
+    snapshot = export_start(project=project, format="trl-preference", filters={"aggregation": "reliability-weighted"})
+    assert snapshot.filters["reliability_fit"] == first.pk
+    # A newer fit that trusts x and y instead lands before the worker writes the file.
+    ReliabilityFit.objects.create(project=project, state=JobState.SUCCEEDED, labelers={
+        name: {"reliability": a, "bias": 0.0} for name, a in {"x": 2.5, "y": 2.5, "z": 0.05}.items()})
+    export_execute(snapshot_id=snapshot.pk)
+    snapshot.refresh_from_db()
+    assert snapshot.state == "succeeded", snapshot.error
+    (row,) = [json.loads(line) for line in (tmp_path / snapshot.path).read_text().splitlines()]
+    assert row["chosen_response_id"] == c.response_b_id  # the pinned fit's verdict, not the newer one's
+    assert f"reliability fit #{first.pk}" in snapshot.card
+    newest = list(export_rows(project=project, format="trl-preference", filters=ExportFilters.from_dict({"aggregation": "reliability-weighted"})))
+    assert newest[0]["chosen_response_id"] == c.response_a_id
+    with pytest.raises(ExportError, match="no finished reliability fit #999"):
+        list(export_rows(project=project, format="trl-preference", filters=ExportFilters.from_dict(
+            {"aggregation": "reliability-weighted", "reliability_fit": 999})))
+
+
+def test_a_fit_asked_twice_at_once_is_queued_once(labelled, django_capture_on_commit_callbacks):
+    from annotation.models import ReliabilityFit
+    from annotation.services.reliability import reliability_fit_start
+
+    project, _ = labelled
+    with django_capture_on_commit_callbacks():
+        first = reliability_fit_start(project=project)
+        second = reliability_fit_start(project=project)
+    assert first.pk == second.pk and ReliabilityFit.objects.filter(project=project).count() == 1

@@ -133,6 +133,12 @@ def _schema(app, world, role):
                     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "403", "404", "409"]}},
                 },
                 {
+                    # Filters may name a reliability fit by id: one the project lacks is refused at
+                    # the start with a 400 naming the filter (the rows would otherwise read no fit).
+                    "include-path": "/api/v1/projects/{slug}/exports/",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "403", "404"]}},
+                },
+                {
                     # A live turn's text must say something and fit the project's rules (no
                     # system prompt here, its categories): 400 with the field; a turn while one
                     # is answered, or before the last is judged, is a 409; another's dialogue 404.

@@ -103,8 +103,9 @@ def test_the_page_sets_the_labels_a_round_trains_on_and_refuses_an_unknown_one(c
     client.force_login(member_of(project, Role.ADMIN))
     url = reverse("round-start", kwargs={"slug": project.slug})
     with django_capture_on_commit_callbacks():
-        client.post(url, {"preset": "quick", "aggregation": "reliability-weighted"})
+        page = client.post(url, {"preset": "quick", "aggregation": "reliability-weighted"}, follow=True)
     assert Round.objects.get().config["aggregation"] == "reliability-weighted"
+    assert "Round 1 (quick, reliability-weighted labels) queued" in page.content.decode()
     Round.objects.all().delete()
     page = client.post(url, {"preset": "quick", "aggregation": "loudest"}, follow=True)
     assert "No round started: aggregation" in page.content.decode() and not Round.objects.exists()

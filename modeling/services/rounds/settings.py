@@ -21,7 +21,7 @@ DEFAULT_CONFIG = {
     "eval_prompts": 50,
     # How the reward model's and DPO's files count a comparison's k labels: "each" (a pair per
     # label), "majority", or "reliability-weighted" (the labeler-reliability model's winner, fitted
-    # by the snapshot step on the round's judgments: annotation/reliability.py). The held-out file
+    # by the snapshot step on all the project's human judgments: annotation/reliability.py). The held-out file
     # stays "each", so held-out accuracy reads the same across rounds.
     "aggregation": "each",
     # As long as the committee's answers (DEFAULT_GENERATION): labelers judge these pairs too, and

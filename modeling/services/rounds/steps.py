@@ -109,17 +109,18 @@ def _model_dir(member: CommitteeMember) -> str:
 
 
 def snapshot_filters(*, round_number: int, previous_number: int | None, heldout_percent: int, dpo_strengths: list,
-                     include_evaluation: bool = False, aggregation: str = "each") -> dict:
+                     include_evaluation: bool = False, aggregation: str = "each", reliability_fit: int | None = None) -> dict:
     """The export filters of a round's three files: every judgment up to the round's cut (gold and
     imported ones included, both-bad ones not; labels on earlier rounds' evaluation pairs only if
     the project lets them train) split by prompt into training and held-out files, and for DPO the
     strong ones since the previous successful round. An export with the same filters is the same
-    file, byte for byte (a "reliability-weighted" one: with the same fit, which the summary names)."""
+    file, byte for byte (a "reliability-weighted" one names its fit, ``reliability_fit``)."""
     common = {"round_to": round_number, "exclude_gold": False, "include_imported": True, "include_both_bad": False,
               "include_evaluation": include_evaluation, "heldout_percent": heldout_percent}
+    weighing = {"aggregation": aggregation, **({"reliability_fit": reliability_fit} if reliability_fit else {})}
     return {
-        "rm": {**common, "split": "train", "aggregation": aggregation},
-        "dpo": {**common, "split": "train", "round_from": previous_number, "strengths": list(dpo_strengths), "aggregation": aggregation},
+        "rm": {**common, "split": "train", **weighing},
+        "dpo": {**common, "split": "train", "round_from": previous_number, "strengths": list(dpo_strengths), **weighing},
         "heldout": {**common, "split": "heldout"},
     }
 
@@ -143,14 +144,16 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
     last_id = Judgment.objects.filter(comparison__project=project).aggregate(n=Max("id"))["n"] or 0
     Round.objects.filter(pk=round_.pk).update(last_judgment_id=last_id)  # the cut the files' filters name
     percent = int(config["heldout_percent"])
+    aggregation = config.get("aggregation", "each")
+    fit_id = _fit_reliability(project, round_) if aggregation == "reliability-weighted" else None
     filters = snapshot_filters(round_number=round_.number, previous_number=previous.number if previous else None,
                                heldout_percent=percent, dpo_strengths=config["dpo_strengths"],
-                               include_evaluation=project.evaluation_trains, aggregation=config.get("aggregation", "each"))
+                               include_evaluation=project.evaluation_trains, aggregation=aggregation, reliability_fit=fit_id)
     tmp = _tmp_dir(final)
     summary = {"last_judgment_id": last_id, "dpo_since_judgment_id": since_id, "heldout_percent": percent,
-               "aggregation": config.get("aggregation", "each"), "files": {}}
-    if summary["aggregation"] == "reliability-weighted":
-        summary["reliability_fit"] = _fit_reliability(project, round_)
+               "aggregation": aggregation, "files": {}}
+    if fit_id:
+        summary["reliability_fit"] = fit_id
     for name, part in filters.items():
         written = dataset_write(project=project, format="trl-preference", filters=ExportFilters.from_dict(part),
                                 final=tmp / f"{name}.jsonl")
@@ -173,8 +176,9 @@ def _step_snapshot(round_: Round, workdir: Path) -> dict:
 
 
 def _fit_reliability(project, round_: Round) -> int:
-    """A fresh fit of labeler reliability over the project's judgments, run here on the worker, for
-    the round's "reliability-weighted" files; returns its id (the files are reproducible with it)."""
+    """A fresh fit of labeler reliability over the project's human judgments as they are now (past
+    the round's cut too: later labels only sharpen each labeler's estimate), run here on the worker
+    for the round's "reliability-weighted" files, which name it; returns its id."""
     from annotation.models import ReliabilityFit
     from annotation.services.reliability import reliability_fit_execute
 
