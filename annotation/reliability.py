@@ -104,8 +104,9 @@ def comparison_posterior(labels: list[tuple[float, float, bool, bool]]) -> float
     return (positive + weights[20] / 2) / (positive + negative + weights[20])
 
 
-def fit(labels: list[Label], *, max_iterations: int = 100, tolerance: float = 1e-4) -> Fit:
-    """Reliability and left pull per labeler and P(A is better) per comparison (see the module)."""
+def fit(labels: list[Label | ProfileRow], *, max_iterations: int = 100, tolerance: float = 1e-4) -> Fit:
+    """Reliability and left pull per labeler and P(A is better) per comparison (see the module).
+    ``labels``: ``Label``s, or the profile's ``ProfileRow``s, which carry the same four fields."""
     import numpy as np
 
     if not labels:

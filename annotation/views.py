@@ -20,7 +20,6 @@ from annotation import charts, selectors
 from annotation.access import project_page
 from annotation.importers import ImportValidationError
 from annotation.models import (
-    IMPORTED_ACCOUNT_PREFIX,
     MIN_GOLD_JUDGMENTS,
     AuditAction,
     AuditEvent,
@@ -43,7 +42,7 @@ from annotation.services.gold import GoldError, comparison_set_gold
 from annotation.services.projects import project_create, project_update_settings
 from annotation.services.labeling import LabelingError
 from annotation.services.participants import NO_STUDY, JoinRefused, is_participant, participant_exit_url, participant_join
-from annotation.services.reliability import reliability_fit_latest, reliability_fit_refresh, reliability_fit_start
+from annotation.services.reliability import judgments_since_fit, reliability_fit_refresh, reliability_fit_start
 from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
 from modeling.selectors import project_committee
@@ -317,29 +316,17 @@ def quality(request: HttpRequest, project, role) -> HttpResponse:
     labels = {s.value: s.label for s in Strength}
     for labeler in stats["labelers"]:
         labeler["strengths"] = {labels.get(k, k): v for k, v in labeler["strengths"].items()}
-    fit, pending = _reliability(project)
+    fit, pending = reliability_fit_refresh(project=project)
     for labeler in stats["labelers"]:
         labeler["profile"] = fit.profiles.get(labeler["labeler"]) if fit else None
     context = {
         "project": project, "role": role, "q": stats, "fit": fit, "pending": pending,
-        "since_fit": _judgments_since(project, fit),
+        "since_fit": judgments_since_fit(project=project, fit=fit),
         "per_day_chart": charts.bars(stats["per_day"]),
         "strength_chart": charts.bars({s.label: stats["strengths"].get(s.value, 0) for s in Strength}),
         "has_gold": project.comparisons.filter(is_gold=True).exists(), "min_gold": MIN_GOLD_JUDGMENTS,
     }
     return render(request, "annotation/quality.html", context)
-
-
-def _reliability(project):
-    """The newest finished reliability fit and the fit queued or running now (a page view queues
-    one when judgments arrived since: reliability_fit_refresh; the worker fits, never the request)."""
-    pending = reliability_fit_refresh(project=project)
-    return reliability_fit_latest(project=project), pending
-
-
-def _judgments_since(project, fit) -> int:
-    query = Judgment.objects.filter(comparison__project=project).exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
-    return query.filter(id__gt=fit.last_judgment_id).count() if fit else query.count()
 
 
 @require_safe
@@ -350,7 +337,7 @@ def labeler_profile(request: HttpRequest, project, role, username: str) -> HttpR
     # No username holds a NUL, and PostgreSQL refuses one in a query: a 404 before asking.
     if "\x00" in username or not Judgment.objects.filter(comparison__project=project, labeler__username=username).exists():
         raise Http404("No judgment of this labeler in this project")
-    fit, pending = _reliability(project)
+    fit, pending = reliability_fit_refresh(project=project)
     profile = fit.profiles.get(username) if fit else None
     names = {s.value: s.label for s in Strength}
     strengths = None
@@ -363,7 +350,7 @@ def labeler_profile(request: HttpRequest, project, role, username: str) -> HttpR
         ]
     context = {
         "project": project, "role": role, "username": username, "fit": fit, "pending": pending, "p": profile,
-        "strengths": strengths, "since_fit": _judgments_since(project, fit),
+        "strengths": strengths, "since_fit": judgments_since_fit(project=project, fit=fit),
         "last_failed": None if fit else project.reliability_fits.filter(state=JobState.FAILED).first(),
         "summary": fit.summary if fit else {},
     }

@@ -74,7 +74,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from annotation.reliability import Label, fit, wilson_interval  # noqa: E402
+from annotation.reliability import Label, _sigmoid, fit, wilson_interval  # noqa: E402
 from bench._common import machine, publish, recreate_database, replace_section, utc_now  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "labeler_reliability.json"
@@ -86,10 +86,6 @@ BIASED, RANDOM = (0, 1, 2), (3, 4)
 TARGET_CORR, TARGET_GAIN = 0.9, 0.02
 #: The Bayes ceiling's grid over theta.
 GRID = tuple(-8 + 0.05 * k for k in range(321))
-
-
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
 
 # --- the truth --------------------------------------------------------------------------------------------

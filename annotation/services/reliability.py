@@ -46,25 +46,30 @@ def reliability_fit_latest(*, project: Project) -> ReliabilityFit | None:
     return ReliabilityFit.objects.filter(project=project, state=JobState.SUCCEEDED).first()
 
 
-def reliability_fit_refresh(*, project: Project) -> ReliabilityFit | None:
-    """What a quality page calls: queue a fit when judgments arrived since the newest one (or none
-    exists) and none was asked for in the last ``REFIT_AFTER``; returns the fit queued or running."""
+def reliability_fit_refresh(*, project: Project) -> tuple[ReliabilityFit | None, ReliabilityFit | None]:
+    """What a quality page calls: the newest finished fit, and the fit queued or running, which is
+    queued here when judgments arrived since the newest finished one (or none exists) and none was
+    asked for in the last ``REFIT_AFTER``. The worker fits; the request only reads and queues."""
+    done = reliability_fit_latest(project=project)
     newest = ReliabilityFit.objects.filter(project=project).first()
     if newest is not None and newest.state in (JobState.QUEUED, JobState.RUNNING):
-        return newest
+        return done, newest
     last = _human_judgments(project).aggregate(n=Max("id"))["n"]
-    if last is None:
-        return None
-    done = reliability_fit_latest(project=project)
-    if done is not None and done.last_judgment_id >= last:
-        return None
+    if last is None or (done is not None and done.last_judgment_id >= last):
+        return done, None
     if newest is not None and newest.created_at > timezone.now() - REFIT_AFTER:
-        return None
-    return reliability_fit_start(project=project)
+        return done, None
+    return done, reliability_fit_start(project=project)
+
+
+def judgments_since_fit(*, project: Project, fit: ReliabilityFit | None) -> int:
+    """Human judgments the fit has not read (all of them without a fit)."""
+    query = _human_judgments(project)
+    return query.filter(id__gt=fit.last_judgment_id).count() if fit else query.count()
 
 
 def profile_rows(*, project: Project, last_judgment_id: int | None = None):
-    """The project's human judgments as ``reliability.ProfileRow`` (and the fit's ``Label``s)."""
+    """The project's human judgments as ``reliability.ProfileRow``s (what the fit and the profile read)."""
     from annotation.reliability import ProfileRow
 
     query = _human_judgments(project)
@@ -95,9 +100,8 @@ def reliability_fit_execute(*, fit_id: int) -> ReliabilityFit:
     try:
         last = _human_judgments(fit.project).aggregate(n=Max("id"))["n"] or 0
         rows = profile_rows(project=fit.project, last_judgment_id=last)
-        labels = [reliability.Label(r.comparison, r.labeler, r.chose_a, r.a_left) for r in rows]
         flips = {name: (v["repeats"], v["flips"]) for name, v in labeler_flip_rates(project=fit.project).items()}
-        result = reliability.fit(labels)
+        result = reliability.fit(rows)
         profiles, summary = reliability.labeler_profiles(rows, result, flips, strengths=tuple(Strength.values))
     except Exception as error:  # the row says what went wrong; the page shows it
         ReliabilityFit.objects.filter(pk=fit_id).update(state=JobState.FAILED, error=f"{type(error).__name__}: {error}"[:2000],

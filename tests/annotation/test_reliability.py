@@ -226,21 +226,21 @@ def test_a_fit_is_queued_once_and_again_only_when_judgments_arrived(labelled, dj
 
     project, comparisons = labelled
     with django_capture_on_commit_callbacks():
-        first = reliability_fit_refresh(project=project)
+        _, first = reliability_fit_refresh(project=project)
         assert reliability_fit_start(project=project) == first  # already queued: the same job
     from annotation.services.reliability import reliability_fit_execute
 
     reliability_fit_execute(fit_id=first.pk)
-    assert reliability_fit_refresh(project=project) is None  # nothing new since
+    assert reliability_fit_refresh(project=project)[1] is None  # nothing new since
     from tests.factories import JudgmentFactory, UserFactory
 
     c = comparisons[0]
     JudgmentFactory(assignment__comparison=c, assignment__labeler=UserFactory(username="dee"), chosen_response=c.response_a,
                     rejected_response=c.response_b, left_response=c.response_a)
-    assert reliability_fit_refresh(project=project) is None  # asked less than a minute ago
+    assert reliability_fit_refresh(project=project)[1] is None  # asked less than a minute ago
     ReliabilityFit.objects.filter(pk=first.pk).update(created_at=first.created_at - timedelta(minutes=2))
     with django_capture_on_commit_callbacks() as callbacks:
-        second = reliability_fit_refresh(project=project)
+        _, second = reliability_fit_refresh(project=project)
     assert second.pk != first.pk and len(callbacks) == 1
 
 
