@@ -304,6 +304,40 @@ class SamplingRun(Job):
         return f"Sampling #{self.pk} of {self.project} ({self.state})"
 
 
+class JudgeRun(Job):
+    """The project's judge giving its verdicts, in both orders, on the comparisons it has not
+    judged yet (``modeling/services/judging.py``). The row is the job: counts and errors live here.
+    Local judges run on the ``gpu`` worker, endpoints on ``default`` (``queue``)."""
+
+    job_task = "modeling.tasks.judge_run"
+    job_queue_field = "queue"
+    stale_error = "worker lost while judging: no progress for over {minutes} minutes; start the judge again to resume"
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="judge_runs")
+    member = models.ForeignKey(CommitteeMember, on_delete=models.CASCADE, related_name="judge_runs")
+    state = models.CharField(max_length=10, choices=JobState.choices, default=JobState.QUEUED)
+    queue = models.CharField(max_length=20)
+    limit = models.PositiveIntegerField(null=True, blank=True, help_text="Judge at most this many comparisons.")
+    comparisons_total = models.PositiveIntegerField(default=0)
+    comparisons_done = models.PositiveIntegerField(default=0)
+    consistent = models.PositiveIntegerField(default=0)
+    inconsistent = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=JobState.values), name="judge_run_state_valid"),
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(state__in=[JobState.QUEUED, JobState.RUNNING]), name="judge_run_one_active_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Judge run #{self.pk} of {self.project} ({self.state})"
+
+
 class EvaluationPair(models.Model):
     """A comparison a round puts before labelers: its new policy's and the previous policy's answers
     to one prompt neither trained on, blind and served like any pair (``ComparisonSource.EVALUATION``),

@@ -16,6 +16,7 @@ from annotation.models.labels import (
     AssignmentState,
     Comparison,
     ComparisonSource,
+    JudgeVerdict,
     Judgment,
     LabelerDay,
     Prompt,
@@ -39,12 +40,14 @@ from annotation.models.projects import (
     STRENGTH_FILTER_VALUES,
     UNKNOWN_STRENGTH,
     MarginTable,
+    MemberPairRule,
     Membership,
     Pairing,
     PolicyAdmission,
     Project,
     PromptSource,
     Role,
+    SelectionRule,
     Strength,
 )
 from annotation.models.records import AuditAction, AuditEvent, DatasetSnapshot, ReliabilityFit, SnapshotPurpose
@@ -52,7 +55,7 @@ from config.jobs import Job, JobState  # JobState: annotation code reads it from
 
 __all__ = [
     "IMPORTED_ACCOUNT_PREFIX", "MARGINS", "MAX_DIALOGUE_TURNS", "MAX_EXTERNAL_ID_CHARS", "PARTICIPANT_PREFIX", "MIN_GOLD_JUDGMENTS", "ROLE_RANK", "STRENGTH_FILTER_VALUES", "UNKNOWN_STRENGTH", "Assignment", "AssignmentState", "AuditAction",
-    "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Dialogue", "DialogueState", "ExternalParticipant", "Job", "JobState", "Judgment", "LabelerDay",
-    "MarginTable", "Membership", "Pairing", "ParticipantOutcome", "ParticipantPlatform", "PolicyAdmission", "Project", "Prompt", "PromptSource", "ReliabilityFit", "RepeatJudgment", "Response", "ResponseSource", "Role",
-    "SafetyBin", "SnapshotPurpose", "Strength", "imported_account_name",
+    "AuditEvent", "Comparison", "ComparisonSource", "DatasetSnapshot", "Dialogue", "DialogueState", "ExternalParticipant", "Job", "JobState", "JudgeVerdict", "Judgment", "LabelerDay",
+    "MarginTable", "MemberPairRule", "Membership", "Pairing", "ParticipantOutcome", "ParticipantPlatform", "PolicyAdmission", "Project", "Prompt", "PromptSource", "ReliabilityFit", "RepeatJudgment", "Response", "ResponseSource", "Role",
+    "SafetyBin", "SelectionRule", "SnapshotPurpose", "Strength", "imported_account_name",
 ]

@@ -138,11 +138,30 @@ class Comparison(models.Model):
     # first request that shows the comparison: rendering Markdown with highlighted code costs
     # milliseconds, and every web process would otherwise pay it again for each of k labelers.
     rendered = models.JSONField(null=True, blank=True, editable=False)
+    # How the pair was chosen for humans (modeling/services/sampling.py): the rule that picked it
+    # ("random" also for a rule's uniform share) and the probability that this pair, of all the
+    # pass could have shown, was shown (the members' draw times the pick among candidates), so
+    # that the leaderboard and win rates can weigh each label by its inverse. Blank / null for
+    # pairs not sampled by a pass (imported, live, evaluation).
+    selection_rule = models.CharField(max_length=12, blank=True)
+    selection_probability = models.FloatField(null=True, blank=True)
+    # Served before other comparisons with as many slots taken (higher first): the judge's
+    # ambiguous pairs under Project.ambiguous_first.
+    priority = models.SmallIntegerField(default=0)
+    # The project's judge's pre-screen (JudgeVerdict, both orders): "consistent" verdicts become a
+    # suggestion (judge_winner, judge_strength, judge_confidence); "inconsistent" ones are ambiguous.
+    judge_state = models.CharField(max_length=12, blank=True, choices=[
+        ("", "Not judged"), ("consistent", "Consistent"), ("inconsistent", "Ambiguous: the verdict changed with the order"),
+        ("failed", "No usable verdict"),
+    ])
+    judge_winner = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    judge_strength = models.CharField(max_length=24, blank=True)
+    judge_confidence = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "is_gold", "slots_taken", "id"], name="comparison_queue")]
+        indexes = [models.Index(fields=["project", "is_gold", "slots_taken", "-priority", "id"], name="comparison_queue")]
         constraints = [
             models.CheckConstraint(condition=~Q(response_a=F("response_b")), name="comparison_responses_differ"),
             models.UniqueConstraint(fields=["response_a", "response_b"], name="comparison_unique_pair"),
@@ -188,6 +207,9 @@ class Assignment(models.Model):
     repeat_of = models.OneToOneField(
         "annotation.Judgment", null=True, blank=True, on_delete=models.PROTECT, related_name="repeat"
     )
+    # Whether the judge's suggestion was on the page: "shown", "blind" (the project shows them but
+    # this lease fell in its blind share), "" (no suggestion to show, or the project hides them).
+    suggestion = models.CharField(max_length=6, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -209,6 +231,32 @@ class Assignment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.comparison} to {self.labeler} ({self.state})"
+
+
+class JudgeVerdict(models.Model):
+    """One verdict of a project's judge on a comparison, in one order: ``ab`` showed response A
+    first, ``ba`` response B first. Stored as the judge said it, for the swap check and the judge's
+    agreement with labelers; never a label by itself (annotation/judging.py)."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judge_verdicts")
+    member = models.ForeignKey("modeling.CommitteeMember", on_delete=models.CASCADE, related_name="+")
+    order = models.CharField(max_length=2, choices=[("ab", "A shown first"), ("ba", "B shown first")])
+    # The answer it preferred; null for a tie or an answer that named none (``error`` says which).
+    winner = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    strength = models.CharField(max_length=24, blank=True)
+    output = models.TextField(blank=True, help_text="The judge's answer, cut to 4,000 characters.")
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["comparison", "order"]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "member", "order"], name="judge_verdict_unique_order"),
+            models.CheckConstraint(condition=Q(order__in=["ab", "ba"]), name="judge_verdict_order_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member} on {self.comparison} ({self.order})"
 
 
 class SafetyBin(models.TextChoices):

@@ -62,6 +62,21 @@ class Pairing(models.TextChoices):
     REJECTION_SAMPLING = "rejection_sampling", "Best of K by the reward model vs. another sample"
 
 
+class SelectionRule(models.TextChoices):
+    """Which of a sampling pass's candidate pairs go to humans (modeling/ml/selection.py)."""
+
+    RANDOM = "random", "Random"
+    UNCERTAINTY = "uncertainty", "Uncertainty: the reward model's win probability closest to 1/2"
+    D_OPTIMAL = "d-optimal", "D-optimal on the reward model's last-layer embeddings"
+
+
+class MemberPairRule(models.TextChoices):
+    """Which two committee members answer a prompt."""
+
+    WEIGHTS = "weights", "By the members' weights (Llama 3)"
+    ACTIVE = "active", "Shrink the widest leaderboard intervals first (Chatbot Arena)"
+
+
 class PromptSource(models.TextChoices):
     """Where a project's prompts come from (SPEC: live dialogues, Llama 2 / HH-RLHF protocol)."""
 
@@ -137,6 +152,36 @@ class Project(models.Model):
     # Committee and rounds.
     pairing = models.CharField(max_length=24, choices=Pairing.choices, default=Pairing.COMMITTEE)
     rejection_k = models.PositiveSmallIntegerField(default=4, help_text="Samples per prompt for rejection sampling.")
+    # Spending human labels where they teach the most (modeling/services/sampling.py over
+    # modeling/ml/selection.py): K answers per prompt, then the rule picks which pairs humans see.
+    candidates_k = models.PositiveSmallIntegerField(
+        "answers per prompt", default=2,
+        help_text="Answers a sampling pass draws per prompt (2-8); with more than 2, the selection rule picks which pairs labelers see.",
+    )
+    selection_rule = models.CharField(max_length=12, choices=SelectionRule.choices, default=SelectionRule.RANDOM)
+    selection_random_share = models.FloatField(
+        default=0.2, help_text="Share of every batch's pairs drawn uniformly at random whatever the rule (0-1)."
+    )
+    selection_prompt_cap = models.PositiveSmallIntegerField(
+        "pairs per prompt at most", default=2, help_text="So the chosen pairs stay spread over prompts."
+    )
+    member_pair_rule = models.CharField(max_length=8, choices=MemberPairRule.choices, default=MemberPairRule.WEIGHTS)
+
+    # The LLM judge's pre-screen (modeling/services/judging.py): a committee member gives a verdict
+    # on each new comparison in both orders; labels never come from it alone.
+    judge = models.ForeignKey(
+        "modeling.CommitteeMember", null=True, blank=True, on_delete=models.SET_NULL, related_name="judged_projects",
+        help_text="A committee member that pre-screens each new comparison (both orders).",
+    )
+    suggestions_shown = models.BooleanField(
+        "show the judge's suggestion", default=False, help_text="Labelers see the judge's consistent verdict as a hint."
+    )
+    suggestion_blind_share = models.FloatField(
+        default=0.1, help_text="Share of labels never shown a suggestion, to measure what showing them changes (0-1)."
+    )
+    ambiguous_first = models.BooleanField(
+        "ambiguous pairs first", default=False, help_text="Pairs the judge answered differently in the two orders are served first."
+    )
     policy_admission = models.CharField(max_length=20, choices=PolicyAdmission.choices, default=PolicyAdmission.ALWAYS)
     admission_min_labels = models.PositiveIntegerField(
         "labels before labelers decide", default=30, help_text="Labels on a round's evaluation pairs before labelers' verdict admits or retires its policy."
@@ -193,6 +238,16 @@ class Project(models.Model):
             models.CheckConstraint(condition=Q(repeat_rate__gte=0) & Q(repeat_rate__lte=0.5), name="project_repeat_rate_range"),
             models.CheckConstraint(condition=Q(repeat_min_gap__gte=1), name="project_repeat_min_gap_positive"),
             models.CheckConstraint(condition=Q(max_live_leases__gte=1), name="project_live_leases_positive"),
+            models.CheckConstraint(condition=Q(candidates_k__gte=2) & Q(candidates_k__lte=8), name="project_candidates_k_range"),
+            models.CheckConstraint(condition=Q(selection_rule__in=SelectionRule.values), name="project_selection_rule_valid"),
+            models.CheckConstraint(
+                condition=Q(selection_random_share__gte=0) & Q(selection_random_share__lte=1), name="project_selection_random_share_unit"
+            ),
+            models.CheckConstraint(condition=Q(selection_prompt_cap__gte=1), name="project_selection_prompt_cap_positive"),
+            models.CheckConstraint(condition=Q(member_pair_rule__in=MemberPairRule.values), name="project_member_pair_rule_valid"),
+            models.CheckConstraint(
+                condition=Q(suggestion_blind_share__gte=0) & Q(suggestion_blind_share__lte=1), name="project_suggestion_blind_share_unit"
+            ),
             models.CheckConstraint(condition=Q(prompt_source__in=PromptSource.values), name="project_prompt_source_valid"),
             models.CheckConstraint(condition=Q(written_share__gte=0) & Q(written_share__lte=1), name="project_written_share_unit"),
             models.CheckConstraint(

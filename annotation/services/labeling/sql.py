@@ -24,7 +24,9 @@ WHERE id = (
       AND NOT EXISTS (
           SELECT 1 FROM annotation_assignment a WHERE a.comparison_id = c.id AND a.labeler_id = %(labeler)s AND a.repeat_of_id IS NULL
       )
-    ORDER BY c.slots_taken, c.id
+    -- priority: the judge's ambiguous pairs first among equals (Project.ambiguous_first); the
+    -- comparison_queue index is in this order, so the pick is still one index scan.
+    ORDER BY c.slots_taken, c.priority DESC, c.id
     LIMIT 1{lock}
 )
 RETURNING id, response_a_id, response_b_id
