@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from itertools import chain
 from types import SimpleNamespace
 from typing import Iterator
 
@@ -30,8 +31,10 @@ from annotation.models import (
     MIN_GOLD_JUDGMENTS,
     STRENGTH_FILTER_VALUES,
     UNKNOWN_STRENGTH,
+    Comparison,
     ComparisonSource,
     JobState,
+    JudgeVerdict,
     Judgment,
     Project,
     SafetyBin,
@@ -74,6 +77,10 @@ class ExportFilters:
     # Labels on a round's evaluation pairs (its new policy against the previous one): they measure
     # the policy and are kept out unless asked; a round asks when its project says they train.
     include_evaluation: bool = False
+    # Labels of the project's LLM judge (its verdicts that agreed in both orders, one per
+    # comparison, ``origin: "judge"``), after the human labels. Never without asking: a judge's
+    # label is no human's. Only per label (aggregation "each") and outside round cuts.
+    include_judge: bool = False
     strengths: list | None = None  # only judgments of these strengths, "unknown" for none given (None: all)
     # Only judgments of these safety bins, "unknown" for none (None: all). Llama 2 left out pairs
     # whose chosen response was unsafe and the other safe: every value but "rejected_safe".
@@ -96,6 +103,10 @@ class ExportFilters:
         if problem:
             raise ExportError(problem)
         filters = cls(**data)
+        if filters.include_judge and filters.aggregation != "each":
+            raise ExportError('include_judge: the judge gives one label per comparison; export it with aggregation "each"')
+        if filters.include_judge and (filters.round_from is not None or filters.round_to is not None):
+            raise ExportError("include_judge: judge labels have no place in a round's cut; leave round_from and round_to empty")
         for name in ("date_from", "date_to"):
             value = getattr(filters, name)
             if value is not None:
@@ -126,6 +137,7 @@ FILTERS_SCHEMA = {
         "include_both_bad": {"type": "boolean"},
         "include_imported": {"type": "boolean"},
         "include_evaluation": {"type": "boolean"},
+        "include_judge": {"type": "boolean"},
         "strengths": {"type": "array", "items": {"type": "string", "enum": STRENGTH_FILTER_VALUES}, "nullable": True},
         "safety": {"type": "array", "items": {"type": "string", "enum": SAFETY_FILTER_VALUES}, "nullable": True},
         "split": {"type": "string", "enum": ["all", "train", "heldout"]},
@@ -251,6 +263,53 @@ def _records(judgments, counter: ReadCounter | None = None, split: tuple[str, in
         )
 
 
+def judge_records(*, project: Project, filters: ExportFilters, split=None) -> Iterator[SimpleNamespace]:
+    """The project's judge labels as records shaped like ``_records``' (``origin`` "judge", no
+    judgment id, the labeler ``judge:<member>``): one per comparison whose judge verdicts agreed in
+    both orders on a winner, under the filters that speak of comparisons (gold, imported and
+    evaluation pairs, strengths, safety "unknown", dates on the comparison's creation, the split)."""
+    query = Comparison.objects.filter(project=project, judge_state="consistent", judge_winner__isnull=False)
+    if filters.exclude_gold:
+        query = query.exclude(is_gold=True)
+    if not filters.include_evaluation:
+        query = query.exclude(source=ComparisonSource.EVALUATION)
+    if not filters.include_imported:
+        query = query.exclude(source=ComparisonSource.IMPORT)
+    if filters.negligible == "exclude":
+        query = query.exclude(judge_strength=Strength.NEGLIGIBLY_BETTER)
+    if filters.strengths is not None:
+        query = query.filter(judge_strength__in=filters.strengths)
+    if filters.safety is not None and UNKNOWN_SAFETY not in filters.safety:
+        return
+    if filters.date_from:
+        query = query.filter(created_at__date__gte=filters.date_from)
+    if filters.date_to:
+        query = query.filter(created_at__date__lte=filters.date_to)
+    names = dict(JudgeVerdict.objects.filter(comparison__project=project).values_list("comparison_id", "member__name").distinct())
+    fields = ("id", "judge_winner_id", "judge_strength", "judge_confidence", "response_a_id", "response_b_id", "is_gold",
+              "gold_winner_id", "created_at", "prompt_id", "prompt__messages", "prompt__content_hash", "prompt__category",
+              "prompt__source", "response_a__text", "response_b__text")
+    for r in query.order_by("id").values(*fields).iterator(chunk_size=CHUNK):
+        if split is not None and is_heldout(r["prompt__content_hash"], split[1]) != (split[0] == "heldout"):
+            continue
+        a_won = r["judge_winner_id"] == r["response_a_id"]
+        chosen = SimpleNamespace(pk=r["response_a_id"], text=r["response_a__text"])
+        rejected = SimpleNamespace(pk=r["response_b_id"], text=r["response_b__text"])
+        if not a_won:
+            chosen, rejected = rejected, chosen
+        prompt = SimpleNamespace(pk=r["prompt_id"], messages=r["prompt__messages"], content_hash=r["prompt__content_hash"],
+                                 category=r["prompt__category"], source=r["prompt__source"])
+        yield SimpleNamespace(
+            pk=None, origin="judge", comparison_id=r["id"], strength=r["judge_strength"] or None, both_bad=False, safety=None,
+            left_response_id=None, chosen_response_id=chosen.pk, rejected_response_id=rejected.pk, edited_response_id=None,
+            attributes={}, flags={}, rationale="", leased_at=r["created_at"], submitted_at=r["created_at"], time_on_task_ms=0,
+            confidence=r["judge_confidence"], labeler=SimpleNamespace(username=f"judge:{names.get(r['id'], '')}"),
+            comparison=SimpleNamespace(pk=r["id"], is_gold=r["is_gold"], gold_winner_id=r["gold_winner_id"],
+                                       response_a_id=r["response_a_id"], response_b_id=r["response_b_id"], prompt=prompt),
+            chosen_response=chosen, rejected_response=rejected, edited_response=None,
+        )
+
+
 def _messages(prompt) -> list[dict]:
     return [{"role": m["role"], "content": m["content"]} for m in prompt.messages]
 
@@ -272,6 +331,7 @@ def _pair(judgment: Judgment, project: Project, better, worse, strength: str, pa
         "chosen_response_id": better.pk,
         "rejected_response_id": worse.pk,
         "labeler": judgment.labeler.username,
+        "origin": getattr(judgment, "origin", "human"),
         "submitted_at": judgment.submitted_at.isoformat(),
     }
 
@@ -407,7 +467,8 @@ def _raw(judgment: Judgment) -> dict:
     return {
         "judgment_id": judgment.pk, "comparison_id": comparison.pk, "prompt_id": prompt.pk,
         "prompt": _messages(prompt), "category": prompt.category, "prompt_source": prompt.source,
-        "labeler": judgment.labeler.username, "strength": judgment.strength, "both_bad": judgment.both_bad,
+        "labeler": judgment.labeler.username, "origin": getattr(judgment, "origin", "human"),
+        "strength": judgment.strength, "both_bad": judgment.both_bad,
         "safety": judgment.safety, "chosen_response_id": judgment.chosen_response_id, "chosen": judgment.chosen_response.text,
         "rejected_response_id": judgment.rejected_response_id, "rejected": judgment.rejected_response.text,
         "left_response_id": judgment.left_response_id,
@@ -428,8 +489,9 @@ def export_rows(*, project: Project, format: str, filters: ExportFilters, counte
         raise ExportError(f"format: expected one of {', '.join(FORMATS)}, got {format!r}")
     judgments = filtered_judgments(project=project, filters=filters)
     split = None if filters.split == "all" else (filters.split, filters.heldout_percent)
+    judge = judge_records(project=project, filters=filters, split=split) if filters.include_judge else iter(())
     if format == "raw":
-        for judgment in _records(judgments, counter, split):
+        for judgment in chain(_records(judgments, counter, split), judge):
             yield _raw(judgment)
         return
     if filters.aggregation == "reliability-weighted":
@@ -437,6 +499,10 @@ def export_rows(*, project: Project, format: str, filters: ExportFilters, counte
     else:
         aggregate = majority_rows if filters.aggregation == "majority" else preference_rows
         pairs = aggregate(project=project, judgments=judgments, counter=counter, split=split)
+    pairs = chain(pairs, (
+        {**_pair(j, project, j.chosen_response, j.rejected_response, j.strength, "chosen_rejected"), "confidence": j.confidence}
+        for j in judge
+    ))
     if format == "trl-preference":
         yield from pairs
     elif format == "trl-preference-text":
@@ -448,6 +514,7 @@ def export_rows(*, project: Project, format: str, filters: ExportFilters, counte
                 "chosen": _hh_transcript(row["prompt"], row["chosen"][0]["content"]),
                 "rejected": _hh_transcript(row["prompt"], row["rejected"][0]["content"]),
                 "pair_type": row["pair_type"], "strength": row["strength"], "safety": row["safety"], "judgment_id": row["judgment_id"],
+                "origin": row["origin"],
             }
     elif format == "kto":
         for row in pairs:
@@ -457,15 +524,17 @@ def export_rows(*, project: Project, format: str, filters: ExportFilters, counte
                 if side == "rejected" and row["pair_type"] != "chosen_rejected":
                     continue
                 yield {"prompt": row["prompt"], "completion": row[side], "label": label, "pair_type": row["pair_type"],
-                       "judgment_id": row["judgment_id"], "response_id": row[f"{side}_response_id"]}
+                       "judgment_id": row["judgment_id"], "response_id": row[f"{side}_response_id"], "origin": row["origin"]}
     elif format == "sft":
         best: dict | None = None
-        for row in pairs:  # per judgment: the edit when there is one, else the chosen response
-            if best is not None and row["judgment_id"] != best["judgment_id"]:
+        for row in pairs:  # per label: the edit when there is one, else the chosen response
+            # (a judge label has no judgment id: its comparison tells it apart)
+            if best is not None and (row["judgment_id"], row["comparison_id"]) != (best["judgment_id"], best["comparison_id"]):
                 yield best
                 best = None
             if best is None or row["pair_type"] == "edited_rejected":
                 best = {"messages": [*row["prompt"], *row["chosen"]], "judgment_id": row["judgment_id"],
+                        "comparison_id": row["comparison_id"], "origin": row["origin"],
                         "source": "edit" if row["pair_type"] != "chosen_rejected" else "chosen"}
         if best is not None:
             yield best

@@ -16,7 +16,9 @@ SETTINGS_FIELDS = [
     "name", "description", "guidelines", "overlap_k", "gold_rate", "repeat_rate", "repeat_min_gap", "lease_minutes", "max_live_leases",
     "margin_table", "edit_step", "max_edit_chars", "verdict_change_minutes", "ask_attributes", "ask_flags",
     "ask_rationale", "ask_safety", "prompt_source", "written_share", "dialogue_max_turns", "allow_system_prompt",
-    "prompt_categories", "live_share", "pairing", "rejection_k", "policy_admission", "admission_min_labels",
+    "prompt_categories", "live_share", "pairing", "rejection_k", "candidates_k", "selection_rule", "selection_random_share",
+    "selection_prompt_cap", "member_pair_rule", "judge", "suggestions_shown", "suggestion_blind_share", "ambiguous_first",
+    "policy_admission", "admission_min_labels",
     "evaluation_trains", "study_open", "study_items", "study_completion_url", "study_completion_code",
     "study_screenout_url", "study_screenout_code", "study_min_gold_accuracy", "study_gold_after",
 ]
@@ -29,9 +31,10 @@ BOUNDS = {
     "max_edit_chars": (1, 200_000), "verdict_change_minutes": (0, 24 * 60), "rejection_k": (2, 64),
     "admission_min_labels": (1, 100_000), "dialogue_max_turns": (1, MAX_DIALOGUE_TURNS),
     "study_items": (1, 100_000), "study_gold_after": (1, 1000), "repeat_min_gap": (1, 10_000),
+    "candidates_k": (2, 8), "selection_prompt_cap": (1, 28),
 }
 #: Shares from 0 to 1, checked by ``_unit_share``.
-UNIT_SHARES = ("gold_rate", "written_share", "study_min_gold_accuracy")
+UNIT_SHARES = ("gold_rate", "written_share", "study_min_gold_accuracy", "selection_random_share", "suggestion_blind_share")
 MAX_CATEGORIES, MAX_CATEGORY_CHARS = 50, 100
 
 
@@ -99,6 +102,10 @@ class ProjectSettingsForm(forms.ModelForm):
         for name in UNIT_SHARES:
             self.fields[name].validators.append(_unit_share)
         self.fields["repeat_rate"].validators.append(_repeat_share)
+        # Only a member that can answer may judge (a retired one stays named if it already was).
+        judge = self.fields["judge"]
+        judge.queryset = judge.queryset.filter(models.Q(is_active=True) | models.Q(pk=self.instance.judge_id)).order_by("name")
+        judge.empty_label = "No judge"
 
     def clean(self):
         data = super().clean()

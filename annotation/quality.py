@@ -67,19 +67,23 @@ def krippendorff_alpha_ordinal(units: dict) -> float | None:
     return 1 - (n - 1) * observed / expected
 
 
-def bradley_terry(battles: list[tuple[str, str, float]], iterations: int = 200) -> dict[str, float]:
-    """Bradley-Terry strengths by Hunter's MM algorithm. A battle is (i, j, score of i: 1, 0.5, 0).
-    Returned on the Elo-like scale Chatbot Arena uses: 400·log10(p) centred on 1000."""
-    players = sorted({p for i, j, _ in battles for p in (i, j)})
+def bradley_terry(battles: list[tuple], iterations: int = 200) -> dict[str, float]:
+    """Bradley-Terry strengths by Hunter's MM algorithm. A battle is (i, j, score of i: 1, 0.5, 0),
+    or (i, j, score, weight): a weighted battle counts ``weight`` times (the leaderboard weighs each
+    label by the inverse of its pair's chance of being shown, so the fit does not lean toward the
+    pairs an active rule showed more often). Returned on the Elo-like scale Chatbot Arena uses:
+    400·log10(p) centred on 1000."""
+    players = sorted({p for i, j, *_ in battles for p in (i, j)})
     if len(players) < 2:
         return {p: 1000.0 for p in players}
     wins: dict[str, float] = defaultdict(float)
     games: dict[tuple[str, str], float] = defaultdict(float)
-    for i, j, s in battles:
-        wins[i] += s
-        wins[j] += 1 - s
-        games[(i, j)] += 1
-        games[(j, i)] += 1
+    for i, j, s, *weight in battles:
+        w = weight[0] if weight else 1.0
+        wins[i] += w * s
+        wins[j] += w * (1 - s)
+        games[(i, j)] += w
+        games[(j, i)] += w
     p = {x: 1.0 for x in players}
     for _ in range(iterations):
         new = {}
@@ -92,7 +96,16 @@ def bradley_terry(battles: list[tuple[str, str, float]], iterations: int = 200) 
     return {x: 1000 + 400 * math.log10(v) for x, v in p.items()}
 
 
-def bootstrap_intervals(battles: list[tuple[str, str, float]], rounds: int = 200, seed: int = 0) -> dict[str, tuple[float, float]]:
+def inverse_probability_weights(probabilities: list[float | None]) -> list[float]:
+    """Each label's weight: 1 / the chance its pair was shown (``Comparison.selection_probability``),
+    scaled to a mean of 1 over the labels that have one; a label without one (pairs sampled before
+    probabilities were kept) weighs 1."""
+    known = [1 / p for p in probabilities if p]
+    mean = sum(known) / len(known) if known else 1.0
+    return [(1 / p) / mean if p else 1.0 for p in probabilities]
+
+
+def bootstrap_intervals(battles: list[tuple], rounds: int = 200, seed: int = 0) -> dict[str, tuple[float, float]]:
     """95% intervals of Bradley-Terry ratings from resampled battles (as Chatbot Arena reports)."""
     rng = random.Random(seed)
     samples: dict[str, list[float]] = defaultdict(list)
@@ -199,21 +212,25 @@ def project_leaderboard(*, project: Project, category: str | None = None, bootst
     )
     if category:
         query = query.filter(comparison__prompt__category=category)
-    battles = []
-    for a, b, chosen, a_id, strength in query.values_list(
+    battles, probabilities = [], []
+    for a, b, chosen, a_id, strength, probability in query.values_list(
         "comparison__response_a__member__name", "comparison__response_b__member__name", "chosen_response_id",
-        "comparison__response_a_id", "strength",
+        "comparison__response_a_id", "strength", "comparison__selection_probability",
     ).iterator(chunk_size=5000):
         if a == b:
             continue
         score = label_score(strength=strength, won=chosen == a_id)
         battles.append((a, b, score))
+        probabilities.append(probability)
+    weighted = any(probabilities)
+    if weighted:
+        battles = [(*battle, w) for battle, w in zip(battles, inverse_probability_weights(probabilities))]
     ratings = bradley_terry(battles)
     intervals = bootstrap_intervals(battles, rounds=bootstrap_rounds) if battles else {}
     counts: Counter = Counter()
     wins: dict[tuple[str, str], float] = defaultdict(float)
     games: dict[tuple[str, str], int] = defaultdict(int)
-    for a, b, s in battles:
+    for a, b, s, *_ in battles:
         counts[a] += 1
         counts[b] += 1
         wins[(a, b)] += s
@@ -224,6 +241,8 @@ def project_leaderboard(*, project: Project, category: str | None = None, bootst
     return {
         "category": category or "all",
         "battles": len(battles),
+        # Whether labels were weighed by the inverse of their pair's chance of being shown.
+        "weighted": weighted,
         "members": [
             {"name": m, "rating": round(ratings[m], 1), "ci95": [round(x, 1) for x in intervals.get(m, (ratings[m], ratings[m]))],
              "battles": counts[m]}

@@ -174,7 +174,9 @@ def assignment_payload(*, assignment: Assignment, project: Project) -> dict:
     """
     content = comparison_content(assignment.comparison_id)
     right_id = next(pk for pk in content["responses"] if pk != assignment.left_response_id)
+    suggestion = judge_suggestion(assignment=assignment, project=project) if project.suggestions_shown else None
     return {
+        **({"suggestion": suggestion} if suggestion else {}),
         "assignment": assignment.pk,
         "expires_at": assignment.expires_at.isoformat(),
         "conversation": content["conversation"],
@@ -188,6 +190,41 @@ def assignment_payload(*, assignment: Assignment, project: Project) -> dict:
             "max_edit_chars": project.max_edit_chars,
             "safety": project.ask_safety,
         },
+    }
+
+
+def in_blind_share(assignment_id: int, share: float) -> bool:
+    """Whether a lease falls in the project's blind share (never shown a suggestion): a fixed
+    hash of its id (Knuth's multiplicative), so a reload of the page decides the same."""
+    return (assignment_id * 2654435761 % 2**32) / 2**32 < share
+
+
+def judge_suggestion(*, assignment: Assignment, project: Project) -> dict | None:
+    """The judge's suggestion for this lease, where the project shows them: its side (as the
+    labeler sees it), strength and confidence; None when there is none to show or the lease is in
+    the blind share. Only consistent verdicts (the same in both orders) are suggestions; a swapped
+    repeat and a round's evaluation pair are never shown one (they measure the labeler and the
+    policy). The first read records on the lease whether it was shown or blind (one UPDATE, only
+    for a suggestion), so the quality page can compare how often labels follow it in each slice."""
+    if assignment.repeat_of_id is not None:
+        return None
+    row = (
+        Comparison.objects.filter(pk=assignment.comparison_id, judge_state="consistent", judge_winner__isnull=False)
+        .exclude(source__in=(ComparisonSource.EVALUATION, ComparisonSource.IMPORT))
+        .values_list("judge_winner_id", "judge_strength", "judge_confidence")
+        .first()
+    )
+    if row is None:
+        return None
+    winner, strength, confidence = row
+    slice_ = "blind" if in_blind_share(assignment.pk, project.suggestion_blind_share) else "shown"
+    Assignment.objects.filter(pk=assignment.pk, suggestion="").update(suggestion=slice_)
+    if slice_ == "blind":
+        return None
+    return {
+        "side": "left" if winner == assignment.left_response_id else "right",
+        "strength": strength,
+        "confidence": None if confidence is None else round(confidence, 2),
     }
 
 

@@ -75,6 +75,10 @@ class AssignmentSerializer(serializers.Serializer):
     right = serializers.DictField()
     ask = serializers.DictField()
     progress = serializers.DictField()
+    suggestion = serializers.DictField(required=False, help_text=(
+        "Where the project shows its judge's suggestions and this lease is not in the blind share: "
+        "side (left or right), strength and confidence of the judge's consistent verdict."
+    ))
 
 
 class JudgmentResultSerializer(serializers.Serializer):
@@ -190,6 +194,12 @@ class ProjectSerializer(serializers.Serializer):
     prompt_categories = serializers.ListField(child=serializers.CharField())
     live_share = serializers.BooleanField()
     pairing = serializers.CharField()
+    candidates_k = serializers.IntegerField(help_text="Answers a sampling pass draws per prompt; with more than 2 the selection rule picks the pairs.")
+    selection_rule = serializers.CharField(help_text="random, uncertainty or d-optimal (falls back to random before the first reward model).")
+    selection_random_share = serializers.FloatField(help_text="Share of every batch's pairs drawn uniformly at random.")
+    member_pair_rule = serializers.CharField(help_text="weights (Llama 3) or active (shrink the widest leaderboard intervals first).")
+    judge = serializers.CharField(source="judge.name", allow_null=True, default=None, help_text="The committee member that pre-screens new comparisons.")
+    suggestions_shown = serializers.BooleanField()
 
 
 class PromptSerializer(serializers.Serializer):

@@ -37,6 +37,32 @@ def project_committee(*, project) -> list[CommitteeMember]:
     return members
 
 
+def member_pair_stats(*, project) -> dict[tuple[int, int], tuple[int, float]]:
+    """Per unordered pair of members (lower id first): how many human labels compared their
+    answers, and the lower id's score over them (1 won, 0.5 a tie as the leaderboard counts it,
+    0 lost). What the ``active`` member-pair rule reads to find the widest intervals."""
+    from annotation.models import IMPORTED_ACCOUNT_PREFIX, Judgment
+    from annotation.quality import label_score
+
+    stats: dict[tuple[int, int], list] = {}
+    rows = (
+        Judgment.objects.filter(comparison__project=project, comparison__response_a__member__isnull=False,
+                                comparison__response_b__member__isnull=False)
+        .exclude(labeler__username__startswith=IMPORTED_ACCOUNT_PREFIX)
+        .values_list("comparison__response_a__member_id", "comparison__response_b__member_id", "chosen_response_id",
+                     "comparison__response_a_id", "strength")
+    )
+    for a, b, chosen, a_id, strength in rows.iterator(chunk_size=5000):
+        if a == b:
+            continue
+        score_a = label_score(strength=strength, won=chosen == a_id)
+        key, score = ((a, b), score_a) if a < b else ((b, a), 1 - score_a)
+        entry = stats.setdefault(key, [0, 0.0])
+        entry[0] += 1
+        entry[1] += score
+    return {key: (n, score) for key, (n, score) in stats.items()}
+
+
 def sampling_active(*, project) -> SamplingRun | None:
     """The project's sampling pass that is queued or running (at most one: a partial unique index)."""
     return SamplingRun.objects.filter(project=project, state__in=(JobState.QUEUED, JobState.RUNNING)).order_by("-id").first()
@@ -69,6 +95,8 @@ def sampling_progress(*, run) -> dict:
         "pairs_created": run.pairs_created,
         "pairs_near_duplicate": run.pairs_near_duplicate,
         "member_errors": run.member_errors,
+        # How the pass chose pairs (rule, or why it fell back to random), when it chose any.
+        "selection": run.config.get("selection", ""),
         "error": run.error,
         "created_at": run.created_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,

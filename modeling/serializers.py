@@ -38,13 +38,14 @@ class SamplingStartSerializer(StrictJSONTypes, serializers.Serializer):
 class SamplingRunSerializer(serializers.ModelSerializer):
     elapsed_s = serializers.SerializerMethodField(help_text="Seconds the pass has run (to its end, once finished).")
     eta_s = serializers.SerializerMethodField(help_text="While it runs: seconds left at its pace so far.")
+    selection = serializers.SerializerMethodField(help_text="How the pass chose the pairs labelers see (or why it fell back to random).")
 
     class Meta:
         model = SamplingRun
         fields = [
             "id", "mode", "state", "prompts_done", "prompts_total", "responses_created", "responses_failed",
             "responses_empty", "pairs_created", "pairs_near_duplicate", "member_errors", "error", "created_at",
-            "finished_at", "elapsed_s", "eta_s",
+            "finished_at", "elapsed_s", "eta_s", "selection",
         ]
         read_only_fields = fields
 
@@ -53,6 +54,9 @@ class SamplingRunSerializer(serializers.ModelSerializer):
 
     def get_eta_s(self, run) -> float | None:
         return sampling_timing(run=run)["eta_s"]
+
+    def get_selection(self, run) -> str:
+        return run.config.get("selection", "")
 
 
 class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import models, transaction
 
 from annotation.models import AuditAction, Membership, Project, Role
 from annotation.services.audit import audit_record
@@ -40,6 +40,8 @@ def project_update_settings(*, project: Project, changes: dict, user=None) -> li
 
 
 def _short(value):
+    if isinstance(value, models.Model):  # a foreign key (the project's judge): its name, for the log
+        return str(value)
     return value[:200] + "…" if isinstance(value, str) and len(value) > 200 else value
 
 

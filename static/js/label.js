@@ -173,6 +173,17 @@
       document.querySelector("#response-" + side + " .response-body").innerHTML = task[side].html; // sanitized
     });
     resetExtras(task.ask);
+    const hint = $("suggestion");
+    if (task.suggestion) {
+      const strength = (task.suggestion.strength || "").replace(/_/g, " ");
+      hint.textContent = "The judge model leans " + (task.suggestion.side === "left" ? "A (left)" : "B (right)") +
+        (strength ? ", " + strength : "") +
+        (task.suggestion.confidence !== null ? " (confidence " + task.suggestion.confidence + ")" : "") +
+        ". It is often wrong: judge for yourself.";
+      hint.hidden = false;
+    } else {
+      hint.hidden = true;
+    }
     setProgress(task.progress);
     setPhase("verdict");
     window.scrollTo(0, 0);

@@ -32,7 +32,7 @@
       const state = Arbiter.cell(r.state);
       state.className = "state-" + r.state;
       tr.append(
-        Arbiter.cell(r.id), Arbiter.cell(r.mode === "committee" ? "committee" : "best of K"), state,
+        Arbiter.cell(r.id), Arbiter.cell((r.mode === "committee" ? "committee" : "best of K") + (r.selection ? " · " + r.selection : "")), state,
         Arbiter.cell(r.prompts_done + " / " + r.prompts_total), Arbiter.cell(r.responses_created), Arbiter.cell(r.pairs_created),
         Arbiter.cell(r.pairs_near_duplicate + " / " + r.responses_empty), Arbiter.cell(r.responses_failed),
         Arbiter.cell(timing(r)), Arbiter.cell(errors.join("; ")),

@@ -342,6 +342,8 @@ def world(settings, tmp_path, monkeypatch) -> World:
             "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30", "edit_step": "on", "ask_flags": "on",
             "prompt_source": "imported", "written_share": "0.25", "dialogue_max_turns": "4",
             "study_items": "20", "study_min_gold_accuracy": "0", "study_gold_after": "3",
+            "candidates_k": "2", "selection_rule": "random", "selection_random_share": "0.2", "selection_prompt_cap": "2",
+            "member_pair_rule": "weights", "suggestion_blind_share": "0.1",
         },
         "api-exports": {"format": "raw"},
         "api-dialogue": {"text": "Why is the sky blue?"},

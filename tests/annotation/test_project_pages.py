@@ -5,7 +5,7 @@ import pytest
 from django.urls import reverse
 
 from annotation.models import AuditAction, AuditEvent, Membership, Project, Role
-from tests.factories import ProjectFactory, UserFactory
+from tests.factories import MemberFactory, ProjectFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -16,6 +16,8 @@ VALID = {
     "verdict_change_minutes": "10", "pairing": "committee", "rejection_k": "4", "policy_admission": "always", "admission_min_labels": "30",
     "edit_step": "on", "ask_flags": "on", "prompt_source": "imported", "written_share": "0.25", "dialogue_max_turns": "4",
     "study_items": "20", "study_min_gold_accuracy": "0", "study_gold_after": "3",
+    "candidates_k": "2", "selection_rule": "random", "selection_random_share": "0.2", "selection_prompt_cap": "2",
+    "member_pair_rule": "weights", "suggestion_blind_share": "0.1",
 }
 
 
@@ -64,6 +66,29 @@ def test_a_lead_sets_the_swapped_repeat_rate_and_gap(client, member_of):
     assert AuditEvent.objects.get(project=project, target="settings").details["repeat_rate"] == {"before": 0.03, "after": 0.1}
 
 
+def test_a_lead_names_a_judge_and_sets_pair_selection(client, member_of):
+    project = ProjectFactory()
+    judge = MemberFactory(name="judge-model")
+    retired = MemberFactory(name="retired", is_active=False)
+    client.force_login(member_of(project, Role.LEAD))
+    url = reverse("project-settings", kwargs={"slug": project.slug})
+    assert "judge-model" in client.get(url).content.decode() and "retired" not in client.get(url).content.decode()
+    client.post(url, {**VALID, "judge": str(judge.pk), "suggestions_shown": "on", "suggestion_blind_share": "0.2",
+                      "ambiguous_first": "on", "candidates_k": "4", "selection_rule": "d-optimal", "member_pair_rule": "active"})
+    project.refresh_from_db()
+    assert (project.judge, project.suggestions_shown, project.suggestion_blind_share, project.ambiguous_first) == (judge, True, 0.2, True)
+    assert (project.candidates_k, project.selection_rule, project.member_pair_rule) == (4, "d-optimal", "active")
+    details = AuditEvent.objects.get(project=project, target="settings").details
+    assert details["judge"] == {"before": None, "after": "judge-model"}
+    page = client.get(reverse("project", kwargs={"slug": project.slug})).content.decode()
+    assert "judge-model: suggestions shown (0.2 of labels blind); ambiguous pairs first" in page
+    assert "4 answers per prompt; D-optimal" in page
+    # a retired member cannot become the judge
+    assert client.post(url, {**VALID, "judge": str(retired.pk)}).status_code == 200
+    project.refresh_from_db()
+    assert project.judge == judge
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("overlap_k", "0"), ("gold_rate", "1.5"), ("gold_rate", "nan"), ("lease_minutes", "99999999999"),
@@ -71,7 +96,10 @@ def test_a_lead_sets_the_swapped_repeat_rate_and_gap(client, member_of):
      ("prompt_source", "telepathy"), ("written_share", "1.5"), ("written_share", "-0.1"), ("written_share", "nan"),
      ("dialogue_max_turns", "0"), ("dialogue_max_turns", "21"), ("prompt_categories", "Code\nbad\x00name"),
      ("study_items", "0"), ("study_min_gold_accuracy", "nan"), ("study_completion_url", "http://example.org/?cc=X"),
-     ("repeat_rate", "0.6"), ("repeat_rate", "-0.01"), ("repeat_rate", "nan"), ("repeat_min_gap", "0")],
+     ("repeat_rate", "0.6"), ("repeat_rate", "-0.01"), ("repeat_rate", "nan"), ("repeat_min_gap", "0"),
+     ("candidates_k", "1"), ("candidates_k", "9"), ("selection_rule", "psychic"), ("selection_random_share", "1.5"),
+     ("selection_random_share", "nan"), ("selection_prompt_cap", "0"), ("member_pair_rule", "loudest"),
+     ("suggestion_blind_share", "-0.1"), ("judge", "999999")],
 )
 def test_bad_settings_are_form_errors_and_change_nothing(client, member_of, field, value):
     project = ProjectFactory(name="Helpful chat")
