@@ -23,6 +23,7 @@ urlpatterns = [
     path("p/<slug:slug>/quality/", views.quality, name="quality"),
     path("p/<slug:slug>/quality/threshold/", views.quality_threshold, name="quality-threshold"),
     path("p/<slug:slug>/quality/fit/", views.quality_fit, name="quality-fit"),
+    path("p/<slug:slug>/quality/judge/", views.quality_judge, name="quality-judge"),
     path("p/<slug:slug>/quality/labelers/<path:username>/", views.labeler_profile, name="labeler-profile"),
     path("p/<slug:slug>/leaderboard/", views.leaderboard, name="leaderboard"),
     path("p/<slug:slug>/snapshots/<int:snapshot_id>/download/", views.snapshot_download, name="snapshot-download"),

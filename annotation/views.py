@@ -42,6 +42,7 @@ from annotation.services.gold import GoldError, comparison_set_gold
 from annotation.services.projects import project_create, project_update_settings
 from annotation.services.labeling import LabelingError
 from annotation.services.participants import NO_STUDY, JoinRefused, is_participant, participant_exit_url, participant_join
+from annotation.judging import project_judge_agreement
 from annotation.services.reliability import judgments_since_fit, reliability_fit_refresh, reliability_fit_start
 from annotation.services.review import judgment_change, labeler_judgments_recent
 from annotation.services.uploads import IMPORT_FORMATS, import_file, upload_too_large
@@ -321,6 +322,7 @@ def quality(request: HttpRequest, project, role) -> HttpResponse:
         labeler["profile"] = fit.profiles.get(labeler["labeler"]) if fit else None
     context = {
         "project": project, "role": role, "q": stats, "fit": fit, "pending": pending,
+        "judge": project_judge_agreement(project=project), "judge_run": project.judge_runs.select_related("member").first(),
         "since_fit": judgments_since_fit(project=project, fit=fit),
         "per_day_chart": charts.bars(stats["per_day"]),
         "strength_chart": charts.bars({s.label: stats["strengths"].get(s.value, 0) for s in Strength}),
@@ -362,6 +364,21 @@ def labeler_profile(request: HttpRequest, project, role, username: str) -> HttpR
 def quality_fit(request: HttpRequest, project, role) -> HttpResponse:
     reliability_fit_start(project=project, user=request.user)
     messages.success(request, "Fitting labeler reliability on the worker; this page shows it when it is done.")
+    return redirect("quality", slug=project.slug)
+
+
+@require_POST
+@project_page(Role.LEAD)
+def quality_judge(request: HttpRequest, project, role) -> HttpResponse:
+    """Queue the project's judge on the comparisons it has not judged."""
+    from modeling.services.judging import JudgeError, judge_start
+
+    try:
+        judge_start(project=project, user=request.user)
+    except JudgeError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "The judge is reading the new comparisons on the worker; this page shows its figures as it goes.")
     return redirect("quality", slug=project.slug)
 
 

@@ -22,5 +22,7 @@ CELERY_TASK_ROUTES = {
     "modeling.tasks.ping_gpu": {"queue": GPU_QUEUE},
     "modeling.tasks.sample_*": {"queue": GPU_QUEUE},
     "modeling.tasks.round_run": {"queue": GPU_QUEUE},
+    # A local judge loads its model; an endpoint judge is sent to the row's queue (default) instead.
+    "modeling.tasks.judge_run": {"queue": GPU_QUEUE},
     "modeling.tasks.live_turn_run": {"queue": LIVE_QUEUE},
 }

@@ -239,6 +239,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "config.api.document_common_errors"],
     # Request and response components apart, so a request's non-blank strings say minLength 1.
     "COMPONENT_SPLIT_REQUEST": True,
+    # Jobs (sampling passes, judge runs) share one set of states: one named enum, not two guesses.
+    "ENUM_NAME_OVERRIDES": {"JobStateEnum": "config.jobs.JobState"},
 }
 
 # --- Celery ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ router.register("members", apis.CommitteeMemberViewSet, basename="member")
 urlpatterns = [
     path("projects/<slug:slug>/sampling/", apis.SamplingApi.as_view(), name="api-sampling"),
     path("projects/<slug:slug>/committee/", apis.ProjectCommitteeApi.as_view(), name="api-project-committee"),
+    path("projects/<slug:slug>/judge/", apis.JudgeApi.as_view(), name="api-judge"),
     path("projects/<slug:slug>/rounds/", apis.RoundsApi.as_view(), name="api-rounds"),
     path("rounds/<int:round_id>/", apis.RoundDetailApi.as_view(), name="api-round"),
     path("rounds/<int:round_id>/retry/", apis.RoundActionApi.as_view(action="retry"), name="api-round-retry"),

@@ -16,6 +16,9 @@ from modeling.serializers import (
     CommitteeMemberSerializer,
     DialogueSerializer,
     DialogueStartSerializer,
+    JudgeRunSerializer,
+    JudgeStartSerializer,
+    JudgeStatusSerializer,
     LiveTurnSerializer,
     TurnStartSerializer,
     MemberTestSerializer,
@@ -27,11 +30,14 @@ from modeling.serializers import (
 )
 from modeling.services import live
 from modeling.services import (
+    JudgeBusy,
+    JudgeError,
     MemberTestBusy,
     MemberTestError,
     RoundConflict,
     RoundError,
     SamplingError,
+    judge_start,
     member_register,
     member_set_active,
     member_test_start,
@@ -61,6 +67,34 @@ class SamplingApi(APIView):
         except SamplingError as exc:
             return Response({"error": "conflict", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(SamplingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JudgeApi(APIView):
+    """The project's LLM judge: its latest runs and its agreement with labelers (GET), or queue
+    it on the comparisons it has not judged (POST)."""
+
+    permission_classes = [permissions.IsAuthenticated, ProjectRolePermission]
+    minimum_role = Role.LEAD
+
+    @extend_schema(responses=JudgeStatusSerializer, summary="The judge's latest runs and its agreement with labelers")
+    def get(self, request, slug: str):
+        from annotation.judging import project_judge_agreement
+
+        runs = self.project.judge_runs.select_related("member")[:10]
+        return Response({"runs": JudgeRunSerializer(runs, many=True).data, "agreement": project_judge_agreement(project=self.project)})
+
+    @extend_schema(request=JudgeStartSerializer, responses={202: JudgeRunSerializer, 400: ErrorSerializer, 409: ErrorSerializer},
+                   summary="Judge the comparisons the judge has not judged")
+    def post(self, request, slug: str):
+        body = JudgeStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            run = judge_start(project=self.project, user=request.user, limit=body.validated_data["limit"])
+        except JudgeBusy as exc:
+            return Response({"error": "conflict", "detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except JudgeError as exc:
+            return Response({"error": "invalid", "detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(JudgeRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ProjectCommitteeApi(APIView):

@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from config.api import StrictJSONTypes
 from config.schema import schema_problem
-from modeling.models import CommitteeMember, SamplingRun
+from modeling.models import CommitteeMember, JudgeRun, SamplingRun
 from modeling.selectors import human_evaluation, sampling_timing
 from modeling.services.rounds import PRESETS, ROUND_SETTINGS_SCHEMA
 
@@ -57,6 +57,30 @@ class SamplingRunSerializer(serializers.ModelSerializer):
 
     def get_selection(self, run) -> str:
         return run.config.get("selection", "")
+
+
+class JudgeStartSerializer(StrictJSONTypes, serializers.Serializer):
+    limit = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True, default=None,
+                                     help_text="Judge at most this many comparisons (oldest first); all by default.")
+
+
+class JudgeRunSerializer(serializers.ModelSerializer):
+    member = serializers.CharField(source="member.name")
+
+    class Meta:
+        model = JudgeRun
+        fields = ["id", "member", "state", "queue", "limit", "comparisons_total", "comparisons_done", "consistent",
+                  "inconsistent", "failed", "error", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+
+class JudgeStatusSerializer(serializers.Serializer):
+    runs = JudgeRunSerializer(many=True)
+    agreement = serializers.DictField(help_text=(
+        "annotation/judging.py: judged, consistent, inconsistent, failed, consistent_share, flip_rate, first_position, "
+        "compared, agreement_without_ties, agreement_with_ties, kappa, follow {shown, blind, not_offered}; "
+        "proportions as {n, k, rate, ci95}."
+    ))
 
 
 class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):

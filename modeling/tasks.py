@@ -50,6 +50,17 @@ def sample_member_test(test_id: int) -> dict:
     return member_test_execute(test_id=test_id)
 
 
+@shared_task(acks_late=True)  # claimed (job_claim); verdicts are unique per order and reused: safe twice
+def judge_run(run_id: int) -> dict:
+    """The project's judge gives its verdicts in both orders (sent to the row's queue: gpu for a
+    local model, default for an endpoint; the watchdog's re-sends too)."""
+    from modeling.services.judging import judge_execute
+
+    run = judge_execute(run_id=run_id)
+    return {"id": run.pk, "state": run.state, "error": run.error, "comparisons_done": run.comparisons_done,
+            "consistent": run.consistent, "inconsistent": run.inconsistent, "failed": run.failed}
+
+
 @shared_task(acks_late=True)  # resumable: finished steps are skipped, artifacts are renamed into place
 def round_run(round_id: int) -> dict:
     """Run a retraining round's unfinished steps (routed to the gpu queue)."""

@@ -143,19 +143,20 @@ class Comparison(models.Model):
     # pass could have shown, was shown (the members' draw times the pick among candidates), so
     # that the leaderboard and win rates can weigh each label by its inverse. Blank / null for
     # pairs not sampled by a pass (imported, live, evaluation).
-    selection_rule = models.CharField(max_length=12, blank=True)
+    # Raw INSERTs (the lease's, the importers') leave the new columns out: the database fills them.
+    selection_rule = models.CharField(max_length=12, blank=True, default="", db_default="")
     selection_probability = models.FloatField(null=True, blank=True)
     # Served before other comparisons with as many slots taken (higher first): the judge's
     # ambiguous pairs under Project.ambiguous_first.
-    priority = models.SmallIntegerField(default=0)
+    priority = models.SmallIntegerField(default=0, db_default=0)
     # The project's judge's pre-screen (JudgeVerdict, both orders): "consistent" verdicts become a
     # suggestion (judge_winner, judge_strength, judge_confidence); "inconsistent" ones are ambiguous.
-    judge_state = models.CharField(max_length=12, blank=True, choices=[
+    judge_state = models.CharField(max_length=12, blank=True, default="", db_default="", choices=[
         ("", "Not judged"), ("consistent", "Consistent"), ("inconsistent", "Ambiguous: the verdict changed with the order"),
         ("failed", "No usable verdict"),
     ])
     judge_winner = models.ForeignKey(Response, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    judge_strength = models.CharField(max_length=24, blank=True)
+    judge_strength = models.CharField(max_length=24, blank=True, default="", db_default="")
     judge_confidence = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -209,7 +210,8 @@ class Assignment(models.Model):
     )
     # Whether the judge's suggestion was on the page: "shown", "blind" (the project shows them but
     # this lease fell in its blind share), "" (no suggestion to show, or the project hides them).
-    suggestion = models.CharField(max_length=6, blank=True)
+    # The lease's raw INSERT leaves it out: the database fills it ("").
+    suggestion = models.CharField(max_length=6, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["id"]

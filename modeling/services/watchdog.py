@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from annotation.models import DatasetSnapshot, ReliabilityFit
 from config.jobs import jobs_fail_stale, jobs_resend_lost
-from modeling.models import LiveTurn, MemberTest, Round, SamplingRun
+from modeling.models import JudgeRun, LiveTurn, MemberTest, Round, SamplingRun
 
 #: Every model whose row is a job. A new job (an evaluation, a judge pass) joins this tuple.
-JOB_MODELS = (Round, SamplingRun, DatasetSnapshot, MemberTest, LiveTurn, ReliabilityFit)
+JOB_MODELS = (Round, SamplingRun, DatasetSnapshot, MemberTest, LiveTurn, ReliabilityFit, JudgeRun)
 
 
 def jobs_watchdog(*, now=None) -> dict:

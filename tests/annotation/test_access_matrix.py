@@ -110,6 +110,7 @@ ROUTES: dict[str, dict[str, tuple]] = {
     "quality": {"GET": LEAD_PAGE},
     "quality-threshold": {"POST": LEAD_FORM},
     "quality-fit": {"POST": LEAD_FORM},
+    "quality-judge": {"POST": LEAD_FORM},
     "labeler-profile": {"GET": LEAD_PAGE},
     "leaderboard": {"GET": LEAD_PAGE},
     "snapshot-download": {"GET": LEAD_PAGE},
@@ -156,6 +157,8 @@ ROUTES: dict[str, dict[str, tuple]] = {
     # 409: the world has no pending prompt to sample; the caller got past the door.
     "api-project-committee": {"GET": LEAD_API, "OPTIONS": LEAD_API},
     "api-sampling": {"GET": LEAD_API, "POST": (403, 404, 404, 403, 409, 409, 404, 409), "OPTIONS": LEAD_API},
+    # The matrix's project names no judge: a clear 400 for those who may ask.
+    "api-judge": {"GET": LEAD_API, "POST": (403, 404, 404, 403, 400, 400, 404, 400), "OPTIONS": LEAD_API},
     # Rounds: admins of the project.
     # Live dialogues: anyone who labels writes their own; a dialogue and its turns are its
     # labeler's alone (a superuser included: it is someone's work in progress).

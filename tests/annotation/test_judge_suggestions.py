@@ -130,3 +130,53 @@ def test_judge_labels_are_exported_only_when_asked_and_marked_as_the_judges(memb
 def test_judge_labels_refuse_filters_they_cannot_follow(filters, message):
     with pytest.raises(ExportError, match=message):
         ExportFilters.from_dict(filters)
+
+
+# --- the judge from the quality page and the API ---------------------------------------------------
+
+
+def test_a_lead_starts_the_judge_from_the_quality_page_and_the_api(client, member_of):
+    from django.urls import reverse
+    from rest_framework.test import APIClient
+
+    from modeling.models import JudgeRun
+
+    project = ProjectFactory()
+    lead = member_of(project, Role.LEAD)
+    client.force_login(lead)
+    page = client.post(reverse("quality-judge", kwargs={"slug": project.slug}), follow=True).content.decode()
+    assert "This project has no judge" in page and not JudgeRun.objects.exists()
+    project.judge = MemberFactory(name="judge-model")
+    project.save()
+    judged(project, state="", winner=None)  # one comparison waits for the judge
+    page = client.post(reverse("quality-judge", kwargs={"slug": project.slug}), follow=True).content.decode()
+    assert "The judge is reading the new comparisons" in page and "Latest judge run" in page
+    api = APIClient()
+    api.force_authenticate(lead)
+    url = reverse("api-judge", kwargs={"slug": project.slug})
+    busy = api.post(url, {}, format="json")
+    assert busy.status_code == 409 and "already queued or running" in busy.json()["detail"]
+    JudgeRun.objects.update(state="succeeded")
+    started = api.post(url, {"limit": 5}, format="json")
+    assert started.status_code == 202 and started.json()["member"] == "judge-model" and started.json()["limit"] == 5
+    assert api.post(url, {"limit": 0}, format="json").status_code == 400
+    status = api.get(url).json()
+    assert [r["id"] for r in status["runs"]] == list(JudgeRun.objects.order_by("-id").values_list("id", flat=True))
+    assert status["agreement"]["judged"] == 0 and status["agreement"]["judge"] == "judge-model"
+
+
+def test_the_judge_command_queues_a_run_and_names_what_stops_it():
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    project = ProjectFactory()
+    with pytest.raises(CommandError, match="no judge"):
+        call_command("judge_comparisons", project.slug)
+    with pytest.raises(CommandError, match="No project"):
+        call_command("judge_comparisons", "nowhere")
+    project.judge = MemberFactory(name="judge-model")
+    project.save()
+    out = StringIO()
+    call_command("judge_comparisons", project.slug, "--limit", "3", stdout=out)
+    assert "(judge-model) queued: 0/0 comparisons" in out.getvalue()
