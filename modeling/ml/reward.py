@@ -40,18 +40,40 @@ class RewardScorer:
 
         Texts are batched by length, so a batch is padded to its own longest text, not to the
         longest of eight drawn at random (held-out HH pairs: mostly ~150 tokens, a few 512)."""
+        return self._run(conversations, responses, max_length, embed=False)[0]
+
+    def score_and_embed(
+        self, conversations: list[list[dict]], responses: list[str], max_length: int = 1024
+    ) -> tuple[list[float], list[list[float]]]:
+        """``score``'s rewards, and with each the state its head reads: the last layer's hidden
+        state (after the final norm) at the last non-pad token. Active selection
+        (modeling/ml/selection.py) takes a pair's feature as the difference of its two states."""
+        return self._run(conversations, responses, max_length, embed=True)
+
+    def _run(self, conversations, responses, max_length: int, *, embed: bool):
         texts = [self.text(m, r) for m, r in zip(conversations, responses)]
         encoded = self.tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=False)["input_ids"]
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
         scores: list[float] = [0.0] * len(texts)
+        states: list[list[float]] = [[] for _ in texts] if embed else []
+        torch = self._torch
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in chunk]}, return_tensors="pt").to(self.device)
-            with self._torch.inference_mode():
-                logits = self.model(**batch).logits
-            for i, value in zip(chunk, logits[:, 0].float().cpu()):
+            with torch.inference_mode():
+                out = self.model(**batch, output_hidden_states=embed)
+            for i, value in zip(chunk, out.logits[:, 0].float().cpu()):
                 scores[i] = float(value)
-        return scores
+            if embed:
+                # The position the head reads: the rightmost token that is not padding, found as
+                # the sequence-classification model finds it (either padding side).
+                ids = batch["input_ids"]
+                positions = torch.arange(ids.shape[-1], device=ids.device)
+                last = (positions * (ids != self.model.config.pad_token_id)).argmax(-1)
+                rows = out.hidden_states[-1][torch.arange(len(chunk), device=ids.device), last].float().cpu()
+                for i, row in zip(chunk, rows):
+                    states[i] = row.tolist()
+        return scores, states
 
 
 @lru_cache(maxsize=2)

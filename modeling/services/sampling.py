@@ -11,9 +11,11 @@ worker stopped reporting.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 from collections import defaultdict
+from itertools import combinations
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,11 +25,13 @@ from django.db.models import F
 from django.utils import timezone
 from rapidfuzz import fuzz
 
-from annotation.models import AuditAction, Comparison, ComparisonSource, Project, Prompt, Response, ResponseSource
+from annotation.models import (
+    AuditAction, Comparison, ComparisonSource, MemberPairRule, Project, Prompt, Response, ResponseSource, SelectionRule,
+)
 from annotation.services.audit import audit_record
 from annotation.rendering import comparison_rendering
 from annotation.selectors import pending_prompts
-from modeling.selectors import project_committee
+from modeling.selectors import current_reward_model, member_pair_stats, project_committee
 from config.jobs import job_claim, send_after_commit
 from config.untrusted import text_problem
 from modeling.models import CommitteeMember, JobState, SamplingRun
@@ -38,6 +42,9 @@ logger = logging.getLogger(__name__)
 #: Two answers this similar after normalisation (rapidfuzz ratio, 0-100) are not worth a human's time.
 NEAR_DUPLICATE_RATIO = 97.0
 DEFAULT_BATCH_SIZE = 8
+#: The D-optimal design's prior information (ridge x I) on per-dimension scaled embeddings: the
+#: ridge bench/active_selection.py chose by validation log-loss on HH-RLHF pairs (SmolLM2 states).
+DESIGN_RIDGE = 316.0
 
 
 class SamplingError(Exception):
@@ -99,6 +106,41 @@ def draw_two(rng: random.Random, members: list[CommitteeMember]) -> tuple[Commit
 def _draw_pair(prompt: Prompt, members: list[CommitteeMember]) -> tuple[CommitteeMember, CommitteeMember]:
     """``draw_two`` seeded by the prompt, so a re-run draws the same."""
     return draw_two(random.Random(prompt.pk), members)
+
+
+def weight_pair_probabilities(members: list[CommitteeMember]) -> dict[tuple[int, int], float]:
+    """The chance ``draw_two`` draws each unordered pair (lower id first): first i then j, or j then i."""
+    total = sum(m.project_weight for m in members)
+    p = {m.pk: m.project_weight / total for m in members}
+    return {
+        (a, b): p[a] * p[b] / (1 - p[a]) + p[b] * p[a] / (1 - p[b])
+        for a, b in combinations(sorted(p), 2)
+    }
+
+
+def active_pair_probabilities(member_ids: list[int], stats: dict[tuple[int, int], tuple[int, float]],
+                              uniform_share: float) -> dict[tuple[int, int], float]:
+    """Chatbot Arena's active pairing (Chiang et al. 2024, section 5): each unordered pair of
+    members is drawn with a chance proportional to how much one more label shrinks the interval of
+    its win rate, sqrt(v / n) - sqrt(v / (n + 1)), with v = w (1 - w) the win rate's variance
+    (w smoothed as (score + 1) / (n + 2), n counted from 1 so an unseen pair is finite and first),
+    mixed with ``uniform_share`` of the uniform distribution so that every pair keeps a chance and
+    the recorded probabilities stay usable as inverse weights."""
+    pairs = list(combinations(sorted(member_ids), 2))
+    gains = {}
+    for pair in pairs:
+        n, score = stats.get(pair, (0, 0.0))
+        w = (score + 1) / (n + 2)
+        v = w * (1 - w)
+        gains[pair] = math.sqrt(v / (n + 1)) - math.sqrt(v / (n + 2))
+    total = sum(gains.values())
+    return {pair: (1 - uniform_share) * gains[pair] / total + uniform_share / len(pairs) for pair in pairs}
+
+
+def _draw_by_probability(prompt: Prompt, probabilities: dict[tuple[int, int], float]) -> tuple[int, int]:
+    """One pair by its probability, seeded by the prompt (a re-run draws the same)."""
+    pairs = sorted(probabilities)
+    return random.Random(prompt.pk).choices(pairs, weights=[probabilities[p] for p in pairs])[0]
 
 
 def _draw_k(prompt: Prompt, members: list[CommitteeMember], k: int) -> list[tuple[CommitteeMember, int]]:
@@ -197,7 +239,7 @@ def _answer_failed(run: SamplingRun, member: CommitteeMember, error: str) -> Non
     _heartbeat(run, member_errors=errors, responses_failed=F("responses_failed") + 1)
 
 
-def _create_comparison(run, prompt, a: Response, b: Response, source: str) -> bool:
+def _create_comparison(run, prompt, a: Response, b: Response, source: str, selection: tuple[str, float] | None = None) -> bool:
     if not (_showable(a) and _showable(b)):
         _heartbeat(run, responses_empty=F("responses_empty") + sum(1 for r in (a, b) if not _showable(r)))
         return False
@@ -210,11 +252,89 @@ def _create_comparison(run, prompt, a: Response, b: Response, source: str) -> bo
     rendered = comparison_rendering(messages=prompt.messages, responses=[(r.pk, r.text) for r in (first, second)])
     _, created = Comparison.objects.get_or_create(
         response_a=first, response_b=second,
-        defaults={"project": run.project, "prompt": prompt, "source": source, "rendered": rendered},
+        defaults={
+            "project": run.project, "prompt": prompt, "source": source, "rendered": rendered,
+            **({"selection_rule": selection[0], "selection_probability": selection[1]} if selection else {}),
+        },
     )
     if created:
         _heartbeat(run, pairs_created=F("pairs_created") + 1)
     return created
+
+
+class PairSelector:
+    """Which of a batch's candidate pairs go to labelers (``Project.selection_rule`` over
+    ``modeling.ml.selection.select_pairs``). The batch's budget is one pair per prompt that has a
+    candidate, at most ``selection_prompt_cap`` per prompt; ``selection_random_share`` of it is drawn
+    uniformly. Uncertainty and D-optimal read the project's current reward model (its scores and
+    last-layer embeddings of every answer); before the first round there is none and the rule
+    falls back to random, which the run says (``SamplingRun.config["selection"]``).
+
+    Known limit: the D-optimal design starts each batch from the ridge prior, not from the pairs
+    already labelled (embedding them all again each batch would cost more than the batch), so it
+    spreads picks within a batch, not against the labels the project already has. A pick's
+    recorded probability is its chance among the batch's candidates; the members' draw of the K
+    answers is by weight and not multiplied in."""
+
+    def __init__(self, run: SamplingRun, scorer_loader):
+        self.run = run
+        self.project = run.project
+        self.rule = self.project.selection_rule
+        self.scorer = None
+        note = f"{self.rule} selection of pairs among {self.project.candidates_k} answers per prompt"
+        if self.rule != SelectionRule.RANDOM:
+            if current_reward_model(project=self.project) is None:
+                note = f"{self.rule} selection needs a reward model: none yet (run a round), so pairs are chosen at random"
+                self.rule = SelectionRule.RANDOM
+            else:
+                self.scorer = scorer_loader(self.project)
+        run.config = {**run.config, "selection": note}
+        _heartbeat(run, config=run.config)
+
+    def candidates(self, prompt: Prompt, answers: list[Response]) -> list[tuple[Prompt, Response, Response]]:
+        """The prompt's pairs worth a human's time: both answers showable, not near duplicates, not
+        compared before (a resumed pass)."""
+        distinct = {r.pk: r for r in answers}
+        showable = sorted((r for r in distinct.values() if _showable(r)), key=lambda r: r.pk)
+        compared = set(Comparison.objects.filter(prompt=prompt).values_list("response_a_id", "response_b_id"))
+        pairs = [(a, b) for a, b in combinations(showable, 2) if (a.pk, b.pk) not in compared]
+        kept = [(prompt, a, b) for a, b in pairs if not near_duplicates(a.text, b.text)]
+        if len(showable) < len(distinct) or len(kept) < len(pairs):
+            _heartbeat(self.run, responses_empty=F("responses_empty") + len(distinct) - len(showable),
+                       pairs_near_duplicate=F("pairs_near_duplicate") + len(pairs) - len(kept))
+        return kept
+
+    def select(self, candidates: list[tuple[Prompt, Response, Response]]) -> list:
+        from modeling.ml.selection import select_pairs
+
+        if not candidates:
+            return []
+        win_prob = features = None
+        if self.rule != SelectionRule.RANDOM:
+            answers = {r.pk: (p, r) for p, a, b in candidates for r in (a, b)}
+            ids = sorted(answers)
+            rewards, embeddings = self.scorer.score_and_embed([answers[i][0].messages for i in ids], [answers[i][1].text for i in ids])
+            reward, embedding = dict(zip(ids, rewards)), dict(zip(ids, embeddings))
+            for pk, value in reward.items():
+                Response.objects.filter(pk=pk).update(reward=value)
+            win_prob = [1 / (1 + math.exp(-max(-50.0, min(50.0, reward[a.pk] - reward[b.pk])))) for _, a, b in candidates]
+            features = [[x - y for x, y in zip(embedding[a.pk], embedding[b.pk])] for _, a, b in candidates]
+        import numpy as np
+
+        if features is not None:
+            # Each dimension on one scale (a SmolLM2 state has a dimension ~15x the median one,
+            # which an unscaled design would chase), and the ridge bench/active_selection.py chose
+            # on such features.
+            features = np.asarray(features, dtype=float)
+            scale = np.sqrt((features**2).mean(axis=0))
+            features = features / np.where(scale > 0, scale, 1.0)
+        groups = [p.pk for p, _, _ in candidates]
+        return select_pairs(
+            rule=self.rule, groups=groups, budget=len(set(groups)),
+            win_prob=None if win_prob is None else np.asarray(win_prob), features=features,
+            random_share=self.project.selection_random_share, prompt_cap=self.project.selection_prompt_cap,
+            ridge=DESIGN_RIDGE, seed=candidates[0][0].pk,
+        )
 
 
 def default_backend_loader(member: CommitteeMember):
@@ -260,22 +380,54 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
             run.config = {**run.config, "through_prompt_id": prompts[-1].pk if prompts else 0}
         _heartbeat(run, config=run.config, prompts_total=F("prompts_done") + len(prompts))
         batch_size = int(run.config.get("batch_size") or DEFAULT_BATCH_SIZE)
+        k = project.candidates_k
+        pooled = committee and k > 2  # K answers per prompt, the selection rule picks the pairs
+        selector = PairSelector(run, scorer_loader) if pooled else None
+        # Which two members answer: by weight (Llama 3), or where the leaderboard is least sure
+        # (Chatbot Arena, ``active``); the pair's chance is kept on its comparison either way.
+        active_members = committee and not pooled and project.member_pair_rule == MemberPairRule.ACTIVE
+        if active_members:
+            run.config = {**run.config, "selection": "member pairs drawn where the leaderboard is least sure"}
+            _heartbeat(run, config=run.config)
+        by_id = {m.pk: m for m in members}
+        probabilities = weight_pair_probabilities(members) if committee else {}
         for chunk in _release_batches(prompts, batch_size):
-            plan = {p.pk: (_draw_pair(p, members) if committee else _draw_k(p, members, project.rejection_k)) for p in chunk}
+            if active_members:  # read afresh each batch: labels arriving during the pass move the intervals
+                probabilities = active_pair_probabilities(list(by_id), member_pair_stats(project=project), project.selection_random_share)
+            plan = {}
+            for p in chunk:
+                if pooled:
+                    plan[p.pk] = _draw_k(p, members, k)
+                elif active_members:
+                    plan[p.pk] = [(by_id[i], 0) for i in _draw_by_probability(p, probabilities)]
+                elif committee:
+                    plan[p.pk] = [(m, 0) for m in _draw_pair(p, members)]
+                else:
+                    plan[p.pk] = _draw_k(p, members, project.rejection_k)
             wanted: dict[int, list] = defaultdict(list)
-            by_id = {m.pk: m for m in members}
             for prompt in chunk:
-                draws = [(m, 0) for m in plan[prompt.pk]] if committee else plan[prompt.pk]
-                for member, index in draws:
+                for member, index in plan[prompt.pk]:
                     wanted[member.pk].append((prompt, index))
             responses = {}
             for member_id, items in wanted.items():
                 got = _generate_for_member(run, by_id[member_id], items, run.config.get("max_new_tokens"), batch_size, backend_loader)
                 responses.update({(member_id, *key): r for key, r in got.items()})
+            answers = {
+                prompt.pk: [r for r in (responses.get((m.pk, prompt.pk, i)) for m, i in plan[prompt.pk]) if r is not None]
+                for prompt in chunk
+            }
+            if pooled:
+                candidates = [c for prompt in chunk for c in selector.candidates(prompt, answers[prompt.pk])]
+                picks = selector.select(candidates)  # model work stays outside the transaction below
+                # The batch's pairs and its prompts' progress commit together (see below).
+                with transaction.atomic():
+                    for pick in picks:
+                        prompt, a, b = candidates[pick.index]
+                        _create_comparison(run, prompt, a, b, ComparisonSource.COMMITTEE, (pick.rule, pick.probability))
+                    _heartbeat(run, prompts_done=F("prompts_done") + len(chunk))
+                continue
             for prompt in chunk:
-                draws = [(m, 0) for m in plan[prompt.pk]] if committee else plan[prompt.pk]
-                got = [responses.get((m.pk, prompt.pk, i)) for m, i in draws]
-                got = [r for r in got if r is not None]
+                got = answers[prompt.pk]
                 if not committee:
                     _score(prompt, got, scorer)  # model work stays outside the transaction below
                 # The pair and the prompt's progress count commit together: a worker killed here
@@ -283,11 +435,14 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
                 with transaction.atomic():
                     if committee:
                         if len(got) == 2:
-                            _create_comparison(run, prompt, got[0], got[1], ComparisonSource.COMMITTEE)
+                            pair = tuple(sorted(m.pk for m, _ in plan[prompt.pk]))
+                            _create_comparison(run, prompt, got[0], got[1], ComparisonSource.COMMITTEE,
+                                               (project.member_pair_rule, probabilities[pair]))
                     else:
                         _rejection_pair(run, prompt, got, scorer)
                     _heartbeat(run, prompts_done=F("prompts_done") + 1)
         SamplingRun.objects.filter(pk=run.pk).update(state=JobState.SUCCEEDED, finished_at=timezone.now())
+        _judge_new_pairs(project)
     except Exception as exc:
         logger.exception("sampling run %s failed", run_id)
         SamplingRun.objects.filter(pk=run.pk).update(
@@ -295,6 +450,17 @@ def sampling_execute(*, run_id: int, backend_loader=default_backend_loader, scor
         )
     run.refresh_from_db()
     return run
+
+
+def _judge_new_pairs(project: Project) -> None:
+    """The project's judge (if it names one) pre-screens the pass's new pairs; a judge that cannot
+    start leaves the pass succeeded, and the quality page says why when a lead starts it."""
+    from modeling.services.judging import judge_start_if_named
+
+    try:
+        judge_start_if_named(project)
+    except Exception as exc:  # the pairs are made: the judge is a later, optional step
+        logger.warning("sampling: the judge of %s did not start: %s", project.slug, exc)
 
 
 def _release_batches(prompts: list, batch_size: int):
