@@ -32,6 +32,9 @@ def project_update_settings(*, project: Project, changes: dict, user=None) -> li
         setattr(project, name, value)
     project.full_clean()
     project.save(update_fields=list(moved))
+    if "ambiguous_first" in moved:
+        # The judge's ambiguous pairs already judged move in the queue too, not only later ones.
+        project.comparisons.filter(judge_state="inconsistent").update(priority=1 if project.ambiguous_first else 0)
     audit_record(
         action=AuditAction.PROJECT_CHANGED, project=project, target="settings", actor=user,
         details={name: {"before": _short(before), "after": _short(after)} for name, (before, after) in moved.items()},

@@ -180,3 +180,16 @@ def test_the_judge_command_queues_a_run_and_names_what_stops_it():
     out = StringIO()
     call_command("judge_comparisons", project.slug, "--limit", "3", stdout=out)
     assert "(judge-model) queued: 0/0 comparisons" in out.getvalue()
+
+
+def test_turning_ambiguous_first_on_or_off_moves_the_pairs_already_judged():
+    from annotation.services.projects import project_update_settings
+
+    project = ProjectFactory()
+    ambiguous, plain = judged(project, state="inconsistent", winner=None), judged(project)
+    project_update_settings(project=project, changes={"ambiguous_first": True})
+    ambiguous.refresh_from_db(), plain.refresh_from_db()
+    assert (ambiguous.priority, plain.priority) == (1, 0)
+    project_update_settings(project=project, changes={"ambiguous_first": False})
+    ambiguous.refresh_from_db()
+    assert ambiguous.priority == 0
