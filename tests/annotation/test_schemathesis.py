@@ -139,6 +139,12 @@ def _schema(app, world, role):
                     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "403", "404"]}},
                 },
                 {
+                    # Starting the judge needs a project that names one (the fuzz project does not:
+                    # a 400 that says so) and no run already waiting (a 409).
+                    "include-path": "/api/v1/projects/{slug}/judge/",
+                    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "403", "404", "409"]}},
+                },
+                {
                     # A live turn's text must say something and fit the project's rules (no
                     # system prompt here, its categories): 400 with the field; a turn while one
                     # is answered, or before the last is judged, is a 409; another's dialogue 404.
