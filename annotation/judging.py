@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from annotation.models import IMPORTED_ACCOUNT_PREFIX, JudgeVerdict, Judgment, Project
 from annotation.quality import cohen_kappa, label_score
-from annotation.reliability import _share as proportion
+from annotation.reliability import proportion
 from modeling.ml.judging import NEGLIGIBLY_BETTER, Verdict, swap_state, verdict_answer  # plain Python
 
 #: ``follow``'s slices, by ``Assignment.suggestion``.

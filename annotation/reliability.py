@@ -264,7 +264,8 @@ class ProfileRow:
     a_longer: bool | None = None  # None: both answers have the same length
 
 
-def _share(successes: int, n: int) -> dict:
+def proportion(successes: int, n: int) -> dict:
+    """A count out of n with its rate and 95% Wilson interval (profiles here, the judge's figures in annotation/judging.py)."""
     low, high = wilson_interval(successes, n)
     return {"n": n, "k": successes, "rate": round(successes / n, 4) if n else None, "ci95": [round(low, 4), round(high, 4)]}
 
@@ -335,8 +336,8 @@ def labeler_profiles(rows: list[ProfileRow], result: Fit, flips: dict[str, tuple
             "judgments": n,
             "reliability": round(estimate.reliability, 3) if estimate else None,
             "left_on_tie_estimate": round(estimate.left_on_tie, 3) if estimate else None,
-            "left": {**_share(left, n), "p": binomial_p(left, n)},
-            "left_near_ties": {**_share(left_ties, len(ties)), "p": binomial_p(left_ties, len(ties))},
+            "left": {**proportion(left, n), "p": binomial_p(left, n)},
+            "left_near_ties": {**proportion(left_ties, len(ties)), "p": binomial_p(left_ties, len(ties))},
             "length": {
                 "n": len(paired), "labeler_longer_rate": round(mine_longer / len(paired), 4) if paired else None,
                 "consensus_longer_rate": round(consensus_longer / len(paired), 4) if paired else None,
@@ -344,12 +345,12 @@ def labeler_profiles(rows: list[ProfileRow], result: Fit, flips: dict[str, tuple
             },
             "strengths": {"counts": counts, "project_share": {k: round(counts_all.get(k, 0) / len(rows), 4) for k in categories},
                           "chi2": round(chi2, 3), "df": df, "p": chi2_p},
-            "agreement": {**_share(agree, len(judged)), "others_rate": round((agree_total - agree) / (agree_n - len(judged)), 4)
+            "agreement": {**proportion(agree, len(judged)), "others_rate": round((agree_total - agree) / (agree_n - len(judged)), 4)
                           if agree_n > len(judged) else None,
                           "p": two_proportion_p(agree, len(judged), agree_total - agree, agree_n - len(judged))},
-            "gold": _share(sum(gold), len(gold)),
+            "gold": proportion(sum(gold), len(gold)),
             "median_seconds": round(sorted(row.seconds for row in mine)[(n - 1) // 2], 1) if n else None,
-            "flips": {**_share(flipped, repeats), "others_rate": round((flips_total - flipped) / (repeats_total - repeats), 4)
+            "flips": {**proportion(flipped, repeats), "others_rate": round((flips_total - flipped) / (repeats_total - repeats), 4)
                       if repeats_total > repeats else None,
                       "p": two_proportion_p(flipped, repeats, flips_total - flipped, repeats_total - repeats)},
         }
