@@ -30,6 +30,7 @@ import gzip
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ from bench._common import machine, replace_section, utc_now  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "reward_model_hh.json"
 ABLATIONS = RESULTS.with_name("reward_model_hh_ablations.json")
+SOUP = RESULTS.with_name("reward_model_hh_soup.json")
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
@@ -125,6 +127,95 @@ def record_ablations(rows: list[dict]) -> None:
     replace_section("reward_model_hh_ablations", "Reward model on HH-RLHF: ablations", "\n".join(lines))
 
 
+def soup_run(args, base, train: list[dict], heldout: list[dict], scratch: str, config) -> int:
+    """The round's RM averaging (``rm_ensemble``, the code a round with ``averaging.rm_models`` = M
+    runs) on these rows; each member is kept (hard links) so the uniform soup of the same members is
+    scored as well, whichever soup the round keeps."""
+    from modeling.ml.averaging import average_checkpoints
+    from modeling.ml.evaluation import evaluate_reward_model
+    from modeling.ml.training import train_reward_model
+    from modeling.services.rounds.averaging import rm_ensemble
+    from modeling.services.rounds.settings import DEFAULT_CONFIG
+
+    averaging = {**DEFAULT_CONFIG["averaging"], "rm_models": args.rm_models, "rm_soup": args.soup or DEFAULT_CONFIG["averaging"]["rm_soup"]}
+    kept = Path(scratch) / "members"
+    kept.mkdir()
+
+    def train_one(rows: list[dict], output_dir: Path, member_config):
+        result = train_reward_model(base_dir=str(base), rows=rows, heldout=heldout, output_dir=str(output_dir), config=member_config)
+        shutil.copytree(output_dir, kept / output_dir.name, copy_function=os.link)
+        print(f"{output_dir.name} (seed {member_config.seed}): held-out accuracy {result.heldout['accuracy']}, "
+              f"{result.steps} steps in {result.seconds:.0f} s", flush=True)
+        return result
+
+    def progress(event: dict) -> None:
+        if event.get("log"):
+            print(event["log"], flush=True)
+
+    started = time.perf_counter()
+    output = Path(scratch) / "rm"
+    output.mkdir()
+    result, metrics = rm_ensemble(train_one=train_one, rows=train, heldout=heldout, output_dir=output, config=config,
+                                  averaging=averaging, progress=progress)
+    uniform = metrics["soup_heldout_accuracy"] if metrics["soup"] == "uniform" else None
+    if uniform is None:
+        average_checkpoints(sorted(kept.iterdir()), Path(scratch) / "uniform")
+        uniform = evaluate_reward_model(model_dir=str(Path(scratch) / "uniform"), rows=heldout,
+                                        max_length=result.max_length)["accuracy"]
+    out = {
+        "benchmark": "reward_model_hh_soup", "date": utc_now(), "machine": machine(),
+        "device": "cuda" if torch_cuda() else "cpu", "heldout_pairs": result.heldout["pairs"],
+        "training_rows": len(train), "config": config.as_dict(), "averaging": averaging,
+        **metrics, "uniform_soup_heldout_accuracy": uniform,
+        "soup_ci95": result.heldout["ci95"], "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(out, indent=2))
+    if not args.no_write:
+        SOUP.write_text(json.dumps(out, indent=2) + "\n")
+        write_soup_doc(out)
+        rows = [{
+            "date": out["date"], "path": f"app, {label}", "strength": "none → 0", "centring": config.center_rewards_coefficient,
+            "lora": config.lora, "learning_rate": config.learning_rate, "epochs": config.epochs, "steps": None,
+            "train_pairs": metrics["train_pairs"], "heldout_pairs": out["heldout_pairs"], "accuracy": accuracy,
+            "ci95": [round(x, 4) for x in wilson(accuracy, out["heldout_pairs"])], "seconds_per_step": None, "note": args.note,
+        } for label, accuracy in (
+            *((f"member seed {m['seed']}", m["heldout_accuracy"]) for m in metrics["members"]),
+            (f"{metrics['soup']} soup of {metrics['models']} (chose {', '.join(metrics['chosen'])})", metrics["soup_heldout_accuracy"]),
+            *((("uniform soup of %d" % metrics["models"], uniform),) if metrics["soup"] != "uniform" else ()),
+        )]
+        record_ablations(rows)
+    return 0
+
+
+def torch_cuda() -> bool:
+    from modeling.ml.devices import cuda_available
+
+    return cuda_available()
+
+
+def wilson(accuracy: float, n: int) -> tuple[float, float]:
+    from modeling.ml.evaluation import wilson_interval
+
+    return wilson_interval(round(accuracy * n), n)
+
+
+def write_soup_doc(r: dict) -> None:
+    members = ", ".join(f"seed {m['seed']}: {m['heldout_accuracy']}" for m in r["members"])
+    section = (
+        f"Run {r['date']} on {r['machine']}, {r['device']}: the round's RM averaging (`averaging.rm_models` = {r['models']}, "
+        f"`rm_soup` = {r['soup']}, validation {r['validation_pairs']} pairs held out of the {r['training_rows']} training rows by prompt, "
+        f"never the test split), SmolLM2-135M-Instruct, {'LoRA' if r['config']['lora'] else 'full fine-tuning'}, lr {r['config']['learning_rate']}, "
+        f"{r['train_pairs']} training pairs per member; held-out test pairs: {r['heldout_pairs']}.\n\n"
+        "| model | held-out accuracy |\n|---|---|\n"
+        + "".join(f"| member, seed {m['seed']} (validation {m['validation_accuracy']}) | {m['heldout_accuracy']} |\n" for m in r["members"])
+        + f"| mean of the members | {r['mean_member_accuracy']} |\n| best member | {r['best_member_accuracy']} |\n"
+        f"| **{r['soup']} soup** (chose {', '.join(r['chosen'])}) | **{r['soup_heldout_accuracy']}** ({r['soup_ci95'][0]}–{r['soup_ci95'][1]}) |\n"
+        + (f"| uniform soup of all {r['models']} | {r['uniform_soup_heldout_accuracy']} |\n" if r["soup"] != "uniform" else "")
+        + f"\nMembers: {members}. Total {r['total_seconds']:.0f} s."
+    )
+    replace_section("reward_model_hh_soup", "Reward-model soup on HH-RLHF (`bench/reward_model_hh.py --rm-models 3`)", section)
+
+
 def _separate_reference(r: dict) -> str:
     """The line for a run without the reference: the latest ``--reference-only`` run on the same
     rows if there is one, else TRL-NOTES.md's figure (its own split)."""
@@ -185,6 +276,12 @@ def main() -> int:
                         help="only the plain-TRL run on the app's rows (writes reward_model_hh_reference.json)")
     parser.add_argument("--ablation", action="store_true",
                         help="record the run as an ablation row only (reward_model_hh.json and its section stay as they are)")
+    parser.add_argument("--rm-models", type=int, default=1,
+                        help="M > 1: the round's weight averaging (averaging.rm_models): M reward models, seeds 0..M-1, "
+                             "and their soup, against the mean and the best member; written to reward_model_hh_soup.json")
+    parser.add_argument("--soup", choices=("greedy", "uniform"), default=None,
+                        help="the soup kept by the round (default: the round's, DEFAULT_CONFIG['averaging']['rm_soup']); "
+                             "the uniform soup of the same members is scored too")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
@@ -248,6 +345,8 @@ def main() -> int:
     })
     if args.reference_only:
         return reference_only(args, base, train, heldout, scratch)
+    if args.rm_models > 1:
+        return soup_run(args, base, train, heldout, scratch, config)
     started = time.perf_counter()
     result = train_reward_model(base_dir=str(base), rows=train, heldout=heldout, output_dir=f"{scratch}/rm", config=config)
     total = time.perf_counter() - started
