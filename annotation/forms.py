@@ -87,7 +87,22 @@ def _https_by_default(field, **kwargs):
 STUDY_EXITS = (("study_completion_url", "study_completion_code"), ("study_screenout_url", "study_screenout_code"))
 
 
-class ProjectSettingsForm(forms.ModelForm):
+class UnixNewlinesMixin:
+    """A browser sends a textarea's lines ended by CRLF (the HTML spec's form encoding): store them
+    as LF, as every other way in (import, API, demo) does, so saving a form whose text nobody
+    touched changes nothing and writes no audit entry."""
+
+    multiline = ("description", "guidelines")
+
+    def clean(self):
+        data = super().clean()
+        for name in self.multiline:
+            if isinstance(data.get(name), str):
+                data[name] = data[name].replace("\r\n", "\n").replace("\r", "\n")
+        return data
+
+
+class ProjectSettingsForm(UnixNewlinesMixin, forms.ModelForm):
     prompt_categories = CategoriesField(
         required=False,
         help_text=f"Categories a labeler may give a prompt they write: one per line, at most {MAX_CATEGORIES}, each up to {MAX_CATEGORY_CHARS} characters.",
@@ -135,7 +150,7 @@ class ProjectSettingsForm(forms.ModelForm):
         help_texts = {"guidelines": "Markdown, shown to labelers one key away (?)."}
 
 
-class ProjectCreateForm(forms.ModelForm):
+class ProjectCreateForm(UnixNewlinesMixin, forms.ModelForm):
     class Meta:
         model = Project
         fields = ["name", "slug", "description", "guidelines"]

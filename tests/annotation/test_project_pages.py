@@ -34,6 +34,23 @@ def test_a_lead_creates_a_project_and_becomes_its_admin(client, member_of):
     assert again.status_code == 200 and "already exists" in again.content.decode() and Project.objects.filter(slug="code-review").count() == 1
 
 
+def test_saving_untouched_multiline_text_from_a_browser_changes_nothing(client, member_of):
+    # Browsers post a textarea's lines ended by CRLF; the stored text has LF.
+    project = ProjectFactory(guidelines="## Rules\n\nBe kind.\n- one\n- two", description="Line one\nline two")
+    client.force_login(member_of(project, Role.LEAD))
+    url = reverse("project-settings", kwargs={"slug": project.slug})
+    stored = {"guidelines": project.guidelines, "description": project.description}
+    client.post(url, {**VALID, **stored})  # the factory's other settings become the form's
+    audited = AuditEvent.objects.filter(project=project, action=AuditAction.PROJECT_CHANGED, target="settings").count()
+    posted = {**VALID, "guidelines": "## Rules\r\n\r\nBe kind.\r\n- one\r\n- two", "description": "Line one\r\nline two"}
+    assert "Nothing changed" in client.post(url, posted, follow=True).content.decode()
+    project.refresh_from_db()
+    assert {"guidelines": project.guidelines, "description": project.description} == stored
+    assert AuditEvent.objects.filter(project=project, action=AuditAction.PROJECT_CHANGED, target="settings").count() == audited
+    client.post(reverse("project-new"), {"name": "CR", "slug": "cr", "guidelines": "a\r\nb"})
+    assert Project.objects.get(slug="cr").guidelines == "a\nb"
+
+
 def test_a_labeler_only_cannot_create_projects(client, member_of):
     client.force_login(member_of(ProjectFactory(), Role.LABELER))
     assert 'href="/projects/new/"' not in client.get(reverse("home")).content.decode()
