@@ -38,6 +38,10 @@ JUDGE_MAX_NEW_TOKENS = 256
 #: What is kept of the judge's answer: its start and its end (where the verdict is).
 MAX_OUTPUT_CHARS = 4_000
 MAX_ERROR_CHARS = 500
+#: A run stops when its judge has given no usable verdict on any of this many comparisons (both
+#: orders each): a model that does not follow the verdict format (SmolLM2-135M echoes the question)
+#: would otherwise hold the gpu worker, and the sampling passes queued behind it, for every pair.
+FAIL_FAST_COMPARISONS = 8
 #: ``Comparison.priority`` of a pair the judge found ambiguous, under ``Project.ambiguous_first``.
 AMBIGUOUS_PRIORITY = 1
 ORDERS = ("ab", "ba")
@@ -182,10 +186,21 @@ def _summarise(run: JudgeRun, comparison: Comparison, verdicts: dict[str, JudgeV
             _heartbeat(run, comparisons_done=F("comparisons_done") + 1, **{suggestion.state: F(suggestion.state) + 1})
 
 
+def _stop_if_it_never_answers(run: JudgeRun) -> None:
+    done, failed = JudgeRun.objects.values_list("comparisons_done", "failed").get(pk=run.pk)
+    if done >= FAIL_FAST_COMPARISONS and failed == done:
+        raise JudgeError(
+            f"{run.member.name} gave no usable verdict on any of the {done} comparisons it judged (both orders): it does not "
+            "follow the verdict format ([[A]], [[B]] or [[C]] on the last line), so the run stopped. Its answers are kept on "
+            "each comparison's page. Name a larger model as the judge, for instance an OpenAI-compatible endpoint."
+        )
+
+
 def judge_execute(*, run_id: int, backend_loader=default_backend_loader) -> JudgeRun:
     """Run (or resume) a judge run. Safe to call twice; a finished run is left as it is. Without
     a limit it goes on until no comparison waits, those that arrived while it ran included. A
-    backend that fails fails the run with its error; the verdicts stored so far stay."""
+    backend that fails fails the run with its error; the verdicts stored so far stay. A judge
+    with no usable verdict on its first ``FAIL_FAST_COMPARISONS`` comparisons fails the run too."""
     from modeling.ml.generation import SamplingParams
 
     # A running run is resumed only when its worker is gone (Redis redelivers an unacknowledged
@@ -214,6 +229,7 @@ def judge_execute(*, run_id: int, backend_loader=default_backend_loader) -> Judg
             stored = _judge_batch(run, batch, backend, params)
             for comparison in batch:
                 _summarise(run, comparison, stored[comparison.pk], project.ambiguous_first)
+            _stop_if_it_never_answers(run)
     except Exception as exc:  # the judge's failure is the run's result, not the worker's
         logger.exception("judge run %s failed", run_id)
         state, error = JobState.FAILED, f"{type(exc).__name__}: {exc}"[:2000]

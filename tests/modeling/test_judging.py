@@ -19,7 +19,7 @@ from modeling.ml.judging import (
 )
 from modeling.models import JobState, JudgeRun, MemberKind
 from modeling.services import judging
-from modeling.services.judging import JudgeBusy, JudgeError, judge_execute, judge_start, judge_start_if_named
+from modeling.services.judging import FAIL_FAST_COMPARISONS, JudgeBusy, JudgeError, judge_execute, judge_start, judge_start_if_named
 from modeling.services.watchdog import JOB_MODELS
 from tests.factories import ComparisonFactory, MemberFactory, ProjectFactory, PromptFactory, ResponseFactory
 
@@ -290,6 +290,31 @@ def test_a_failing_judge_fails_the_run_with_its_error_and_keeps_what_it_stored(j
     # The next run goes on where it stopped.
     rerun = judge_execute(run_id=run_of(project, judge).pk, backend_loader=loader_of(FirstBiasedJudge()))
     assert rerun.state == JobState.SUCCEEDED and rerun.comparisons_done == 3 and JudgeVerdict.objects.count() == 10
+
+
+def test_a_judge_that_never_gives_a_verdict_stops_after_a_few_comparisons_and_says_why(db):
+    # SmolLM2-135M answers the judge's question by rambling on the user's: no [[A]] / [[B]] / [[C]].
+    judge = MemberFactory(name="tiny")
+    project = ProjectFactory(judge=judge)
+    for i in range(FAIL_FAST_COMPARISONS + 6):
+        pair(project, f"x{i} (garble)", f"y{i}")
+    backend = FirstBiasedJudge()
+    run = judge_execute(run_id=run_of(project, judge).pk, backend_loader=loader_of(backend))
+    assert run.state == JobState.FAILED and "tiny gave no usable verdict on any of the 8 comparisons" in run.error
+    assert "Name a larger model" in run.error
+    # Two batches of four (both orders each), then it stopped: the rest wait for another judge.
+    assert [n for n, _ in backend.calls] == [8, 8] and (run.comparisons_done, run.failed) == (8, 8)
+    assert Comparison.objects.filter(project=project, judge_state="").count() == 6
+
+
+def test_one_usable_verdict_among_the_first_comparisons_keeps_the_judge_going(db):
+    judge = MemberFactory()
+    project = ProjectFactory(judge=judge)
+    pair(project, "Paris (correct)", "Lyon")
+    for i in range(FAIL_FAST_COMPARISONS + 3):
+        pair(project, f"x{i} (garble)", f"y{i}")
+    run = judge_execute(run_id=run_of(project, judge).pk, backend_loader=loader_of(FirstBiasedJudge()))
+    assert run.state == JobState.SUCCEEDED and (run.comparisons_done, run.consistent, run.failed) == (12, 1, 11)
 
 
 def test_a_judge_that_cannot_load_fails_the_run(judged_project):
