@@ -196,6 +196,9 @@ def score_seed(world: World, labels: list[Label], names: dict[str, int], estimat
     realised = [statistics.fmean(lab.chose_a == lab.a_left for lab in ties[n]) if ties[n] else 0.5 for n in order]
     ranked = sorted(order, key=lambda n: estimates[n][0])  # lowest reliability first
     lowest = ranked[: max(1, round(0.1 * len(order)))]
+    # A reference that knows the truth: each labeler's share of labels naming the truly better side.
+    right = {n: statistics.fmean(lab.chose_a == (world.theta[lab.comparison] > 0) for lab in labels if lab.labeler == n) for n in order}
+    lowest_oracle = sorted(order, key=right.get)[: len(lowest)]
     bayes = bayes_posterior(world, labels, names)
     accuracies = {method: accuracy(world, won) for method, won in winners.items()}
     accuracies["bayes"] = accuracy(world, {c: None if p == 0.5 else p > 0.5 for c, p in bayes.items()})
@@ -207,6 +210,7 @@ def score_seed(world: World, labels: list[Label], names: dict[str, int], estimat
         "labels_per_labeler": len(labels) / len(order),
         "near_tie_labels_per_biased_labeler": statistics.fmean(len(ties[n]) for n in order if names[n] in BIASED),
         "random_clickers_flagged": all(n in lowest for n in order if names[n] in RANDOM),
+        "random_clickers_flagged_oracle": all(n in lowest_oracle for n in order if names[n] in RANDOM),
         "lowest_reliability": [World.kind(names[n]) for n in lowest],
         "random_clicker_ranks": sorted(ranked.index(n) + 1 for n in order if names[n] in RANDOM),
         "accuracy": accuracies,
@@ -426,6 +430,7 @@ def summarise(rows: list[dict]) -> dict:
         "random_clickers_flagged": sum(r["random_clickers_flagged"] for r in rows) / len(rows),
         "random_clickers_flagged_seeds": f"{sum(r['random_clickers_flagged'] for r in rows)}/{len(rows)}",
         "random_clicker_mean_rank": round(statistics.fmean(k for r in rows for k in r["random_clicker_ranks"]), 1),
+        "random_clickers_flagged_oracle_seeds": f"{sum(r['random_clickers_flagged_oracle'] for r in rows)}/{len(rows)}",
         "majority_accuracy": mean_ci(acc("majority")),
         "weighted_accuracy": mean_ci(acc("reliability-weighted")),
         "weighted_minus_majority": mean_ci([w - m for w, m in zip(acc("reliability-weighted"), acc("majority"))]),
@@ -500,7 +505,8 @@ def write_doc(r: dict) -> None:
     )
     met = lambda key: "**met**" if t[key]["met"] else "**not met**"  # noqa: E731
     labelers = _rows(r, lambda x: [str(x["near_tie_labels_per_biased_labeler"]), _ci(x["left_bias_corr"]), _ci(x["left_bias_corr_oracle"]),
-                                   _ci(x["left_bias_corr_bayes"]), x["random_clickers_flagged_seeds"], str(x["random_clicker_mean_rank"])])
+                                   _ci(x["left_bias_corr_bayes"]), x["random_clickers_flagged_seeds"], str(x["random_clicker_mean_rank"]),
+                                   x["random_clickers_flagged_oracle_seeds"]])
     accuracies = _rows(r, lambda x: [_ci(x["majority_accuracy"]), _ci(x["weighted_accuracy"]),
                                      _ci(x["weighted_minus_majority"], points=True), _ci(x["bayes_accuracy"])])
     head = "| path | comparisons | labels per labeler | seeds |"
@@ -518,10 +524,12 @@ Labelers: the fit's left pull (`left_on_tie`) against the truth (Pearson over th
 "realised" is each labeler's left share on the true near-ties, "Bayes" the posterior mean of its
 pull knowing every true preference and behaviour and that 3 of 20 are biased, not which (the best
 correlation in expectation; a shrunk estimate can beat the raw share, not this). Random clickers:
-seeds in which both are the 2 least reliable by the fit, and their mean rank.
+seeds in which both are the 2 least reliable by the fit, and their mean rank; "knowing the truth":
+seeds in which both are the 2 labelers whose labels name the truly better answer least often (what
+an estimate could reach if it knew every comparison's answer).
 
-{head} near-tie labels per biased labeler | left-bias corr | realised share corr | Bayes corr | random clickers bottom 2 | their mean rank (1 = lowest) |
-|---|---|---|---|---|---|---|---|---|---|
+{head} near-tie labels per biased labeler | left-bias corr | realised share corr | Bayes corr | random clickers bottom 2 | their mean rank (1 = lowest) | bottom 2 knowing the truth |
+|---|---|---|---|---|---|---|---|---|---|---|
 {labelers}
 
 Aggregation: agreement with the truth; "Bayes" decides with every labeler's true behaviour (a
@@ -555,7 +563,9 @@ def note(app: dict, scaling: list[dict]) -> str:
     if app["random_clickers_flagged"] < 1:
         parts.append(
             f"The random clickers rank {app['random_clicker_mean_rank']} of {LABELERS} on average: a plain labeler of "
-            f"accuracy {ACCURACY[0]}-0.6 is hardly told from a coin in {app['labels_per_labeler']:.0f} labels.")
+            f"accuracy {ACCURACY[0]}-0.6 is hardly told from a coin in {app['labels_per_labeler']:.0f} labels: ranked by how often "
+            f"their labels name the truly better answer (knowing the truth), both are the lowest two in "
+            f"{app['random_clickers_flagged_oracle_seeds']} seeds.")
     for row in scaling:
         parts.append(
             f"At {row['comparisons']} comparisons ({row['labels_per_labeler']:.0f} labels per labeler): left-bias correlation "
