@@ -132,7 +132,8 @@ def soup_run(args, base, train: list[dict], heldout: list[dict], scratch: str, c
     runs) on these rows; each member is kept (hard links) so the uniform soup of the same members is
     scored as well, whichever soup the round keeps."""
     from modeling.ml.averaging import average_checkpoints
-    from modeling.ml.evaluation import evaluate_reward_model
+    from modeling.ml.devices import cuda_available
+    from modeling.ml.evaluation import evaluate_reward_model, wilson_interval
     from modeling.ml.training import train_reward_model
     from modeling.services.rounds.averaging import rm_ensemble
     from modeling.services.rounds.settings import DEFAULT_CONFIG
@@ -164,7 +165,7 @@ def soup_run(args, base, train: list[dict], heldout: list[dict], scratch: str, c
                                         max_length=result.max_length)["accuracy"]
     out = {
         "benchmark": "reward_model_hh_soup", "date": utc_now(), "machine": machine(),
-        "device": "cuda" if torch_cuda() else "cpu", "heldout_pairs": result.heldout["pairs"],
+        "device": "cuda" if cuda_available() else "cpu", "heldout_pairs": result.heldout["pairs"],
         "training_rows": len(train), "config": config.as_dict(), "averaging": averaging,
         **metrics, "uniform_soup_heldout_accuracy": uniform,
         "soup_ci95": result.heldout["ci95"], "total_seconds": round(time.perf_counter() - started, 1),
@@ -177,7 +178,7 @@ def soup_run(args, base, train: list[dict], heldout: list[dict], scratch: str, c
             "date": out["date"], "path": f"app, {label}", "strength": "none → 0", "centring": config.center_rewards_coefficient,
             "lora": config.lora, "learning_rate": config.learning_rate, "epochs": config.epochs, "steps": None,
             "train_pairs": metrics["train_pairs"], "heldout_pairs": out["heldout_pairs"], "accuracy": accuracy,
-            "ci95": [round(x, 4) for x in wilson(accuracy, out["heldout_pairs"])], "seconds_per_step": None, "note": args.note,
+            "ci95": [round(x, 4) for x in wilson_interval(round(accuracy * out["heldout_pairs"]), out["heldout_pairs"])], "seconds_per_step": None, "note": args.note,
         } for label, accuracy in (
             *((f"member seed {m['seed']}", m["heldout_accuracy"]) for m in metrics["members"]),
             (f"{metrics['soup']} soup of {metrics['models']} (chose {', '.join(metrics['chosen'])})", metrics["soup_heldout_accuracy"]),
@@ -185,18 +186,6 @@ def soup_run(args, base, train: list[dict], heldout: list[dict], scratch: str, c
         )]
         record_ablations(rows)
     return 0
-
-
-def torch_cuda() -> bool:
-    from modeling.ml.devices import cuda_available
-
-    return cuda_available()
-
-
-def wilson(accuracy: float, n: int) -> tuple[float, float]:
-    from modeling.ml.evaluation import wilson_interval
-
-    return wilson_interval(round(accuracy * n), n)
 
 
 def write_soup_doc(r: dict) -> None:

@@ -186,8 +186,7 @@ def _summarise(run: JudgeRun, comparison: Comparison, verdicts: dict[str, JudgeV
             _heartbeat(run, comparisons_done=F("comparisons_done") + 1, **{suggestion.state: F(suggestion.state) + 1})
 
 
-def _stop_if_it_never_answers(run: JudgeRun) -> None:
-    done, failed = JudgeRun.objects.values_list("comparisons_done", "failed").get(pk=run.pk)
+def _stop_if_it_never_answers(run: JudgeRun, done: int, failed: int) -> None:
     if done >= FAIL_FAST_COMPARISONS and failed == done:
         raise JudgeError(
             f"{run.member.name} gave no usable verdict on any of the {done} comparisons it judged (both orders): it does not "
@@ -217,7 +216,8 @@ def judge_execute(*, run_id: int, backend_loader=default_backend_loader) -> Judg
         params = SamplingParams(max_new_tokens=JUDGE_MAX_NEW_TOKENS, temperature=0.0, top_p=1.0, seed=0)
         backend = None
         while True:
-            done = JudgeRun.objects.values_list("comparisons_done", flat=True).get(pk=run.pk)
+            done, failed = JudgeRun.objects.values_list("comparisons_done", "failed").get(pk=run.pk)
+            _stop_if_it_never_answers(run, done, failed)
             room = None if run.limit is None else max(run.limit - done, 0)
             pending = pending_comparisons(project=project).select_related("prompt", "response_a", "response_b")
             waiting = pending.count()
@@ -229,7 +229,6 @@ def judge_execute(*, run_id: int, backend_loader=default_backend_loader) -> Judg
             stored = _judge_batch(run, batch, backend, params)
             for comparison in batch:
                 _summarise(run, comparison, stored[comparison.pk], project.ambiguous_first)
-            _stop_if_it_never_answers(run)
     except Exception as exc:  # the judge's failure is the run's result, not the worker's
         logger.exception("judge run %s failed", run_id)
         state, error = JobState.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
