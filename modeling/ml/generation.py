@@ -2,7 +2,9 @@
 answer as text deltas), one per engine:
 
 - ``llama.cpp`` (``LlamaCppBackend``, the llama-cpp-python bindings): GGUF files on CPU, from the
-  quantized weights; a batch decodes as parallel sequences of one llama.cpp context.
+  quantized weights; a batch decodes as parallel sequences of one llama.cpp context. A file whose
+  weights this build has no fast CPU kernels for (Q4_1) is served from a Q8_0 copy made once in
+  the model cache (``served_gguf``).
 - ``hf`` (``LocalBackend``, transformers ``generate``): model directories, round checkpoints (base
   + LoRA adapter), and GGUF files dequantized once; the fallback for what the others cannot load.
 - ``openai`` (``EndpointBackend``): OpenAI-compatible chat-completions servers (vLLM, TGI,
@@ -496,6 +498,18 @@ class EndpointBackend:
 # --- llama.cpp ------------------------------------------------------------------------------
 
 
+def common_prefix(sequences) -> int:
+    """How many leading items all ``sequences`` share (0 for none given)."""
+    sequences = list(sequences)
+    if not sequences:
+        return 0
+    n = min(len(s) for s in sequences)
+    for k in range(n):
+        if any(s[k] != sequences[0][k] for s in sequences[1:]):
+            return k
+    return n
+
+
 class LlamaCppBackend:
     """A GGUF model through the llama-cpp-python bindings, from its quantized weights.
 
@@ -509,11 +523,16 @@ class LlamaCppBackend:
     note = ""  # why this engine serves the member, when it is not the one planned
     #: Each sequence's context is its prompt plus max_new_tokens, rounded up to this.
     CONTEXT_STEP = 256
+    #: Tokens per decode call while reading prompts (llama.cpp's default n_batch).
+    PROMPT_BATCH = 512
 
-    def __init__(self, model_file: str | os.PathLike, *, threads: int | None = None):
+    def __init__(self, model_file: str | os.PathLike, *, threads: int | None = None, weights: str = ""):
         model_file = Path(model_file)
         if not model_file.is_file():
             raise GenerationError(f"llama.cpp: model file missing: {model_file}")
+        self.model_file = model_file
+        #: What the weights are when they are not the member's file as given (``served_gguf``).
+        self.weights = weights
         try:
             from llama_cpp import Llama
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -588,7 +607,7 @@ class LlamaCppBackend:
         longest = max(len(p) for p in prompts)
         most_new = max(p.max_new_tokens for p in each)
         per_sequence = min(self.n_ctx_train, -(-(longest + most_new) // self.CONTEXT_STEP) * self.CONTEXT_STEP)
-        n_batch = max(self.CONTEXT_STEP, len(prompts))
+        n_batch = max(self.PROMPT_BATCH, len(prompts))
         threads = self._threads()
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = per_sequence * len(prompts)
@@ -617,28 +636,46 @@ class LlamaCppBackend:
                 b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = token, position, 1, logits
                 b.seq_id[j][0] = sequence
 
-            # Each distinct prompt in chunks of n_batch; its first token is sampled from its last
-            # position. Sequences with the same prompt (a live turn's two members) copy the first
-            # one's cache instead of computing it again: on this CPU the prompt is most of the
-            # first token's wait (78 tokens: ~450 ms), and a second pass doubled it.
+            # The prompts are read before any new token: distinct prompts once each (sequences
+            # with the same prompt, a live turn's two members, copy the first one's cache), their
+            # common prefix (the chat template's system turn, on every prompt of a sampling batch)
+            # once for all, copied to each sequence; and the rest packed into as few decode calls
+            # of n_batch tokens as they fill, each token tagged with its sequence. A prompt's first
+            # new token is sampled from its last position, in whichever call holds it.
             last, positions = [0] * len(prompts), [0] * len(prompts)
             same: dict[tuple[int, ...], list[int]] = {}
             for i, prompt in enumerate(prompts):
                 same.setdefault(tuple(prompt), []).append(i)
-            for first, *copies in same.values():
-                prompt = prompts[first]
-                for start in range(0, len(prompt), n_batch):
-                    chunk = prompt[start : start + n_batch]
+            distinct = [group[0] for group in same.values()]
+
+            def feed(tokens: list[tuple[int, int]]) -> None:
+                """Decode ``(sequence, position)`` prompt tokens; sample where a prompt ends."""
+                for start in range(0, len(tokens), n_batch):
+                    chunk = tokens[start : start + n_batch]
                     batch.reset()
-                    for j, token in enumerate(chunk):
-                        put(j, token, start + j, first, start + j == len(prompt) - 1)
+                    ends = []
+                    for j, (first, position) in enumerate(chunk):
+                        is_last = position == len(prompts[first]) - 1
+                        put(j, prompts[first][position], position, first, is_last)
+                        if is_last:
+                            ends.append((first, j))
                     batch.batch.n_tokens = len(chunk)
                     ctx.decode(batch)
-                for i in (first, *copies):
-                    if i != first:
-                        ctx.kv_cache_seq_cp(first, i, -1, -1)
-                    last[i] = samplers[i].sample(ctx, len(chunk) - 1)
-                    positions[i] = len(prompt)
+                    for first, j in ends:
+                        for i in same[tuple(prompts[first])]:
+                            if i != first:
+                                ctx.kv_cache_seq_cp(first, i, -1, -1)
+                            last[i] = samplers[i].sample(ctx, j)
+                            positions[i] = len(prompts[i])
+
+            shared = common_prefix(prompts[f] for f in distinct) if len(distinct) > 1 else 0
+            # Every prompt keeps at least its last token to read, where its first sample comes from.
+            shared = min(shared, min(len(prompts[f]) for f in distinct) - 1)
+            if shared > 0:
+                feed([(distinct[0], position) for position in range(shared)])
+                for f in distinct[1:]:
+                    ctx.kv_cache_seq_cp(distinct[0], f, -1, -1)
+            feed([(f, position) for f in distinct for position in range(shared, len(prompts[f]))])
             active = list(range(len(prompts)))
             produced = [0] * len(prompts)
             while active:
@@ -850,8 +887,83 @@ def _load_hf(spec: ModelSpec, cache_root: str) -> LocalBackend:
 
 
 @lru_cache(maxsize=4)
-def _cached_llamacpp(model_file: str) -> LlamaCppBackend:
-    return LlamaCppBackend(model_file)
+def _cached_llamacpp(model_file: str, weights: str = "") -> LlamaCppBackend:
+    return LlamaCppBackend(model_file, weights=weights)
+
+
+#: GGUF weight types llama.cpp serves from a Q8_0 copy (``served_gguf``). This build of llama.cpp
+#: has repacked AVX2 kernels for Q4_0 and Q8_0 and none for Q4_1 (the packaged SmolLM2's type),
+#: and Q8_0 (one byte per weight, a scale per 32) holds Q4_1's 16 levels per block within
+#: rounding. bench/engines.py measures both files: tokens/s, and the copy's mean KL divergence
+#: and top-1 agreement against the file as shipped. Q4_0 would be faster still but rounds every
+#: weight a second time (perplexity +23% on HH dialogues): not used.
+REQUANTIZE_TO_Q8_0 = frozenset({"Q4_1"})
+
+
+def gguf_file_type(model_file: str | os.PathLike) -> str:
+    """A GGUF file's weight type as llama.cpp names it ("Q4_1", "Q8_0", ...; ``general.file_type``),
+    read by loading only its vocabulary and metadata (~0.1 s); "" when it has none or cannot load."""
+    import ctypes
+    import logging
+
+    import llama_cpp
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # the loader's lines, as Llama(verbose=False)
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(model_file).encode(), params)
+    if not model:
+        return ""
+    try:
+        value = ctypes.create_string_buffer(32)
+        if llama_cpp.llama_model_meta_val_str(model, b"general.file_type", value, len(value)) < 0:
+            return ""
+    finally:
+        llama_cpp.llama_model_free(model)
+    names = {getattr(llama_cpp, n): n.removeprefix("LLAMA_FTYPE_MOSTLY_") for n in dir(llama_cpp) if n.startswith("LLAMA_FTYPE_MOSTLY_")}
+    try:
+        return names.get(int(value.value), "")
+    except ValueError:
+        return ""
+
+
+def served_gguf(model_file: str | os.PathLike, cache_root: str | os.PathLike) -> tuple[Path, str]:
+    """The GGUF file llama.cpp serves for ``model_file``, and what it is when it is a copy.
+
+    A file of a type in ``REQUANTIZE_TO_Q8_0`` (``gguf_file_type``) is served from a Q8_0 copy,
+    written once beside the HF conversion in the model cache (a temporary file renamed into
+    place: a crash never leaves half a file to load). ``ARBITER_LLAMACPP_REQUANTIZE=off`` serves
+    every file as shipped. When the copy cannot be made, the file is served as shipped."""
+    model_file = Path(model_file)
+    if os.environ.get("ARBITER_LLAMACPP_REQUANTIZE", "q8_0").strip().lower() in ("off", "0", "false", "no"):
+        return model_file, ""
+    if not model_file.is_file() or (kind := gguf_file_type(model_file)) not in REQUANTIZE_TO_Q8_0:
+        return model_file, ""  # a file that cannot load: LlamaCppBackend says why when it loads it
+    target = gguf_cache_dir(str(model_file.parent), model_file.name, cache_root)
+    target = target.with_name(target.name + ".Q8_0.gguf")
+    weights = f"a Q8_0 copy of the {kind} file (no fast {kind} kernels in this llama.cpp build)"
+    if target.is_file():
+        return target, weights
+    import ctypes
+
+    import llama_cpp
+
+    from modeling.ml.devices import cpu_cores
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    params.allow_requantize = True
+    params.nthread = cpu_cores()
+    try:
+        failed = llama_cpp.llama_model_quantize(str(model_file).encode(), str(tmp).encode(), ctypes.byref(params))
+        if failed:
+            return model_file, ""
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target, weights
 
 
 def _checkpoint_gguf(spec: ModelSpec, cache_root: str | os.PathLike) -> Path:
@@ -913,8 +1025,10 @@ def _fast_engine(engine: str, spec: ModelSpec, cache_root: str | os.PathLike) ->
 
         model_dir = _checkpoint_merged(spec, cache_root) if spec.kind == "checkpoint" else Path(spec.model_path)
         return server_for(model_dir).backend(spec)
-    model_file = _checkpoint_gguf(spec, cache_root) if spec.kind == "checkpoint" else Path(spec.model_path) / spec.gguf_file
-    return _cached_llamacpp(str(model_file))
+    if spec.kind == "checkpoint":
+        return _cached_llamacpp(str(_checkpoint_gguf(spec, cache_root)))  # written as Q8_0 already
+    model_file, weights = served_gguf(Path(spec.model_path) / spec.gguf_file, cache_root)
+    return _cached_llamacpp(str(model_file), weights)
 
 
 def backend_for(spec: ModelSpec, cache_root: str | os.PathLike) -> Backend:

@@ -216,6 +216,7 @@ def member_test_execute(*, test_id: int, backend_loader=None) -> dict:
             "tokens_per_s": round(generation.completion_tokens / seconds, 1) if seconds > 0 else None,
             "engine": generation.engine, "first_token_ms": generation.first_token_ms,
             **({"engine_note": backend.note} if getattr(backend, "note", "") else {}),
+            **({"weights": backend.weights} if getattr(backend, "weights", "") else {}),
         }
     except Exception as exc:  # the member's failure is the test's result, not the worker's
         logger.warning("member test: %s failed: %s", member.name, exc)

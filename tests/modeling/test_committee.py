@@ -76,6 +76,7 @@ def test_the_worker_answers_a_test_once_with_a_short_answer_and_timings():
     test = member.last_test
     assert test["state"] == JobState.SUCCEEDED and test["answer"] == "Hello there." and test["completion_tokens"] == 3
     assert {"load_s", "answer_s", "tokens_per_s", "finished_at"} <= test.keys()
+    assert "weights" not in test  # the member's file as given
     [(conversations, params)] = backend.calls
     assert conversations == [[{"role": "user", "content": "Say hi."}]]
     assert params.max_new_tokens == MEMBER_TEST_MAX_NEW_TOKENS and params.temperature == 0.2
@@ -227,6 +228,19 @@ def test_the_test_form_queues_a_test_and_the_page_shows_its_answer(staff_client)
     member_test_execute(test_id=member.last_test["id"], backend_loader=lambda m: FakeBackend("<b>hi</b>"))
     page = staff_client.get("/committee/").content.decode()
     assert "&lt;b&gt;hi&lt;/b&gt;" in page and "<b>hi</b>" not in page  # model output is text
+
+
+def test_a_test_says_when_llamacpp_served_a_copy_of_the_members_file(staff_client):
+    member = MemberFactory(name="m1")
+    staff_client.post(f"/committee/{member.pk}/test/", {"prompt": "Say hi."})
+    member.refresh_from_db()
+    backend = FakeBackend()
+    backend.weights = "a Q8_0 copy of the Q4_1 file (no fast Q4_1 kernels in this llama.cpp build)"
+    member_test_execute(test_id=member.last_test["id"], backend_loader=lambda m: backend)
+    assert member.last_test["weights"] == backend.weights
+    page = staff_client.get("/committee/").content.decode()
+    assert "served from a Q8_0 copy of the Q4_1 file" in page
+    assert staff_client.get(f"/api/v1/members/{member.pk}/").json()["last_test"]["weights"] == backend.weights
 
 
 def test_a_lead_sees_the_active_members_on_the_project_page_but_not_the_staff_page(lead_client):

@@ -121,8 +121,9 @@ def test_a_file_that_is_not_gguf_is_a_clear_error_naming_the_engine(tmp_path):
 def test_auto_serves_a_gguf_through_llamacpp_and_falls_back_to_hf_saying_why(tmp_path, monkeypatch):
     spec = ModelSpec(kind="local", model_path=str(PACKAGE), gguf_file=SMOLLM2_GGUF)
     assert backend_for(spec, tmp_path).engine == "llama.cpp"
+    generation._cached_llamacpp.cache_clear()
 
-    def refuse(model_file):
+    def refuse(model_file, weights=""):
         raise GenerationError("llama.cpp could not load it: unsupported architecture")
 
     fallback = object.__new__(generation.LocalBackend)
@@ -132,6 +133,84 @@ def test_auto_serves_a_gguf_through_llamacpp_and_falls_back_to_hf_saying_why(tmp
     assert backend is fallback and backend.note == "llama.cpp could not load it: unsupported architecture; served by hf instead"
     with pytest.raises(GenerationError, match="unsupported architecture"):  # chosen explicitly: no fallback
         backend_for(replace(spec, engine="llama.cpp"), tmp_path)
+
+
+def test_prompts_share_their_common_prefix_and_answer_as_when_asked_alone(smollm2, monkeypatch):
+    """Three prompts with SmolLM2's default system turn: the shared tokens are read once for all
+    (then copied to each sequence), and each greedy answer starts as when its prompt is alone."""
+    from llama_cpp import _internals as internals
+
+    prompts = [SUM, [{"role": "user", "content": "Name a primary colour."}], [{"role": "user", "content": "What is the capital of Italy?"}]]
+    alone = [smollm2.generate([c], GREEDY)[0].text for c in prompts]
+    read: list[int] = []
+    decode = internals.LlamaContext.decode
+
+    def counting(ctx, batch):
+        read.append(batch.batch.n_tokens)
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(internals.LlamaContext, "decode", counting)
+    together = smollm2.generate(prompts, GREEDY)
+    tokens = [smollm2.prompt_tokens(c) for c in prompts]
+    shared = generation.common_prefix(tokens)
+    assert shared >= 20  # "<|im_start|>system\nYou are a helpful AI assistant named SmolLM..."
+    # Each new token is read back to sample the next, but for the last of an answer cut at length.
+    answer_reads = sum(g.completion_tokens - (g.finish_reason == "length") for g in together)
+    prompt_reads = sum(read) - answer_reads
+    assert prompt_reads == shared + sum(len(t) - shared for t in tokens)  # not sum(len(t))
+    assert [g.text[:8] for g in together] == [a[:8] for a in alone]
+
+
+def test_common_prefix():
+    assert generation.common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert generation.common_prefix([[1, 2], [1, 2]]) == 2 and generation.common_prefix([[5], [6]]) == 0
+    assert generation.common_prefix([]) == 0
+
+
+def test_a_q4_1_file_is_served_from_a_q8_0_copy_made_once(tmp_path, monkeypatch):
+    """This llama.cpp build has no fast Q4_1 kernels: the packaged file is served from a Q8_0
+    copy in the model cache, written whole then renamed, once; the copy answers as the file does.
+    A Q8_0 file is served as it is, and ARBITER_LLAMACPP_REQUANTIZE=off serves files as shipped."""
+    shipped = PACKAGE / SMOLLM2_GGUF
+    assert generation.gguf_file_type(shipped) == "Q4_1"
+    copy, weights = generation.served_gguf(shipped, tmp_path)
+    assert copy.parent == tmp_path / "converted" and copy.name.endswith(".Q8_0.gguf") and generation.gguf_file_type(copy) == "Q8_0"
+    assert weights == "a Q8_0 copy of the Q4_1 file (no fast Q4_1 kernels in this llama.cpp build)"
+    assert not list(copy.parent.glob("*.tmp-*"))
+    written = copy.stat().st_mtime_ns
+    assert generation.served_gguf(shipped, tmp_path) == (copy, weights) and copy.stat().st_mtime_ns == written
+    assert generation.served_gguf(copy, tmp_path) == (copy, "")
+
+    spec = ModelSpec(kind="local", model_path=str(PACKAGE), gguf_file=SMOLLM2_GGUF)
+    generation._cached_llamacpp.cache_clear()
+    served = backend_for(spec, tmp_path)
+    assert served.model_file == copy and served.weights == weights
+    (answer,) = served.generate([FRANCE], GREEDY)
+    assert answer.engine == "llama.cpp" and answer.text[:12] == smollm2_answer(FRANCE)[:12]
+
+    monkeypatch.setenv("ARBITER_LLAMACPP_REQUANTIZE", "off")
+    assert generation.served_gguf(shipped, tmp_path) == (shipped, "")
+    generation._cached_llamacpp.cache_clear()
+
+
+def test_a_copy_that_cannot_be_made_serves_the_file_as_shipped_and_leaves_nothing(tmp_path, monkeypatch):
+    import llama_cpp
+
+    def half_written(source, target, params):
+        Path(target.decode()).write_bytes(b"GGUF half")
+        return 1
+
+    monkeypatch.setattr(llama_cpp, "llama_model_quantize", half_written)
+    shipped = PACKAGE / SMOLLM2_GGUF
+    assert generation.served_gguf(shipped, tmp_path) == (shipped, "")
+    assert not list((tmp_path / "converted").iterdir())
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+    assert generation.gguf_file_type(broken) == "" and generation.served_gguf(broken, tmp_path) == (broken, "")
+
+
+def smollm2_answer(conversation) -> str:
+    return LlamaCppBackend(PACKAGE / SMOLLM2_GGUF).generate([conversation], GREEDY)[0].text
 
 
 @pytest.mark.slow
