@@ -498,6 +498,17 @@ class EndpointBackend:
 # --- llama.cpp ------------------------------------------------------------------------------
 
 
+def _quiet_llamacpp() -> None:
+    """llama.cpp's log lines off: the model loader's chatter, and a warning at every batch that
+    the unified KV cache is larger than the training context (it holds all the sequences'
+    contexts; ``LlamaCppBackend._decode`` keeps each sequence within its own). The bindings map
+    ggml's levels from an older enum (its WARN arrives as ERROR and its ERROR as DEBUG), so only
+    CRITICAL quiets them; failures reach us as return codes and exceptions, not log lines."""
+    import logging
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL)
+
+
 def common_prefix(sequences) -> int:
     """How many leading items all ``sequences`` share (0 for none given)."""
     sequences = list(sequences)
@@ -603,6 +614,7 @@ class LlamaCppBackend:
         import llama_cpp
         from llama_cpp import _internals as internals
 
+        _quiet_llamacpp()  # after any Llama(verbose=False), which sets its own level
         each = list(params) if isinstance(params, list) else [params] * len(prompts)
         longest = max(len(p) for p in prompts)
         most_new = max(p.max_new_tokens for p in each)
@@ -613,6 +625,10 @@ class LlamaCppBackend:
         cparams.n_ctx = per_sequence * len(prompts)
         cparams.n_batch = cparams.n_ubatch = n_batch
         cparams.n_seq_max = len(prompts)
+        # One KV cache for all sequences (each attends to its own cells by the mask): ~10% more
+        # tokens/s than a stream per sequence for 8 and for 32 sequences on this CPU, and a
+        # copied prefix is shared, not duplicated.
+        cparams.kv_unified = True
         cparams.n_threads = cparams.n_threads_batch = threads
         cparams.no_perf = True
         ctx = internals.LlamaContext(model=self.model, params=cparams, verbose=False)
@@ -904,11 +920,10 @@ def gguf_file_type(model_file: str | os.PathLike) -> str:
     """A GGUF file's weight type as llama.cpp names it ("Q4_1", "Q8_0", ...; ``general.file_type``),
     read by loading only its vocabulary and metadata (~0.1 s); "" when it has none or cannot load."""
     import ctypes
-    import logging
 
     import llama_cpp
 
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # the loader's lines, as Llama(verbose=False)
+    _quiet_llamacpp()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True
     model = llama_cpp.llama_model_load_from_file(str(model_file).encode(), params)
