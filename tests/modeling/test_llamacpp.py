@@ -207,6 +207,7 @@ def test_a_copy_that_cannot_be_made_serves_the_file_as_shipped_and_leaves_nothin
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\x00" * 64)
     assert generation.gguf_file_type(broken) == "" and generation.served_gguf(broken, tmp_path) == (broken, "")
+    assert generation.gguf_file_type(tmp_path / "missing.gguf") == ""
 
 
 def smollm2_answer(conversation) -> str:
