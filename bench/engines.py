@@ -64,7 +64,7 @@ def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cac
     elif engine == "llama.cpp-shipped":
         backend = LlamaCppBackend(package / GGUF)
     else:
-        backend = LocalBackend(ModelSpec(kind="local", model_path=package, gguf_file=GGUF), cache)
+        backend = LocalBackend(ModelSpec(kind="local", model_path=str(package), gguf_file=GGUF), cache)
     load_s = time.perf_counter() - started
     conversations = mt_bench_prompts(prompts)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9)
