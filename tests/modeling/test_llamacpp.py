@@ -167,7 +167,7 @@ def test_common_prefix():
     assert generation.common_prefix([]) == 0
 
 
-def test_a_q4_1_file_is_served_from_a_q8_0_copy_made_once(tmp_path, monkeypatch):
+def test_a_q4_1_file_is_served_from_a_q8_0_copy_made_once(smollm2, tmp_path, monkeypatch):
     """This llama.cpp build has no fast Q4_1 kernels: the packaged file is served from a Q8_0
     copy in the model cache, written whole then renamed, once; the copy answers as the file does.
     A Q8_0 file is served as it is, and ARBITER_LLAMACPP_REQUANTIZE=off serves files as shipped."""
@@ -186,7 +186,7 @@ def test_a_q4_1_file_is_served_from_a_q8_0_copy_made_once(tmp_path, monkeypatch)
     served = backend_for(spec, tmp_path)
     assert served.model_file == copy and served.weights == weights
     (answer,) = served.generate([FRANCE], GREEDY)
-    assert answer.engine == "llama.cpp" and answer.text[:12] == smollm2_answer(FRANCE)[:12]
+    assert answer.engine == "llama.cpp" and answer.text[:12] == smollm2.generate([FRANCE], GREEDY)[0].text[:12]
 
     monkeypatch.setenv("ARBITER_LLAMACPP_REQUANTIZE", "off")
     assert generation.served_gguf(shipped, tmp_path) == (shipped, "")
@@ -208,10 +208,6 @@ def test_a_copy_that_cannot_be_made_serves_the_file_as_shipped_and_leaves_nothin
     broken.write_bytes(b"GGUF" + b"\x00" * 64)
     assert generation.gguf_file_type(broken) == "" and generation.served_gguf(broken, tmp_path) == (broken, "")
     assert generation.gguf_file_type(tmp_path / "missing.gguf") == ""
-
-
-def smollm2_answer(conversation) -> str:
-    return LlamaCppBackend(PACKAGE / SMOLLM2_GGUF).generate([conversation], GREEDY)[0].text
 
 
 @pytest.mark.slow
