@@ -57,7 +57,8 @@ def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cac
     from modeling.ml.generation import LlamaCppBackend, LocalBackend, ModelSpec, SamplingParams, served_gguf
 
     package = package_gguf().parent
-    served, weights = served_gguf(package / GGUF, cache)  # the copy is made once, before the clock
+    if engine == "llama.cpp":
+        served, weights = served_gguf(package / GGUF, cache)  # the copy is made once, before the clock
     started = time.perf_counter()
     if engine == "llama.cpp":
         backend = LlamaCppBackend(served, weights=weights)
