@@ -62,6 +62,11 @@ class SamplingParams:
     max_new_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 0.9
+    #: The local engines keep the k likeliest tokens before top-p: 50 is what transformers'
+    #: ``generate`` applies when nothing sets it, so HF and llama.cpp sample from the same
+    #: distribution (and llama.cpp's top-p sorts 50 candidates, not the whole vocabulary). 0: off.
+    #: OpenAI-compatible endpoints use their server's own (the API has no top_k).
+    top_k: int = 50
     seed: int | None = None
 
     def as_dict(self) -> dict:
@@ -249,6 +254,7 @@ class LocalBackend:
             "do_sample": params.temperature > 0,
             "temperature": params.temperature if params.temperature > 0 else None,
             "top_p": params.top_p if params.temperature > 0 else None,
+            "top_k": params.top_k if params.temperature > 0 else None,  # 0 turns transformers' default 50 off
             "pad_token_id": self.tokenizer.pad_token_id,
         }
 
@@ -638,7 +644,10 @@ class LlamaCppBackend:
             for i, p in enumerate(each):
                 sampler = internals.LlamaSampler()
                 if p.temperature > 0:
-                    # temperature, then top-p on the tempered distribution (transformers' order)
+                    # top-k, temperature, then top-p on the tempered distribution: transformers'
+                    # warpers (temperature before top-k there; the k kept are the same either way)
+                    if p.top_k > 0:
+                        sampler.add_top_k(p.top_k)
                     sampler.add_temp(p.temperature)
                     sampler.add_top_p(p.top_p, 1)
                     seed = random.getrandbits(32) if p.seed is None else (p.seed * 7919 + i) & 0xFFFFFFFF

@@ -150,6 +150,17 @@ def test_a_lora_checkpoint_without_its_base_is_a_clear_error(tiny_model_dir, tmp
 # --- engines and streaming (issue 15) ---------------------------------------------------------
 
 
+def test_hf_sampling_keeps_the_top_k_tokens(tiny_model_dir, tmp_path):
+    """top_k reaches transformers: k = 1 at a high temperature is the greedy answer, whatever the
+    seed; k = 0 turns it off (transformers would apply 50 when it is not passed)."""
+    backend = LocalBackend(ModelSpec(kind="local", model_path=str(tiny_model_dir)), tmp_path)
+    greedy = backend.generate([CONVERSATION], SamplingParams(max_new_tokens=8, temperature=0))[0].text
+    hot = SamplingParams(max_new_tokens=8, temperature=5.0, top_p=1.0, top_k=1)
+    assert [backend.generate([CONVERSATION], replace(hot, seed=s))[0].text for s in (1, 2, 3)] == [greedy] * 3
+    assert backend._generate_kwargs(replace(hot, top_k=0))["top_k"] == 0
+    assert {backend.generate([CONVERSATION], replace(hot, top_k=0, seed=s))[0].text for s in (1, 2, 3)} != {greedy}
+
+
 def test_a_local_answer_names_its_engine_and_timings(tiny_model_dir, tmp_path):
     backend = LocalBackend(ModelSpec(kind="local", model_path=str(tiny_model_dir)), tmp_path)
     (gen,) = backend.generate([CONVERSATION], SamplingParams(max_new_tokens=5, temperature=0))

@@ -95,6 +95,16 @@ def test_a_seed_reproduces_a_sampled_answer(smollm2):
     assert len(set(others)) > 1
 
 
+def test_sampling_keeps_the_top_k_tokens_as_the_hf_path_does(smollm2):
+    """k = 1 at a high temperature is the greedy answer whatever the seed (the sampler chain
+    applies top-k); without it the same settings wander off."""
+    (greedy,) = smollm2.generate([FRANCE], GREEDY)
+    hot = SamplingParams(max_new_tokens=24, temperature=5.0, top_p=1.0, top_k=1)
+    assert {g.text for g in smollm2.generate([FRANCE, FRANCE], replace(hot, seed=5))} == {greedy.text}
+    assert {g.text for g in smollm2.generate([FRANCE, FRANCE], replace(hot, top_k=0, seed=5))} != {greedy.text}
+    assert SamplingParams().top_k == 50  # transformers' default, so both engines sample alike
+
+
 def test_max_new_tokens_stops_an_answer_with_length(smollm2):
     (gen,) = smollm2.generate([[{"role": "user", "content": "Write a long story about a dragon."}]], SamplingParams(max_new_tokens=5, temperature=0))
     assert gen.completion_tokens == 5 and gen.finish_reason == "length"
