@@ -258,7 +258,8 @@ def main() -> int:
     parser.add_argument("--strength", default="none",
                         help="strength given to the imported pairs: none (HH has none: margin 0, the app's default) or a level")
     parser.add_argument("--center-rewards", type=float, default=0.01, help="the app's center_rewards_coefficient (0: off)")
-    parser.add_argument("--epochs", type=float, default=1.0, help="epochs over the training pairs (the app's path)")
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="epochs over the training pairs (the app's path; default: the round's, DEFAULT_CONFIG['rm'])")
     parser.add_argument("--note", default="", help="what this run changes, for its row in the ablation table")
     parser.add_argument("--no-reference", action="store_true", help="skip the plain-TRL run on the same rows")
     parser.add_argument("--reference-only", action="store_true",
@@ -326,7 +327,7 @@ def main() -> int:
     from modeling.services.rounds.settings import DEFAULT_CONFIG
 
     config = TrainConfig(**{
-        **DEFAULT_CONFIG["rm"], "epochs": args.epochs, "batch_size": args.batch_size,
+        **DEFAULT_CONFIG["rm"], "epochs": args.epochs or DEFAULT_CONFIG["rm"]["epochs"], "batch_size": args.batch_size,
         "learning_rate": args.learning_rate or DEFAULT_CONFIG["rm"]["learning_rate"],
         "max_length": args.max_length, "bf16": not args.fp32,
         "lora": DEFAULT_CONFIG["rm"].get("lora", TrainConfig.lora) if args.lora is None else args.lora,
