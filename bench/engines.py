@@ -4,7 +4,7 @@ prompts and sampling settings, in one run.
     python bench/engines.py [--prompts 8] [--max-new-tokens 64] [--repeats 3] [--no-write]
 
 SmolLM2-135M-Instruct from the packaged Q4_1 GGUF, MT-Bench first turns, temperature 0.7,
-top-p 0.9. Each engine runs in a child process of its own (so each peak RSS is its own), through
+top-k 50 and top-p 0.9. Each engine runs in a child process of its own (so each peak RSS is its own), through
 the worker's backends (modeling.ml.generation): HF one prompt at a time and in one batch of all
 prompts (as bench/sampling.py), llama.cpp one prompt at a time and as parallel sequences of one
 context (``LlamaCppBackend.generate``), twice: on the file the worker serves (``served_gguf``: a
@@ -68,7 +68,7 @@ def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cac
         backend = LocalBackend(ModelSpec(kind="local", model_path=str(package), gguf_file=GGUF), cache)
     load_s = time.perf_counter() - started
     conversations = mt_bench_prompts(prompts)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, top_k=50)
 
     def timed(batches: list[list], seed: int) -> tuple[int, float]:
         tokens, t0 = 0, time.perf_counter()
@@ -168,7 +168,7 @@ def write_doc(result: dict) -> None:
     section = (
         f"Run {result['date']} on {result['machine']}, llama-cpp-python {result['llama_cpp_python']}, torch {result['torch']}: "
         f"SmolLM2-135M-Instruct, {result['prompts']} MT-Bench first turns, max {result['max_new_tokens']} new tokens, "
-        f"temperature 0.7, top-p 0.9, median of {result['repeats']} repeats; each engine in its own process. "
+        f"temperature 0.7, top-k 50, top-p 0.9 (both engines), median of {result['repeats']} repeats; each engine in its own process. "
         "\"Batched\": all prompts in one call (HF: one padded batch; llama.cpp: parallel sequences of one context, "
         "the prompts' common prefix read once). First token: median over the prompts, streamed one at a time.\n\n"
         "| engine | one at a time, tokens/s | batched, tokens/s | first token, ms | peak RSS, MB | load, s |\n|---|---|---|---|---|---|\n"

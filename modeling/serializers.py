@@ -176,7 +176,7 @@ class RoundStartSerializer(StrictJSONTypes, serializers.Serializer):
     preset = serializers.ChoiceField(
         choices=sorted(PRESETS), default="standard",
         help_text="quick: one epoch of at most 40 RM / 30 DPO steps and a 4-prompt head-to-head, minutes on a CPU; "
-                  "standard: one epoch of at most 500 steps each. `config` applies on top.",
+                  "standard: two reward-model epochs and one DPO epoch, at most 500 steps each. `config` applies on top.",
     )
     config = RoundConfigField(required=False, default=dict)
 
