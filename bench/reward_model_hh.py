@@ -260,6 +260,7 @@ def main() -> int:
     parser.add_argument("--center-rewards", type=float, default=0.01, help="the app's center_rewards_coefficient (0: off)")
     parser.add_argument("--epochs", type=float, default=None,
                         help="epochs over the training pairs (the app's path; default: the round's, DEFAULT_CONFIG['rm'])")
+    parser.add_argument("--seed", type=int, default=0, help="the app's training seed (head initialisation and data order)")
     parser.add_argument("--note", default="", help="what this run changes, for its row in the ablation table")
     parser.add_argument("--no-reference", action="store_true", help="skip the plain-TRL run on the same rows")
     parser.add_argument("--reference-only", action="store_true",
@@ -331,7 +332,7 @@ def main() -> int:
         "learning_rate": args.learning_rate or DEFAULT_CONFIG["rm"]["learning_rate"],
         "max_length": args.max_length, "bf16": not args.fp32,
         "lora": DEFAULT_CONFIG["rm"].get("lora", TrainConfig.lora) if args.lora is None else args.lora,
-        "center_rewards_coefficient": args.center_rewards or None,
+        "center_rewards_coefficient": args.center_rewards or None, "seed": args.seed,
     })
     if args.reference_only:
         return reference_only(args, base, train, heldout, scratch)
