@@ -65,7 +65,8 @@ class SamplingParams:
     #: The local engines keep the k likeliest tokens before top-p: 50 is what transformers'
     #: ``generate`` applies when nothing sets it, so HF and llama.cpp sample from the same
     #: distribution (and llama.cpp's top-p sorts 50 candidates, not the whole vocabulary). 0: off.
-    #: OpenAI-compatible endpoints use their server's own (the API has no top_k).
+    #: OpenAI-compatible endpoints use their server's own (the API has no top_k), except the
+    #: managed vLLM servers, which take vLLM's ``top_k`` field (``EndpointBackend.sends_top_k``).
     top_k: int = 50
     seed: int | None = None
 
@@ -364,6 +365,12 @@ class EndpointBackend:
 
     engine = "openai"
     note = ""  # why this engine serves the member, when it is not the one planned
+    #: Send ``top_k`` (vLLM's extension of the API; OpenAI's own server refuses unknown fields):
+    #: set for the managed vLLM servers (modeling/ml/serving.py), so a local model samples from
+    #: the same distribution there as through HF and llama.cpp.
+    sends_top_k = False
+    #: Requests in flight at once in ``generate`` (a sampling batch is 8 conversations).
+    CONCURRENCY = 8
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
@@ -413,43 +420,56 @@ class EndpointBackend:
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        if self.sends_top_k and params.top_k > 0:
+            body["top_k"] = params.top_k
         return body
 
     def generate(self, conversations: list[list[dict]], params: SamplingParams) -> list[Generation]:
-        results = []
+        """One request per conversation, up to ``CONCURRENCY`` in flight at once: a server that
+        batches (vLLM's continuous batching, llama-server's parallel slots) decodes them together,
+        where one at a time would leave it decoding a single sequence. Answers keep the order of
+        ``conversations``; a bad answer is an error Generation and the others still come back. A
+        server that cannot be reached (after retries) is a GenerationError for the whole call, as
+        before: the requests not yet sent are dropped, those in flight end first."""
         called = time.perf_counter()
-        for messages in conversations:
-            started = time.perf_counter()
-            queue_ms = int((started - called) * 1000)
-            failed = lambda error: Generation(  # noqa: E731
-                "", 0, 0, "error", int((time.perf_counter() - started) * 1000), error=error, engine=self.engine, queue_ms=queue_ms,
-            )
-            try:
-                data = self._post(self._body(messages, params))
-                choice = data["choices"][0]
-                text = choice["message"]["content"] or ""
-                if not isinstance(text, str):
-                    raise _BadAnswer(f"the answer's content is {type(text).__name__}, not text")
-                usage = data.get("usage") or {}
-                prompt_tokens, completion_tokens = (_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens"))
-                finish_reason = str(choice.get("finish_reason") or "stop")[:20]
-            except _BadAnswer as exc:
-                results.append(failed(f"{self.url}: {exc}"))
-                continue
-            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-                results.append(failed(f"{self.url}: unexpected answer ({type(exc).__name__}): {str(data)[:200]}"))
-                continue
-            results.append(
-                Generation(
-                    text=text.strip(),
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    finish_reason=finish_reason,
-                    latency_ms=int((time.perf_counter() - started) * 1000),
-                    engine=self.engine, queue_ms=queue_ms,
-                )
-            )
-        return results
+        if len(conversations) <= 1:
+            return [self._answer(messages, params, called) for messages in conversations]
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=min(self.CONCURRENCY, len(conversations)), thread_name_prefix="endpoint")
+        try:
+            return list(pool.map(lambda messages: self._answer(messages, params, called), conversations))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _answer(self, messages: list[dict], params: SamplingParams, called: float) -> Generation:
+        started = time.perf_counter()
+        queue_ms = int((started - called) * 1000)
+        failed = lambda error: Generation(  # noqa: E731
+            "", 0, 0, "error", int((time.perf_counter() - started) * 1000), error=error, engine=self.engine, queue_ms=queue_ms,
+        )
+        data = None
+        try:
+            data = self._post(self._body(messages, params))
+            choice = data["choices"][0]
+            text = choice["message"]["content"] or ""
+            if not isinstance(text, str):
+                raise _BadAnswer(f"the answer's content is {type(text).__name__}, not text")
+            usage = data.get("usage") or {}
+            prompt_tokens, completion_tokens = (_count(usage.get(k)) for k in ("prompt_tokens", "completion_tokens"))
+            finish_reason = str(choice.get("finish_reason") or "stop")[:20]
+        except _BadAnswer as exc:
+            return failed(f"{self.url}: {exc}")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            return failed(f"{self.url}: unexpected answer ({type(exc).__name__}): {str(data)[:200]}")
+        return Generation(
+            text=text.strip(),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            finish_reason=finish_reason,
+            latency_ms=int((time.perf_counter() - started) * 1000),
+            engine=self.engine, queue_ms=queue_ms,
+        )
 
     def stream(self, messages: list[dict], params: SamplingParams) -> Stream:
         """``stream: true``: server-sent events, one ``data: {json}`` line per chunk, ``data: [DONE]``

@@ -94,6 +94,7 @@ class ManagedServer:
         backend = EndpointBackend(ModelSpec(kind="endpoint", name=spec.name, base_url=self.url, endpoint_model=SERVED_NAME,
                                             timeout_s=spec.timeout_s, max_retries=spec.max_retries))
         backend.engine = "vllm"
+        backend.sends_top_k = True  # vLLM's OpenAI server takes top_k beside the API's fields
         return backend
 
     def alive(self) -> bool:

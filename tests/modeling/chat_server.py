@@ -12,10 +12,12 @@ class ChatServer:
     ``status`` forces every answer's status (e.g. 401); ``answer(last_user_message)`` replaces the
     echo: its value is the message content (any JSON value), or bytes sent as the whole body.
     A request with ``stream: true`` gets server-sent events, a chunk per word of the answer, a
-    usage chunk and ``[DONE]``; ``stream_body`` replaces that whole body (bytes) for hostile tests."""
+    usage chunk and ``[DONE]``; ``stream_body`` replaces that whole body (bytes) for hostile tests.
+    ``log``: a file each request's body is appended to as a JSON line (for a server in another
+    process, whose ``requests`` a test cannot read)."""
 
     def __init__(self, *, fail_first: int = 0, status: int = 200, api_key: str = "", answer=None, stream_body: bytes | None = None,
-                 port: int = 0, models: tuple[str, ...] = ()):
+                 port: int = 0, models: tuple[str, ...] = (), log: str | None = None):
         self.requests: list[dict] = []
         self.fail_first, self.status, self.api_key, self.answer = fail_first, status, api_key, answer
         self.stream_body = stream_body
@@ -28,6 +30,9 @@ class ChatServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
+                if log:
+                    with open(log, "a") as f:
+                        f.write(json.dumps(body) + "\n")
                 if server.fail_first > 0:
                     server.fail_first -= 1
                     return self._send(503, {"error": "warming up"})
@@ -92,8 +97,10 @@ class ChatServer:
 if __name__ == "__main__":
     # A stand-in for ``vllm serve MODEL_DIR --host H --port P --served-model-name N ...`` (the
     # managed-server tests point ARBITER_VLLM_COMMAND here): refuses a directory without
-    # config.json as vLLM does, then answers as NAME with "MODEL_DIR's basename: echo".
+    # config.json as vLLM does, then answers as NAME with "MODEL_DIR's basename: echo", logging
+    # each request's body to $CHAT_SERVER_LOG when it is set.
     import argparse
+    import os
     import sys
     from pathlib import Path
 
@@ -108,5 +115,6 @@ if __name__ == "__main__":
         print(f"ValueError: no config.json in {args.model}", flush=True)
         sys.exit(1)
     print("INFO: starting", flush=True)
-    server = ChatServer(port=args.port, models=(args.served_model_name,), answer=lambda last: f"{Path(args.model).name}: {last}")
+    server = ChatServer(port=args.port, models=(args.served_model_name,), answer=lambda last: f"{Path(args.model).name}: {last}",
+                        log=os.environ.get("CHAT_SERVER_LOG"))
     server.httpd.serve_forever()

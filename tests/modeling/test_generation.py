@@ -73,6 +73,28 @@ def test_the_endpoint_client_sends_the_conversation_and_reads_usage():
     assert request["body"] | {} == {**request["body"], "model": "m", "max_tokens": 20, "temperature": 0.5, "seed": 3}
 
 
+def test_the_endpoint_client_keeps_a_batch_in_flight_at_once_and_in_order():
+    """vLLM batches the requests it has at once: the server only answers when four requests
+    wait together (one at a time, the first would wait alone and the barrier would break)."""
+    import threading
+
+    together = threading.Barrier(4, timeout=20)
+
+    def answer(last):
+        together.wait()
+        return f"answer to {last}"
+
+    asks = [[{"role": "user", "content": f"q{i}"}] for i in range(4)]
+    with ChatServer(answer=answer) as server:
+        backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m", max_retries=0))
+        out = backend.generate(asks, SamplingParams())
+    assert [g.text for g in out] == [f"answer to q{i}" for i in range(4)] and len(server.requests) == 4
+    # a bad answer fails alone; the rest of the batch still comes back
+    with ChatServer(answer=lambda last: b"not json" if last == "q1" else f"ok {last}") as server:
+        out = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m")).generate(asks, SamplingParams())
+    assert [g.finish_reason for g in out] == ["stop", "error", "stop", "stop"] and "not JSON" in out[1].error
+
+
 def test_the_endpoint_client_retries_5xx_then_succeeds():
     with ChatServer(fail_first=2) as server:
         backend = EndpointBackend(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m", max_retries=2))

@@ -44,6 +44,27 @@ def test_auto_serves_a_model_directory_through_a_managed_vllm_server(gpu_host, t
     assert not server.alive() and serving._servers == {}
 
 
+def test_the_managed_server_is_sent_top_k_and_a_plain_endpoint_is_not(gpu_host, tiny_model_dir, tmp_path, monkeypatch):
+    """vLLM takes ``top_k`` beside the OpenAI fields, so a local model samples from the same
+    top-k 50 there as through HF and llama.cpp; OpenAI's own server refuses unknown fields."""
+    import json
+
+    from tests.modeling.chat_server import ChatServer
+
+    log = tmp_path / "requests.jsonl"
+    monkeypatch.setenv("CHAT_SERVER_LOG", str(log))
+    backend = backend_for(ModelSpec(kind="local", model_path=str(tiny_model_dir)), tmp_path)
+    backend.generate([ASK], SamplingParams())
+    "".join(backend.stream(ASK, SamplingParams(top_k=7)))
+    backend.generate([ASK], SamplingParams(top_k=0))  # off: the server's own default
+    sent = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [body.get("top_k") for body in sent] == [50, 7, None] and sent[1]["stream"] is True
+    with ChatServer() as server:
+        plain = backend_for(ModelSpec(kind="endpoint", base_url=server.url, endpoint_model="m"), tmp_path)
+        plain.generate([ASK], SamplingParams())
+        assert "top_k" not in server.requests[0]["body"]
+
+
 def test_a_lora_checkpoint_is_merged_once_then_served(gpu_host, tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
