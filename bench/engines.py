@@ -16,8 +16,11 @@ of the calls (median of the repeats). Time to first token: the median over promp
 ``Stream.first_token_ms``, one prompt streamed at a time. The engines' threads: torch's default
 (every core) and llama.cpp's ``free_cpu_cores()`` when each call starts.
 
-The ``vllm`` engine (a managed ``vllm serve``, modeling/ml/serving.py) needs a GPU host, and this
-script does not measure it yet: ``gpu`` is null with the reason.
+On a host with CUDA (a lent GPU), the same prompts and settings also run through HF on the GPU
+and through the ``vllm`` engine (a managed ``vllm serve`` on the model's HF directory, the
+worker's own path: modeling/ml/serving.py, requests of a batch in flight together), recorded
+under ``gpu`` with the ratio of vLLM's best to HF-on-GPU's best; without CUDA, or without vLLM,
+``gpu`` is null and ``gpu_note`` says why. The CPU rows always run on the CPU.
 
 Writes bench/results/engines.json and the engines section of docs/benchmarks.md.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -43,6 +47,7 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 ENGINES = ("hf", "llama.cpp", "llama.cpp-shipped")
+GPU_ENGINES = ("hf-cuda", "vllm")
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
@@ -57,15 +62,25 @@ def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cac
     from modeling.ml.generation import LlamaCppBackend, LocalBackend, ModelSpec, SamplingParams, served_gguf
 
     package = package_gguf().parent
+    spec = ModelSpec(kind="local", model_path=str(package), gguf_file=GGUF)
     if engine == "llama.cpp":
         served, weights = served_gguf(package / GGUF, cache)  # the copy is made once, before the clock
+    if engine == "vllm":
+        from modeling.ml.generation import resolve_local_dir
+
+        model_dir = resolve_local_dir(spec, cache)  # the GGUF's HF conversion, made before the clock
     started = time.perf_counter()
     if engine == "llama.cpp":
         backend = LlamaCppBackend(served, weights=weights)
     elif engine == "llama.cpp-shipped":
         backend = LlamaCppBackend(package / GGUF)
+    elif engine == "vllm":
+        from modeling.ml.serving import ManagedServer
+
+        server = ManagedServer(model_dir)  # load: the server's start, kernels compiled included
+        backend = server.backend(spec)
     else:
-        backend = LocalBackend(ModelSpec(kind="local", model_path=str(package), gguf_file=GGUF), cache)
+        backend = LocalBackend(spec, cache, device="cuda" if engine == "hf-cuda" else "cpu")
     load_s = time.perf_counter() - started
     conversations = mt_bench_prompts(prompts)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, top_p=0.9, top_k=50)
@@ -88,9 +103,20 @@ def run_engine(engine: str, prompts: int, max_new_tokens: int, repeats: int, cac
         stream.read()
         first_tokens.append(stream.first_token_ms)
     rate = lambda runs: round(statistics.median(t / s for t, s in runs), 1)  # noqa: E731
-    return {
+    extra = {}
+    if engine == "hf-cuda":
+        import torch
+
+        extra["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if engine == "vllm":
+        extra["gpu_memory_utilization"] = float(os.environ.get("ARBITER_VLLM_GPU_MEMORY", "0.5"))
+        extra["rss_note"] = "peak RSS is the client's; the vllm server's own processes are not counted"
+        server.stop()
+    return extra | {
         "engine": engine,
-        "weights": getattr(backend, "weights", "") or ("the Q4_1 file as shipped" if engine == "llama.cpp-shipped" else "GGUF dequantized to fp32"),
+        "weights": getattr(backend, "weights", "") or {
+            "llama.cpp-shipped": "the Q4_1 file as shipped", "vllm": "the GGUF's HF conversion (fp32; vLLM's dtype auto)",
+        }.get(engine, "GGUF dequantized to fp32"),
         "load_s": round(load_s, 2),
         "sequential_tokens_per_s": rate(sequential),
         "batched_tokens_per_s": rate(batched),
@@ -183,6 +209,11 @@ def write_doc(result: dict) -> None:
         f"{fid['served']['mean_kl']}, {fid['served']['top1_agreement']:.1%}, {fid['served']['perplexity']}.\n\n"
         f"GPU: {result['gpu_note']}"
     )
+    if result["gpu"]:
+        section += "\n\n| engine on the GPU | one at a time, tokens/s | batched, tokens/s | first token, ms | load, s |\n|---|---|---|---|---|\n" + "\n".join(
+            f"| {name} | {r['sequential_tokens_per_s']} | {r['batched_tokens_per_s']} | {r['first_token_ms_median']} | {r['load_s']} |"
+            for name, r in (("transformers (HF)", result["gpu"]["hf"]), ("vLLM (managed `vllm serve`)", result["gpu"]["vllm"]))
+        )
     replace_section("engines", "Generation engines (`bench/engines.py`)", section)
 
 
@@ -194,7 +225,7 @@ def main() -> int:
     parser.add_argument("--cache", default=str(ROOT / "artifacts" / "models"))
     parser.add_argument("--note", default="", help="what else ran on the machine, for the doc")
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--child", choices=[*ENGINES, "fidelity"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*ENGINES, *GPU_ENGINES, "fidelity"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child == "fidelity":
@@ -203,8 +234,21 @@ def main() -> int:
     if args.child:
         print(json.dumps(run_engine(args.child, args.prompts, args.max_new_tokens, args.repeats, args.cache)))
         return 0
+    import importlib.metadata
+
+    import torch
+
+    from modeling.ml.serving import vllm_installed
+
+    engines = [*ENGINES, "fidelity"]
+    gpu_note = "not measured: no GPU was lent to this task, so the vllm engine has not run against HF on one."
+    if torch.cuda.is_available():
+        if vllm_installed():
+            engines += GPU_ENGINES
+        else:
+            gpu_note = "not measured: this host has CUDA but no vLLM (requirements-gpu.txt, or ARBITER_VLLM_COMMAND)."
     results = {}
-    for engine in (*ENGINES, "fidelity"):
+    for engine in engines:
         print(f"engine {engine}...", flush=True)
         child = subprocess.run(
             [sys.executable, __file__, "--child", engine, "--prompts", str(args.prompts), "--max-new-tokens",
@@ -216,10 +260,6 @@ def main() -> int:
             return child.returncode
         results[engine] = json.loads(child.stdout.strip().splitlines()[-1])
         print(json.dumps(results[engine]), flush=True)
-
-    import importlib.metadata
-
-    import torch
 
     hf, cpp, shipped = results["hf"], results["llama.cpp"], results["llama.cpp-shipped"]
     best = lambda r: max(r["sequential_tokens_per_s"], r["batched_tokens_per_s"])  # noqa: E731
@@ -242,8 +282,14 @@ def main() -> int:
         "cpu_speedup_shipped_vs_hf": round(best(shipped) / best(hf), 2),
         "note": args.note,
         "gpu": None,
-        "gpu_note": "not measured: no GPU was lent to this task, so the vllm engine has not run against HF on one.",
+        "gpu_note": gpu_note,
     }
+    if "vllm" in results:
+        gpu_hf, vllm = results["hf-cuda"], results["vllm"]
+        result["gpu"] = {"device": torch.cuda.get_device_name(0), "hf": gpu_hf, "vllm": vllm,
+                         "gpu_speedup_vs_hf": round(best(vllm) / best(gpu_hf), 2)}
+        result["gpu_note"] = (f"{result['gpu']['device']}: vLLM's best {best(vllm)} tokens/s against HF's best {best(gpu_hf)} "
+                              f"on the same GPU, {result['gpu']['gpu_speedup_vs_hf']}×.")
     print(json.dumps(result, indent=2))
     return publish(RESULTS, result, write_doc, write=not args.no_write)
 
