@@ -47,7 +47,7 @@ HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
 
 def plain_trl(base_dir: str, train: list[dict], heldout: list[dict], output_dir: str, *, batch_size: int,
-              learning_rate: float, max_length: int, bf16: bool) -> dict:
+              learning_rate: float, max_length: int, bf16: bool, epochs: int = 1) -> dict:
     """TRL's RewardTrainer on ``train``, then held-out accuracy: a few lines, no app code."""
     import torch
     from datasets import Dataset
@@ -58,7 +58,7 @@ def plain_trl(base_dir: str, train: list[dict], heldout: list[dict], output_dir:
     model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     columns = ("prompt", "chosen", "rejected", "margin")
-    args = RewardConfig(output_dir=output_dir, num_train_epochs=1, per_device_train_batch_size=batch_size,
+    args = RewardConfig(output_dir=output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
                         learning_rate=learning_rate, max_length=max_length, bf16=bf16, use_cpu=not torch.cuda.is_available(),
                         report_to="none", save_strategy="no", logging_steps=10, disable_tqdm=True, seed=0)
     trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer,
@@ -85,12 +85,13 @@ def reference_only(args, base, train: list[dict], heldout: list[dict], scratch: 
     from modeling.ml.evaluation import wilson_interval
 
     reference = plain_trl(str(base), train, heldout, f"{scratch}/reference", batch_size=args.batch_size,
-                          learning_rate=args.reference_learning_rate, max_length=args.max_length, bf16=not args.fp32)
+                          learning_rate=args.reference_learning_rate, max_length=args.max_length, bf16=not args.fp32,
+                          epochs=args.reference_epochs)
     low, high = wilson_interval(reference["correct"], reference["pairs"])
     out = {"benchmark": "reward_model_hh_reference", "date": utc_now(), "machine": machine(),
            "train_rows": len(train), **reference, "ci95": [round(low, 4), round(high, 4)],
            "settings": {"batch_size": args.batch_size, "learning_rate": args.reference_learning_rate,
-                        "max_length": args.max_length, "bf16": not args.fp32, "epochs": 1, "centring": None}}
+                        "max_length": args.max_length, "bf16": not args.fp32, "epochs": args.reference_epochs, "centring": None}}
     print(json.dumps(out, indent=2))
     if not args.no_write:
         RESULTS.with_name("reward_model_hh_reference.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -100,7 +101,7 @@ def reference_only(args, base, train: list[dict], heldout: list[dict], scratch: 
 
 def _reference_row(date: str, args, train_rows: int, reference: dict) -> dict:
     return {"date": date, "path": "plain TRL", "strength": "none (rows' margin 0)", "centring": None, "lora": False,
-            "learning_rate": args.reference_learning_rate, "epochs": 1, "steps": reference["steps"], "train_pairs": train_rows,
+            "learning_rate": args.reference_learning_rate, "epochs": args.reference_epochs, "steps": reference["steps"], "train_pairs": train_rows,
             "heldout_pairs": reference["pairs"], "accuracy": reference["accuracy"], "ci95": reference["ci95"],
             "seconds_per_step": round(reference["train_seconds"] / max(1, reference["steps"]), 2), "note": args.note}
 
@@ -251,6 +252,9 @@ def main() -> int:
                         help="the app's learning rate (default: the round's, DEFAULT_CONFIG['rm'])")
     parser.add_argument("--reference-learning-rate", type=float, default=1e-5,
                         help="plain TRL's, fixed at TRL-NOTES.md's run so the reference stays one yardstick across ablations")
+    parser.add_argument("--reference-epochs", type=int, default=1,
+                        help="plain TRL's epochs (default 1, TRL-NOTES.md's run); with --reference-learning-rate 3e-5 "
+                             "and 2, plain TRL at the round's own settings")
     parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None,
                         help="LoRA (--lora) or full fine-tuning (--no-lora); default: the round's (DEFAULT_CONFIG['rm'])")
     parser.add_argument("--fp32", action="store_true", help="fp32 instead of bf16")
@@ -348,7 +352,8 @@ def main() -> int:
         from modeling.ml.evaluation import wilson_interval
 
         reference = plain_trl(str(base), train, heldout, f"{scratch}/reference", batch_size=args.batch_size,
-                              learning_rate=args.reference_learning_rate, max_length=args.max_length, bf16=not args.fp32)
+                              learning_rate=args.reference_learning_rate, max_length=args.max_length, bf16=not args.fp32,
+                              epochs=args.reference_epochs)
         reference["ci95"] = [round(x, 4) for x in wilson_interval(reference["correct"], reference["pairs"])]
     out = {
         "benchmark": "reward_model_hh",
