@@ -257,6 +257,11 @@ def main() -> int:
         )
         if child.returncode != 0:
             print(child.stderr[-3000:], file=sys.stderr)
+            if engine in GPU_ENGINES:  # the CPU figures still count; the note says what failed
+                last = (child.stderr.strip().splitlines() or ["(no output)"])[-1]
+                gpu_note = f"not measured: the {engine} run failed: {last[:300]}"
+                results.pop("hf-cuda", None)
+                break
             return child.returncode
         results[engine] = json.loads(child.stdout.strip().splitlines()[-1])
         print(json.dumps(results[engine]), flush=True)
