@@ -360,8 +360,8 @@ def _count(value) -> int:
 
 class EndpointBackend:
     """POST {base_url}/chat/completions (vLLM, TGI, llama.cpp server, Ollama), one conversation
-    per request, with a timeout and retries on connection errors, 429 and 5xx (a stream is retried
-    only until its first byte)."""
+    per request and a batch's requests in flight together, with a timeout and retries on
+    connection errors, 429 and 5xx (a stream is retried only until its first byte)."""
 
     engine = "openai"
     note = ""  # why this engine serves the member, when it is not the one planned
