@@ -80,22 +80,28 @@ def plain_trl(base_dir: str, train: list[dict], heldout: list[dict], output_dir:
             "steps": trainer.state.global_step, "train_seconds": round(seconds, 2)}
 
 
-def reference_only(args, base, train: list[dict], heldout: list[dict], scratch: str) -> int:
-    """The plain-TRL run alone, on the rows the app's path would train and score."""
+def run_reference(args, base, train: list[dict], heldout: list[dict], scratch: str) -> dict:
+    """``plain_trl`` with the command line's reference settings, and its Wilson interval."""
     from modeling.ml.evaluation import wilson_interval
 
     reference = plain_trl(str(base), train, heldout, f"{scratch}/reference", batch_size=args.batch_size,
                           learning_rate=args.reference_learning_rate, max_length=args.max_length, bf16=not args.fp32,
                           epochs=args.reference_epochs)
-    low, high = wilson_interval(reference["correct"], reference["pairs"])
+    reference["ci95"] = [round(x, 4) for x in wilson_interval(reference["correct"], reference["pairs"])]
+    return reference
+
+
+def reference_only(args, base, train: list[dict], heldout: list[dict], scratch: str) -> int:
+    """The plain-TRL run alone, on the rows the app's path would train and score."""
+    reference = run_reference(args, base, train, heldout, scratch)
     out = {"benchmark": "reward_model_hh_reference", "date": utc_now(), "machine": machine(),
-           "train_rows": len(train), **reference, "ci95": [round(low, 4), round(high, 4)],
+           "train_rows": len(train), **reference,
            "settings": {"batch_size": args.batch_size, "learning_rate": args.reference_learning_rate,
                         "max_length": args.max_length, "bf16": not args.fp32, "epochs": args.reference_epochs, "centring": None}}
     print(json.dumps(out, indent=2))
     if not args.no_write:
         RESULTS.with_name("reward_model_hh_reference.json").write_text(json.dumps(out, indent=2) + "\n")
-        record_ablations([_reference_row(out["date"], args, len(train), reference | {"ci95": out["ci95"]})])
+        record_ablations([_reference_row(out["date"], args, len(train), reference)])
     return 0
 
 
@@ -349,12 +355,7 @@ def main() -> int:
     reference = None
     if not args.no_reference:
         print(f"app: held-out accuracy {result.heldout['accuracy']}; now plain TRL on the same {len(train)} rows", flush=True)
-        from modeling.ml.evaluation import wilson_interval
-
-        reference = plain_trl(str(base), train, heldout, f"{scratch}/reference", batch_size=args.batch_size,
-                              learning_rate=args.reference_learning_rate, max_length=args.max_length, bf16=not args.fp32,
-                              epochs=args.reference_epochs)
-        reference["ci95"] = [round(x, 4) for x in wilson_interval(reference["correct"], reference["pairs"])]
+        reference = run_reference(args, base, train, heldout, scratch)
     out = {
         "benchmark": "reward_model_hh",
         "date": utc_now(),
